@@ -1,0 +1,49 @@
+"""``greenchannel`` command line: a thin click group; each command lives in ``gateway/commands/``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from gateway.errors import GreenChannelError
+
+# (module, attribute) of every top-level command or group; modules are imported lazily so a
+# command's heavy imports never slow down the others.
+COMMANDS: list[tuple[str, str]] = [
+]
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(attr.replace("_cmd", "").replace("_", "-") for _, attr in COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for module, attr in COMMANDS:
+            if attr.replace("_cmd", "").replace("_", "-") == cmd_name:
+                command = getattr(importlib.import_module(module), attr)
+                assert isinstance(command, click.Command)
+                return command
+        return None
+
+
+@click.group(cls=_LazyGroup)
+@click.option("--config", "config_path", envvar="GREENCHANNEL_CONFIG", type=click.Path(), default=None,
+              help="YAML config file (env: GREENCHANNEL_CONFIG).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Green Channel: complaints from Kafka to the consumer-protection pyramid and 12315 bureaus."""
+    ctx.obj = {"config_path": config_path}
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except GreenChannelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

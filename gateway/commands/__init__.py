@@ -1,0 +1,1 @@
+"""One module per CLI command (group); registered in ``gateway/cli.py`` COMMANDS."""

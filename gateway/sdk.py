@@ -1,0 +1,173 @@
+"""The connector SDK: everything a city connector module imports.
+
+A connector turns an :class:`Escalation` into one HTTP request in its bureau's own format and
+classifies the bureau's answer. It is *pure*: no sockets, no clocks, no randomness, no sleeping,
+no retries, no metrics. Time, nonces, credentials and OAuth2 tokens are handed in through
+:class:`RequestContext`; the delivery engine owns IO, retries, rate limits, breakers and offsets.
+
+A connector module exposes a module-level ``connector`` object satisfying :class:`Connector`
+and registers it in the ``greenchannel.connectors`` entry-point group::
+
+    [project.entry-points."greenchannel.connectors"]
+    wuhu = "connectors.wuhu:connector"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    name: str
+    phone: str
+    id_number: str | None = None
+    address: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Merchant:
+    merchant_id: str
+    name: str
+    credit_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """A major complaint on its way to a city bureau (mirrors ``schemas/escalation.avsc``)."""
+
+    escalation_id: str
+    complaint_id: str
+    city: str
+    city_code: str
+    created_at_ms: int
+    received_at_ms: int
+    handling_deadline_ms: int
+    channel: str
+    rule_id: str
+    consumer: Consumer
+    merchant: Merchant
+    order_id: str | None
+    amount_fen: int | None
+    product_category: str
+    category: str
+    description: str
+    severity: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Per-city secrets, resolved from config (env or files). Never logged."""
+
+    client_id: str = ""
+    secret: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Everything impure a translation needs, supplied by the engine."""
+
+    now_ms: int
+    nonce: str
+    credentials: Credentials
+    bearer_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BureauRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BureauResponse:
+    status: int
+    headers: Mapping[str, str]
+    """Header names are lower-case."""
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The bureau opened a case (or already had one for this idempotency key)."""
+
+    case_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLater:
+    """Might succeed later: 5xx, 429, a busy code in a 200 body, an expired token...
+
+    ``retry_after`` is the bureau's hint in seconds (the engine caps it).
+    ``reauthenticate`` asks the engine to drop the cached token before retrying (OAuth2 401).
+    """
+
+    reason: str
+    retry_after: float | None = None
+    reauthenticate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Will never succeed as it is: dead-letter it. ``reason`` is a bounded machine label;
+    ``detail`` is the bureau's own code/message (trimmed by the engine)."""
+
+    reason: str
+    detail: str = ""
+
+
+Outcome = Accepted | RetryLater | Rejected
+
+
+class AuthKind(str, Enum):
+    NONE = "none"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """How to obtain an OAuth2 client-credentials token (the engine does the IO and caching)."""
+
+    path: str = "/oauth/token"
+    scope: str = ""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A city bureau's 12315 interface."""
+
+    name: str
+    """Entry-point / config key, e.g. ``"beijing"``."""
+    city_code: str
+    """GB/T 2260 code of the city, e.g. ``"110000"``."""
+    family: str
+    """Protocol family, e.g. ``"json_hmac"``, ``"soap"``, ``"form_sm3"``, ``"oauth_json"``."""
+    token_grant: TokenGrant | None
+    """Set when the bureau wants an OAuth2 bearer token in ``RequestContext.bearer_token``."""
+    requires_client_cert: bool
+    """True when the bureau authenticates the gateway with mTLS."""
+
+    def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
+        """Build the bureau request. Pure."""
+        ...
+
+    def interpret(self, response: BureauResponse) -> Outcome:
+        """Classify the bureau's answer. Pure."""
+        ...
+
+    def token_request(self, ctx: RequestContext) -> BureauRequest:
+        """Build the OAuth2 token request. Only called when ``token_grant`` is set. Pure."""
+        ...
+
+    def interpret_token(self, response: BureauResponse) -> tuple[str, float]:
+        """Parse a token endpoint answer into (access_token, expires_in_seconds).
+
+        Only called when ``token_grant`` is set; raise ``ValueError`` on a bad answer."""
+        ...
