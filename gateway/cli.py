@@ -12,6 +12,12 @@ from gateway.errors import GreenChannelError
 # (module, attribute) of every top-level command or group; modules are imported lazily so a
 # command's heavy imports never slow down the others.
 COMMANDS: list[tuple[str, str]] = [
+    ("gateway.commands.broker", "broker"),
+    ("gateway.commands.topics", "topics"),
+    ("gateway.commands.run", "run"),
+    ("gateway.commands.run", "route"),
+    ("gateway.commands.run", "deliver"),
+    ("gateway.commands.run", "check_config"),
 ]
 
 
@@ -29,8 +35,14 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup)
-@click.option("--config", "config_path", envvar="GREENCHANNEL_CONFIG", type=click.Path(), default=None,
-              help="YAML config file (env: GREENCHANNEL_CONFIG).")
+@click.option(
+    "--config",
+    "config_path",
+    envvar="GREENCHANNEL_CONFIG",
+    type=click.Path(),
+    default=None,
+    help="YAML config file (env: GREENCHANNEL_CONFIG).",
+)
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Green Channel: complaints from Kafka to the consumer-protection pyramid and 12315 bureaus."""

@@ -76,8 +76,16 @@ class RouterSettings(_Strict):
     rules_file: Path | None = None
     green_cities: list[str] = Field(
         default_factory=lambda: [
-            "beijing", "guangzhou", "shenzhen", "chongqing", "hangzhou",
-            "hefei", "nanchang", "suzhou", "wuhu", "nanjing",
+            "beijing",
+            "guangzhou",
+            "shenzhen",
+            "chongqing",
+            "hangzhou",
+            "hefei",
+            "nanchang",
+            "suzhou",
+            "wuhu",
+            "nanjing",
         ]
     )
     max_batch: int = Field(2000, ge=1)
@@ -206,9 +214,11 @@ class Settings(BaseSettings):
                     f"cities.{key}.credentials.secret is a development-only secret but the "
                     "endpoint is not on loopback: configure the real secret"
                 )
-        for city in self.router.green_cities:
-            if city not in self.cities:
-                raise ValueError(f"router.green_cities names {city!r}, which has no cities.{city} block")
+        for name in self.router.green_cities:
+            if name not in self.cities:
+                raise ValueError(
+                    f"router.green_cities names {name!r}, which has no cities.{name} block"
+                )
         return self
 
     def city(self, key: str) -> CitySettings:

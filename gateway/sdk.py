@@ -143,16 +143,32 @@ class TokenGrant:
 class Connector(Protocol):
     """A city bureau's 12315 interface."""
 
-    name: str
-    """Entry-point / config key, e.g. ``"beijing"``."""
-    city_code: str
-    """GB/T 2260 code of the city, e.g. ``"110000"``."""
-    family: str
-    """Protocol family, e.g. ``"json_hmac"``, ``"soap"``, ``"form_sm3"``, ``"oauth_json"``."""
-    token_grant: TokenGrant | None
-    """Set when the bureau wants an OAuth2 bearer token in ``RequestContext.bearer_token``."""
-    requires_client_cert: bool
-    """True when the bureau authenticates the gateway with mTLS."""
+    # Read-only properties, so frozen dataclasses and plain class attributes both satisfy them.
+
+    @property
+    def name(self) -> str:
+        """Entry-point / config key, e.g. ``"beijing"``."""
+        ...
+
+    @property
+    def city_code(self) -> str:
+        """GB/T 2260 code of the city, e.g. ``"110000"``."""
+        ...
+
+    @property
+    def family(self) -> str:
+        """Protocol family, e.g. ``"json_hmac"``, ``"soap"``, ``"form_sm3"``, ``"oauth_json"``."""
+        ...
+
+    @property
+    def token_grant(self) -> TokenGrant | None:
+        """Set when the bureau wants an OAuth2 bearer token in ``RequestContext.bearer_token``."""
+        ...
+
+    @property
+    def requires_client_cert(self) -> bool:
+        """True when the bureau authenticates the gateway with mTLS."""
+        ...
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         """Build the bureau request. Pure."""

@@ -20,18 +20,18 @@ keys are the complaint id, so one complaint's records stay ordered in one partit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 DAY_MS = 24 * 3600 * 1000
 
 
-class Department(str, Enum):
+class Department(StrEnum):
     CONSUMER_PROTECTION = "consumer-protection"
     CUSTOMER_SERVICE = "customer-service"
     CALL_CENTER = "call-center"
 
 
-class Desk(str, Enum):
+class Desk(StrEnum):
     """Call-center desks."""
 
     INTEGRATED = "integrated"
@@ -104,7 +104,9 @@ class Topics:
                 self.department(Department.CUSTOMER_SERVICE), 6, 30 * DAY_MS, "general complaints"
             ),
         ]
-        specs += [TopicSpec(self.desk(d), 3, 30 * DAY_MS, f"call-center desk {d.value}") for d in Desk]
+        specs += [
+            TopicSpec(self.desk(d), 3, 30 * DAY_MS, f"call-center desk {d.value}") for d in Desk
+        ]
         specs += [
             TopicSpec(self.escalations(c), 3, 30 * DAY_MS, f"escalations to {c}") for c in cities
         ]

@@ -1,0 +1,139 @@
+"""Wiring for ``greenchannel run`` / ``route`` / ``deliver``: config -> cores -> ops endpoint.
+
+One process runs the router and/or the delivery engine on their own threads, an ops HTTP
+endpoint and the watchdog. SIGTERM/SIGINT drain: the loops stop fetching, in-flight
+deliveries finish their current attempt or are handed back uncommitted, final offsets are
+committed, clients close — all within ``shutdown_timeout_s``; otherwise the process exits
+non-zero and the broker's session timeout hands the partitions to another member.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+from gateway.codec import Codec
+from gateway.config import Settings
+from gateway.connectors_registry import load_connectors
+from gateway.delivery.engine import DeliveryEngine
+from gateway.errors import ConfigError, FatalError, GreenChannelError
+from gateway.health import OpsServer
+from gateway.metrics import Metrics
+from gateway.routing.router import RecordRouter, Router
+from gateway.routing.rules import load_rules
+from gateway.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
+
+
+def build_codec(settings: Settings) -> Codec:
+    if settings.codec.wire_format == "confluent":
+        from gateway.registry import RegistryClient
+
+        if not settings.codec.registry_url:
+            raise ConfigError("codec.registry_url: required when codec.wire_format is confluent")
+        return Codec(settings.codec, registry=RegistryClient(settings.codec.registry_url))
+    return Codec(settings.codec)
+
+
+@dataclass
+class App:
+    settings: Settings
+    route: bool = True
+    deliver: bool = True
+    cities: list[str] | None = None
+    instance_id: str = "0"
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.stop = threading.Event()
+        self.watchdog = Watchdog(s.router.watchdog_s)
+        self.codec = build_codec(s)
+        self.router: Router | None = None
+        self.engine: DeliveryEngine | None = None
+        self.errors: list[BaseException] = []
+        if self.route:
+            classifier = load_rules(s.router.rules_file)
+            rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
+            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
+        if self.deliver:
+            cities = self.cities or [c for c, cs in s.cities.items() if cs.enabled]
+            unknown = [c for c in cities if c not in s.cities]
+            if unknown:
+                raise ConfigError(f"--city names unknown cities: {', '.join(unknown)}")
+            connectors = load_connectors({s.connector_of(c) for c in cities})
+            self.engine = DeliveryEngine(
+                s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
+            )
+        self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
+
+    def ready(self) -> dict[str, bool]:
+        parts: dict[str, bool] = {}
+        if self.router is not None:
+            parts["router"] = self.router.ready.is_set()
+        if self.engine is not None:
+            parts["deliver"] = self.engine.ready.is_set()
+        return parts
+
+    def _guarded(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(self.stop)
+            except BaseException as exc:
+                log.critical(
+                    "%s stopped: %s", name, exc, exc_info=not isinstance(exc, GreenChannelError)
+                )
+                self.errors.append(exc)
+                self.stop.set()
+
+        return threading.Thread(target=run, name=name, daemon=True)
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %s: draining", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self, shutdown_timeout_s: float = 20.0, with_ops: bool = True) -> int:
+        obs = self.settings.observability
+        ops = None
+        if with_ops:
+            ops = OpsServer(
+                obs.host, obs.port, self.metrics.registry, self.watchdog.heartbeat_ages, self.ready
+            )
+            ops.start()
+            log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", obs.host, ops.port)
+        self.watchdog.start()
+        threads = []
+        if self.router is not None:
+            threads.append(self._guarded("router", self.router.run))
+        if self.engine is not None:
+            engine = self.engine
+            threads.append(
+                self._guarded("deliver", lambda stop: engine.run(stop, shutdown_timeout_s))
+            )
+        for t in threads:
+            t.start()
+        while not self.stop.wait(0.2):
+            pass
+        deadline = time.monotonic() + shutdown_timeout_s + 5
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        if ops is not None:
+            ops.stop()
+        if any(t.is_alive() for t in threads):
+            log.error("drain did not finish within %.0fs", shutdown_timeout_s)
+            return EXIT_DRAIN_TIMEOUT
+        if any(isinstance(e, FatalError | Exception) for e in self.errors):
+            return EXIT_FATAL
+        return EXIT_OK

@@ -1,0 +1,143 @@
+"""``greenchannel run | route | deliver | check-config``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gateway.commands.common import settings_from
+from gateway.errors import GreenChannelError
+from gateway.logs import setup_logging
+
+_instance = click.option(
+    "--instance",
+    default="0",
+    envvar="GREENCHANNEL_INSTANCE",
+    show_default=True,
+    help="Stable, unique id of this replica (e.g. a StatefulSet ordinal): names the router's "
+    "transactional id, so a restarted replica fences and aborts its predecessor's transaction.",
+)
+_cities = click.option(
+    "--city", "cities", multiple=True, help="Deliver only to these cities (repeatable)."
+)
+_port = click.option(
+    "--metrics-port", type=int, default=None, help="Ops endpoint port (overrides config)."
+)
+_drain = click.option(
+    "--shutdown-timeout",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Seconds SIGTERM may take to drain before the process exits non-zero.",
+)
+
+
+def _start(
+    ctx: click.Context,
+    *,
+    route: bool,
+    deliver: bool,
+    instance: str,
+    cities: tuple[str, ...],
+    metrics_port: int | None,
+    shutdown_timeout: float,
+) -> None:
+    settings = settings_from(ctx)
+    if metrics_port is not None:
+        obs = settings.observability.model_copy(update={"port": metrics_port})
+        settings = settings.model_copy(update={"observability": obs})
+    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    from gateway.app import App
+
+    app = App(
+        settings, route=route, deliver=deliver, cities=list(cities) or None, instance_id=instance
+    )
+    app.install_signal_handlers()
+    sys.exit(app.run(shutdown_timeout))
+
+
+@click.command("run")
+@_instance
+@_cities
+@_port
+@_drain
+@click.pass_context
+def run(
+    ctx: click.Context,
+    instance: str,
+    cities: tuple[str, ...],
+    metrics_port: int | None,
+    shutdown_timeout: float,
+) -> None:
+    """Run the router and the delivery engine in one process, with /metrics /healthz /readyz."""
+    _start(
+        ctx,
+        route=True,
+        deliver=True,
+        instance=instance,
+        cities=cities,
+        metrics_port=metrics_port,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+@click.command("route")
+@_instance
+@_port
+@_drain
+@click.pass_context
+def route(
+    ctx: click.Context, instance: str, metrics_port: int | None, shutdown_timeout: float
+) -> None:
+    """Classify complaints into the pyramid and publish them, exactly once (a consumer group)."""
+    _start(
+        ctx,
+        route=True,
+        deliver=False,
+        instance=instance,
+        cities=(),
+        metrics_port=metrics_port,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+@click.command("deliver")
+@_cities
+@_port
+@_drain
+@click.pass_context
+def deliver(
+    ctx: click.Context, cities: tuple[str, ...], metrics_port: int | None, shutdown_timeout: float
+) -> None:
+    """Deliver escalations to the city bureaus (a consumer group)."""
+    _start(
+        ctx,
+        route=False,
+        deliver=True,
+        instance="0",
+        cities=cities,
+        metrics_port=metrics_port,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+@click.command("check-config")
+@click.pass_context
+def check_config(ctx: click.Context) -> None:
+    """Validate the configuration, routing rules and connectors; exit non-zero naming the bad key."""
+    from gateway.connectors_registry import load_connectors
+    from gateway.routing.rules import load_rules
+
+    try:
+        settings = settings_from(ctx)
+        classifier = load_rules(settings.router.rules_file)
+        cities = [c for c, cs in settings.cities.items() if cs.enabled]
+        load_connectors({settings.connector_of(c) for c in cities})
+    except GreenChannelError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(
+        f"ok: {len(cities)} cities, {len(classifier.rule_ids)} routing rules, "
+        f"bootstrap {settings.kafka.bootstrap_servers}"
+    )

@@ -1,0 +1,209 @@
+"""The delivery engine: one poll loop feeding one lane per city.
+
+The poll loop never sleeps, never does HTTP and never retries. Each iteration it:
+1. takes finished records from the completion queue and commits each partition's commit point
+   (``offset + 1`` of the last contiguous final record; under the watchdog);
+2. pauses the partitions of every city that is unavailable (breaker not closed, maintenance
+   window) or saturated (too many records in flight), and resumes them when it recovers — only
+   that city's partitions, so one city's trouble never holds back another;
+3. polls and hands each record to its city's lane.
+
+Partitions revoked in a rebalance are forgotten; their unfinished records are redelivered by
+the new owner and the bureau deduplicates them by idempotency key.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from gateway.codec import Codec
+from gateway.config import Settings
+from gateway.delivery.city import CityDelivery
+from gateway.delivery.lane import Completion, Job, Lane
+from gateway.delivery.offsets import OffsetTracker
+from gateway.errors import FatalError, GreenChannelError
+from gateway.http import HttpxTransport, Transport
+from gateway.kafka import Consumer, Producer, Record, TopicPartition
+from gateway.observer import Observer
+from gateway.sdk import Connector, Credentials
+from gateway.topics import Topics
+from gateway.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+TransportFactory = Callable[[str], Transport]
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        connectors: dict[str, Connector],
+        codec: Codec,
+        observer: Observer,
+        watchdog: Watchdog,
+        *,
+        cities: list[str],
+        transport_factory: TransportFactory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topics.prefix)
+        self.observer = observer
+        self.watchdog = watchdog
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self.tracker = OffsetTracker()
+        self._generation: dict[TopicPartition, int] = {}
+        self._paused_cities: set[str] = set()
+        self._fatal: GreenChannelError | None = None
+        make_transport = transport_factory or self._http_transport
+        self.producer = Producer(settings.kafka, linger_ms=1)
+        self.lanes: dict[str, Lane] = {}
+        for city in cities:
+            self.lanes[city] = self._lane(
+                city, connectors[settings.connector_of(city)], make_transport(city), codec
+            )
+        self.consumer = Consumer(
+            settings.kafka,
+            group_id=settings.delivery.group_id,
+            topics=[self.topics.escalations(c) for c in cities],
+            max_poll_records=500,
+            max_poll_interval_ms=settings.delivery.max_poll_interval_ms,
+            session_timeout_ms=10_000,
+            on_assigned=self._on_assigned,
+            on_revoked=self._on_revoked,
+        )
+        observer.watch_oldest(lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()})
+
+    def _http_transport(self, city: str) -> Transport:
+        return HttpxTransport(
+            city, self.settings.city(city), self.settings.delivery.endpoint_allowlist
+        )
+
+    def _lane(self, city: str, connector: Connector, transport: Transport, codec: Codec) -> Lane:
+        cs = self.settings.city(city)
+        creds = Credentials(
+            cs.credentials.client_id, cs.credentials.resolved_secret(), cs.credentials.extra
+        )
+        delivery = CityDelivery(
+            city,
+            cs,
+            connector,
+            transport,
+            self.observer,
+            clock=self.clock,
+            stop=self.stop_event,
+            credentials=creds,
+        )
+        return Lane(
+            delivery,
+            codec,
+            self.producer,
+            self.topics,
+            self.observer,
+            self.completions,
+            is_current=self._is_current,
+            on_fatal=self._set_fatal,
+            clock=self.clock,
+        )
+
+    # -- rebalance (runs inside poll) --------------------------------------------------------
+    def _on_assigned(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        self.ready.set()
+
+    def _on_revoked(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        self.tracker.forget(tps)
+
+    def _is_current(self, tp: TopicPartition, generation: int) -> bool:
+        return self._generation.get(tp) == generation
+
+    def _set_fatal(self, exc: GreenChannelError) -> None:
+        self._fatal = exc
+        self.stop_event.set()
+
+    # -- loop ---------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, drain_timeout_s: float = 20.0) -> None:
+        for lane in self.lanes.values():
+            lane.start()
+        try:
+            while not stop.is_set() and not self.stop_event.is_set():
+                self.watchdog.beat("deliver")
+                self._commit_finished()
+                self._pause_or_resume()
+                for record in self.consumer.poll(self.settings.delivery.poll_timeout_ms):
+                    self._dispatch(record)
+        finally:
+            self.shutdown(drain_timeout_s)
+        if self._fatal is not None:
+            raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
+
+    def _dispatch(self, record: Record) -> None:
+        city = self.topics.city_of(record.topic)
+        self.tracker.add(record.tp, record.offset)
+        self.lanes[city].submit(Job(record, self._generation.get(record.tp, 0)))
+
+    def _commit_finished(self) -> None:
+        while True:
+            try:
+                done = self.completions.get_nowait()
+            except queue.Empty:
+                break
+            if self._is_current(done.tp, done.generation):
+                self.tracker.done(done.tp, done.offset)
+        offsets = self.tracker.to_commit()
+        if offsets:
+            with self.watchdog.guard("commit"):
+                self.consumer.commit(offsets)
+            self.tracker.committed(offsets)
+
+    def _pause_or_resume(self) -> None:
+        assigned = self.consumer.assignment()
+        paused = self.consumer.paused()
+        limit = self.settings.delivery.max_in_flight_per_city
+        for city, lane in self.lanes.items():
+            topic = self.topics.escalations(city)
+            tps = [tp for tp in assigned if tp.topic == topic]
+            hold = not lane.delivery.available() or lane.queued >= limit
+            if hold:
+                to_pause = [tp for tp in tps if tp not in paused]
+                if to_pause:
+                    self.consumer.pause(to_pause)
+            else:
+                to_resume = [tp for tp in tps if tp in paused]
+                if to_resume:
+                    self.consumer.resume(to_resume)
+            if hold != (city in self._paused_cities):
+                self._paused_cities.symmetric_difference_update({city})
+                self.observer.on_paused(city, hold)
+                log.info(
+                    "%s: %s (breaker %s, %d in flight)",
+                    city,
+                    "paused" if hold else "resumed",
+                    lane.delivery.breaker.state,
+                    lane.queued,
+                )
+
+    def shutdown(self, timeout_s: float) -> None:
+        """Stop fetching, let workers finish their current attempt, commit what is final, close."""
+        self.stop_event.set()
+        deadline = self.clock() + timeout_s
+        for lane in self.lanes.values():
+            lane.close(max(0.1, deadline - self.clock()))
+        try:
+            self._commit_finished()
+        except GreenChannelError as exc:
+            log.warning("final commit failed: %s", exc)
+        for lane in self.lanes.values():
+            lane.delivery.transport.close()
+        self.consumer.close()
+        self.producer.close()

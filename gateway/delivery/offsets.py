@@ -1,0 +1,72 @@
+"""Which offsets may be committed while escalations finish out of order.
+
+Workers finish records in any order (different cities, different keys); a partition's commit
+point is the lowest offset still in flight, or one past the highest finished offset when
+nothing is in flight. Committing ``offset + 1`` of a record that is not final never happens.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from gateway.kafka import TopicPartition
+
+
+class PartitionOffsets:
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._done: set[int] = set()
+        self._high = -1
+
+    def add(self, offset: int) -> None:
+        heapq.heappush(self._pending, offset)
+        self._high = max(self._high, offset)
+
+    def done(self, offset: int) -> None:
+        self._done.add(offset)
+        while self._pending and self._pending[0] in self._done:
+            self._done.discard(heapq.heappop(self._pending))
+
+    def commit_point(self) -> int | None:
+        """Next offset to commit, or None when nothing was seen."""
+        if self._pending:
+            return self._pending[0]
+        return self._high + 1 if self._high >= 0 else None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self.partitions: dict[TopicPartition, PartitionOffsets] = {}
+        self._committed: dict[TopicPartition, int] = {}
+
+    def add(self, tp: TopicPartition, offset: int) -> None:
+        self.partitions.setdefault(tp, PartitionOffsets()).add(offset)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        part = self.partitions.get(tp)
+        if part is not None:
+            part.done(offset)
+
+    def forget(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self.partitions.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def to_commit(self) -> dict[TopicPartition, int]:
+        """Commit points that moved since the last call to ``committed``."""
+        out = {}
+        for tp, part in self.partitions.items():
+            point = part.commit_point()
+            if point is not None and point != self._committed.get(tp):
+                out[tp] = point
+        return out
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+    def in_flight(self, tps: set[TopicPartition]) -> int:
+        return sum(p.in_flight for tp, p in self.partitions.items() if tp in tps)

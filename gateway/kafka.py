@@ -1,0 +1,334 @@
+"""The one place that talks to kafka-python.
+
+The rest of the gateway sees a small typed surface: :class:`Record`, :class:`Consumer`
+(poll / commit / pause / resume) and :class:`Producer` (send / transactions). Values are always
+raw bytes: decoding happens in the processing loop so that a bad record is dead-lettered instead
+of being re-fetched forever by a raising deserializer.
+
+Defaults that kafka-python gets wrong for us are overridden here once: no auto-commit,
+``earliest`` reset, ``read_committed`` isolation, cooperative-sticky assignment, idempotent
+``acks=all`` producer. kafka-python errors are wrapped into :mod:`gateway.errors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import errors as kerrors
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as _KTP
+
+from gateway.config import KafkaSettings
+from gateway.errors import FatalError, KafkaUnavailable
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp_ms: int
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection and security settings shared by consumers, producers and admin clients."""
+    conf: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.sasl_mechanism:
+        conf["sasl_mechanism"] = settings.sasl_mechanism
+        conf["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            conf["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        conf["ssl_check_hostname"] = settings.ssl_check_hostname
+        for key, path in (
+            ("ssl_cafile", settings.ssl_cafile),
+            ("ssl_certfile", settings.ssl_certfile),
+            ("ssl_keyfile", settings.ssl_keyfile),
+        ):
+            if path is not None:
+                conf[key] = str(path)
+    return conf
+
+
+def _wrap(action: str, exc: Exception) -> Exception:
+    if isinstance(exc, kerrors.KafkaError) and getattr(exc, "retriable", False):
+        return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, kerrors.NoBrokersAvailable | kerrors.KafkaTimeoutError):
+        return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
+    return FatalError(f"{action}: {type(exc).__name__}: {exc}")
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        on_assigned: Callable[[list[TopicPartition]], None],
+        on_revoked: Callable[[list[TopicPartition]], None],
+    ) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    def on_partitions_revoked(self, revoked: Iterable[Any]) -> None:
+        self._on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+        self._on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
+
+
+def _noop(_: list[TopicPartition]) -> None:
+    return None
+
+
+class Consumer:
+    """A group consumer of raw bytes with manual commits."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        topics: Sequence[str] = (),
+        pattern: str | None = None,
+        instance_id: str | None = None,
+        read_committed: bool = True,
+        max_poll_records: int = 500,
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 30_000,
+        on_assigned: Callable[[list[TopicPartition]], None] = _noop,
+        on_revoked: Callable[[list[TopicPartition]], None] = _noop,
+        **extra: Any,
+    ) -> None:
+        conf = client_config(settings) | {
+            "group_id": group_id,
+            "group_instance_id": instance_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "isolation_level": "read_committed" if read_committed else "read_uncommitted",
+            "partition_assignment_strategy": [CooperativeStickyAssignor],
+            "max_poll_records": max_poll_records,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": min(3000, session_timeout_ms // 3),
+        }
+        conf.update(extra)
+        try:
+            self._consumer = KafkaConsumer(**conf)
+        except Exception as exc:
+            raise _wrap("create consumer", exc) from exc
+        listener = _Listener(on_assigned, on_revoked)
+        if pattern is not None:
+            self._consumer.subscribe(pattern=pattern, listener=listener)
+        else:
+            self._consumer.subscribe(list(topics), listener=listener)
+
+    def poll(self, timeout_ms: int, max_records: int | None = None) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except Exception as exc:
+            raise _wrap("poll", exc) from exc
+        out: list[Record] = []
+        for records in batches.values():
+            out.extend(
+                Record(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    tuple(r.headers or ()),
+                    r.timestamp,
+                )
+                for r in records
+            )
+        return out
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit *next* offsets (the last processed offset + 1) for each partition."""
+        if not offsets:
+            return
+        payload = {
+            _KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()
+        }
+        try:
+            self._consumer.commit(payload)
+        except Exception as exc:
+            raise _wrap("commit", exc) from exc
+
+    def pause(self, tps: Iterable[TopicPartition]) -> None:
+        self._consumer.pause(*[_KTP(t, p) for t, p in tps])
+
+    def resume(self, tps: Iterable[TopicPartition]) -> None:
+        self._consumer.resume(*[_KTP(t, p) for t, p in tps])
+
+    def paused(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.paused()}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self._consumer.seek(_KTP(tp.topic, tp.partition), offset)
+
+    def position(self, tp: TopicPartition) -> int:
+        return int(self._consumer.position(_KTP(tp.topic, tp.partition)))
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        value = self._consumer.committed(_KTP(tp.topic, tp.partition))
+        return None if value is None else int(value)
+
+    def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = self._consumer.end_offsets([_KTP(t, p) for t, p in tps])
+        return {TopicPartition(tp.topic, tp.partition): int(o) for tp, o in ends.items()}
+
+    def lag(self, positions: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Records behind the last known high watermark, from local fetch state (no IO)."""
+        out: dict[TopicPartition, int] = {}
+        for tp, pos in positions.items():
+            high = self._consumer.highwater(_KTP(tp.topic, tp.partition))
+            if high is not None:
+                out[tp] = max(0, int(high) - pos)
+        return out
+
+    def group_metadata(self) -> Any:
+        return self._consumer.group_metadata()
+
+    def close(self, timeout_ms: int = 10_000) -> None:
+        with contextlib.suppress(Exception):  # closing is best effort
+            self._consumer.close(autocommit=False, timeout_ms=timeout_ms)
+
+
+class Producer:
+    """An idempotent (optionally transactional) producer of raw bytes."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 60_000,
+        linger_ms: int = 5,
+        batch_size: int = 256 * 1024,
+        compression_type: str | None = None,
+        **extra: Any,
+    ) -> None:
+        conf = client_config(settings) | {
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": linger_ms,
+            "batch_size": batch_size,
+            "compression_type": compression_type,
+            "max_request_size": 4 * 1024 * 1024,
+        }
+        if transactional_id:
+            conf["transactional_id"] = transactional_id
+            conf["transaction_timeout_ms"] = transaction_timeout_ms
+        conf.update(extra)
+        try:
+            self._producer = KafkaProducer(**conf)
+        except Exception as exc:
+            raise _wrap("create producer", exc) from exc
+
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+    ) -> Any:
+        """Queue one record; returns kafka-python's future (``.get(timeout)`` to wait)."""
+        try:
+            return self._producer.send(
+                topic, value=value, key=key, headers=list(headers or ()), partition=partition
+            )
+        except Exception as exc:
+            raise _wrap("send", exc) from exc
+
+    def send_and_wait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        """Send one record and wait until the broker acknowledged it."""
+        future = self.send(topic, value, key=key, headers=headers)
+        try:
+            future.get(timeout=timeout_s)
+        except Exception as exc:
+            raise _wrap(f"send to {topic}", exc) from exc
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except Exception as exc:
+            raise _wrap("flush", exc) from exc
+
+    # Transactions. These calls can block without a timeout in kafka-python: callers guard
+    # them with gateway.watchdog.
+    def init_transactions(self) -> None:
+        try:
+            self._producer.init_transactions()
+        except Exception as exc:
+            raise _wrap("init_transactions", exc) from exc
+
+    def begin(self) -> None:
+        self._producer.begin_transaction()
+
+    def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
+        payload = {
+            _KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()
+        }
+        try:
+            self._producer.send_offsets_to_transaction(payload, group_metadata)
+        except Exception as exc:
+            raise _wrap("send_offsets_to_transaction", exc) from exc
+
+    def commit(self) -> None:
+        try:
+            self._producer.commit_transaction()
+        except Exception as exc:
+            raise _wrap("commit_transaction", exc) from exc
+
+    def abort(self) -> None:
+        try:
+            self._producer.abort_transaction()
+        except Exception as exc:
+            raise _wrap("abort_transaction", exc) from exc
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with contextlib.suppress(Exception):  # closing is best effort
+            self._producer.close(timeout=timeout_s)

@@ -1,0 +1,230 @@
+"""Every Prometheus metric of the gateway, defined in one place (catalogue: docs/metrics.md).
+
+:class:`Metrics` implements :class:`gateway.observer.Observer` against an injected
+``CollectorRegistry``. Consumer lag, the age of the oldest undelivered escalation and loop
+heartbeat ages are custom collectors computed at scrape time from snapshots the loops publish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+NS = "greenchannel"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+TX_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class _SnapshotCollector(Collector):
+    """A gauge family whose samples come from callables at scrape time."""
+
+    def __init__(self, name: str, doc: str, label: str) -> None:
+        self._name = name
+        self._doc = doc
+        self._label = label
+        self._sources: list[tuple[dict[str, str], Callable[[], Mapping[str, float]]]] = []
+
+    def add(self, snapshot: Callable[[], Mapping[str, float]], **fixed: str) -> None:
+        self._sources.append((fixed, snapshot))
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        fixed_names = sorted({k for fixed, _ in self._sources for k in fixed})
+        family = GaugeMetricFamily(self._name, self._doc, labels=[*fixed_names, self._label])
+        for fixed, snapshot in self._sources:
+            try:
+                values = dict(snapshot())
+            except Exception:  # noqa: S112 - a failing snapshot must not break the scrape
+                continue
+            for key, value in sorted(values.items()):
+                family.add_metric([*(fixed.get(n, "") for n in fixed_names), key], float(value))
+        yield family
+
+
+class Metrics:
+    """The Prometheus implementation of the Observer protocol."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, version: str = "0.1.0") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        Info(f"{NS}_build", "Gateway build information.", registry=r).info({"version": version})
+        # router
+        self.consumed = Counter(
+            f"{NS}_router_consumed_total", "Complaint records consumed by the router.", registry=r
+        )
+        self.routed = Counter(
+            f"{NS}_router_routed_total",
+            "Complaints routed, by department, call-center desk and rule.",
+            ["department", "desk", "rule"],
+            registry=r,
+        )
+        self.router_dlq = Counter(
+            f"{NS}_router_dead_letters_total",
+            "Complaint records dead-lettered by the router, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.tx_seconds = Histogram(
+            f"{NS}_router_transaction_seconds",
+            "Duration of router transaction commits.",
+            buckets=TX_BUCKETS,
+            registry=r,
+        )
+        self.transactions = Counter(
+            f"{NS}_router_transactions_total",
+            "Router transactions by result (committed, aborted).",
+            ["result"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{NS}_router_batch_size",
+            "Records per router transaction.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.route_latency = Histogram(
+            f"{NS}_router_latency_seconds",
+            "From the complaint's Kafka timestamp to its routing transaction being committed.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # delivery
+        self.attempts = Counter(
+            f"{NS}_delivery_attempts_total",
+            "HTTP attempts to bureaus, by city and outcome.",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            f"{NS}_delivery_retries_total",
+            "Retries scheduled, by city and reason.",
+            ["city", "reason"],
+            registry=r,
+        )
+        self.delivered = Counter(
+            f"{NS}_delivered_total",
+            "Escalations accepted by a bureau (case number recorded).",
+            ["city"],
+            registry=r,
+        )
+        self.delivery_dlq = Counter(
+            f"{NS}_delivery_dead_letters_total",
+            "Escalations dead-lettered, by city and reason.",
+            ["city", "reason"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            f"{NS}_delivery_latency_seconds",
+            "From escalation creation to the bureau's acceptance.",
+            ["city"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            f"{NS}_breaker_state",
+            "Circuit breaker state per city: 0 closed, 1 half-open, 2 open.",
+            ["city"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            f"{NS}_breaker_transitions_total",
+            "Breaker state changes, by city and new state.",
+            ["city", "state"],
+            registry=r,
+        )
+        self.limiter_wait = Counter(
+            f"{NS}_ratelimit_wait_seconds_total",
+            "Time deliveries waited for a city's token bucket.",
+            ["city"],
+            registry=r,
+        )
+        self.limiter_rate = Gauge(
+            f"{NS}_ratelimit_rate",
+            "Current token-bucket rate per city (req/s), lowered after 429.",
+            ["city"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            f"{NS}_city_paused",
+            "1 while a city's escalation partitions are paused.",
+            ["city"],
+            registry=r,
+        )
+        # scrape-time views
+        self.lag = _SnapshotCollector(
+            f"{NS}_consumer_lag", "Records not yet processed, per topic.", "topic"
+        )
+        self.oldest = _SnapshotCollector(
+            f"{NS}_oldest_undelivered_seconds",
+            "Age of the oldest escalation not yet final, per city.",
+            "city",
+        )
+        self.heartbeats = _SnapshotCollector(
+            f"{NS}_loop_heartbeat_age_seconds",
+            "Seconds since each processing loop last made progress.",
+            "loop",
+        )
+        for collector in (self.lag, self.oldest, self.heartbeats):
+            r.register(collector)
+
+    # router -------------------------------------------------------------------------------
+    def on_consumed(self, n: int) -> None:
+        self.consumed.inc(n)
+
+    def on_routed(self, department: str, desk: str, rule: str) -> None:
+        self.routed.labels(department, desk, rule).inc()
+
+    def on_router_dead_lettered(self, reason: str) -> None:
+        self.router_dlq.labels(reason).inc()
+
+    def on_transaction(self, seconds: float, batch_size: int, committed: bool) -> None:
+        self.transactions.labels("committed" if committed else "aborted").inc()
+        if committed:
+            self.tx_seconds.observe(seconds)
+            self.batch_size.observe(batch_size)
+
+    def on_routed_latency(self, seconds: float) -> None:
+        self.route_latency.observe(max(0.0, seconds))
+
+    # delivery -----------------------------------------------------------------------------
+    def on_attempt(self, city: str, outcome: str) -> None:
+        self.attempts.labels(city, outcome).inc()
+
+    def on_retry(self, city: str, reason: str) -> None:
+        self.retries.labels(city, reason).inc()
+
+    def on_delivered(self, city: str, latency_s: float) -> None:
+        self.delivered.labels(city).inc()
+        self.delivery_latency.labels(city).observe(max(0.0, latency_s))
+
+    def on_delivery_dead_lettered(self, city: str, reason: str) -> None:
+        self.delivery_dlq.labels(city, reason).inc()
+
+    def on_breaker(self, city: str, state: str) -> None:
+        self.breaker_state.labels(city).set(BREAKER_STATES[state])
+        self.breaker_transitions.labels(city, state).inc()
+
+    def on_limiter_wait(self, city: str, seconds: float) -> None:
+        self.limiter_wait.labels(city).inc(seconds)
+
+    def on_rate_changed(self, city: str, rate_per_s: float) -> None:
+        self.limiter_rate.labels(city).set(rate_per_s)
+
+    def on_paused(self, city: str, paused: bool) -> None:
+        self.paused.labels(city).set(1.0 if paused else 0.0)
+
+    def watch_lag(self, component: str, snapshot: Callable[[], Mapping[str, int]]) -> None:
+        self.lag.add(lambda: {k: float(v) for k, v in snapshot().items()}, component=component)
+
+    def watch_oldest(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
+        self.oldest.add(snapshot)
+
+    def watch_heartbeats(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
+        self.heartbeats.add(snapshot)

@@ -1,0 +1,73 @@
+"""Building an Escalation from a major complaint (pure functions)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.routing.rules import SIGNALS
+
+_NAMESPACE = uuid.UUID("8a6f3f0e-2c1b-5d8e-9a47-12315c0ffee0")
+_SHANGHAI = timedelta(hours=8)
+
+
+def escalation_id(complaint_id: str, city: str) -> str:
+    """Stable id per (complaint, city): the bureau's idempotency key, the same on every retry,
+    redelivery and replay, so a bureau never opens a second case for one complaint."""
+    return str(uuid.uuid5(_NAMESPACE, f"{complaint_id}/{city}"))
+
+
+def handling_deadline_ms(received_ms: int, working_days: int) -> int:
+    """``working_days`` working days (Mon-Fri, China Standard Time) after receipt (12315 ODR)."""
+    local = datetime.fromtimestamp(received_ms / 1000, tz=UTC) + _SHANGHAI
+    remaining = working_days
+    while remaining > 0:
+        local += timedelta(days=1)
+        if local.weekday() < 5:
+            remaining -= 1
+    return int((local - _SHANGHAI).timestamp() * 1000)
+
+
+def build_escalation(
+    complaint: Mapping[str, Any],
+    *,
+    city: str,
+    rule_id: str,
+    now_ms: int,
+    working_days: int,
+) -> dict[str, Any]:
+    """The Avro record (``schemas/escalation.avsc``) for a major complaint of a green city."""
+    order = complaint["order"]
+    signals = complaint["signals"]
+    severity = [name for name in SIGNALS if signals[name]]
+    if signals["repeat_count"]:
+        severity.append(f"repeat_count={signals['repeat_count']}")
+    received = _millis(complaint["received_at"])
+    return {
+        "escalation_id": escalation_id(complaint["complaint_id"], city),
+        "complaint_id": complaint["complaint_id"],
+        "city": city,
+        "city_code": complaint["city_code"],
+        "created_at": now_ms,
+        "received_at": received,
+        "handling_deadline": handling_deadline_ms(received, working_days),
+        "channel": complaint["channel"],
+        "rule_id": rule_id,
+        "consumer": complaint["consumer"],
+        "merchant": complaint["merchant"],
+        "order_id": order["order_id"] if order else None,
+        "amount_fen": order["amount_fen"] if order else None,
+        "product_category": complaint["product_category"],
+        "category": complaint["category"],
+        "description": complaint["description"],
+        "severity": severity,
+    }
+
+
+def _millis(value: Any) -> int:
+    """fastavro returns timestamp-millis as aware datetimes; accept ints too."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return int(value)

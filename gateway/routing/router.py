@@ -1,0 +1,254 @@
+"""The router: consume complaints, classify, publish to the pyramid — transactionally.
+
+One loop iteration = one Kafka transaction::
+
+    poll a batch -> for each record: decode, validate, classify -> outputs (or a dead letter)
+    -> begin -> send outputs -> send_offsets_to_transaction -> commit
+
+so every complaint appears in its destination topic(s) exactly once for ``read_committed``
+readers, also across crashes (a new incarnation with the same transactional id aborts the
+unfinished transaction of the old one). Department records carry the *original* bytes (no
+re-encoding) plus routing headers; only escalations are encoded. The blocking transaction calls
+run under the watchdog. A batch whose transaction fails is aborted and re-read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.cities import city_key
+from gateway.codec import Codec, validate_complaint
+from gateway.config import Settings
+from gateway.dlq_headers import dead_letter_headers
+from gateway.errors import FatalError, GreenChannelError, RecordError, UnknownCity
+from gateway.kafka import Consumer, Headers, Producer, Record, TopicPartition
+from gateway.observer import Observer
+from gateway.routing.escalation import build_escalation
+from gateway.routing.rules import Classifier, Decision
+from gateway.topics import Department, Topics
+from gateway.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    outputs: list[Output]
+    decision: Decision | None
+    dead_letter_reason: str | None = None
+
+
+class RecordRouter:
+    """Pure-ish per-record routing: bytes in, output records out (no Kafka IO)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: Classifier,
+        codec: Codec,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self.topics = Topics(settings.topics.prefix)
+        self.green = frozenset(settings.router.green_cities)
+        self.working_days = settings.router.handling_days
+        self.classifier = classifier
+        self.codec = codec
+        self.clock_ms = clock_ms
+
+    def route(self, record: Record) -> Routed:
+        try:
+            return self._route(record)
+        except RecordError as exc:
+            return self._dead_letter(record, exc, exc.reason)
+
+    def _route(self, record: Record) -> Routed:
+        if record.value is None:
+            raise RecordError("record has no value (tombstone)", reason="empty")
+        complaint = self.codec.decode_as("complaint", record.value)
+        validate_complaint(complaint)
+        city = city_key(complaint["city_code"])
+        if city is None:
+            raise UnknownCity(f"unknown city code {complaint['city_code']!r}")
+        decision = self.classifier.classify(complaint)
+        key = complaint["complaint_id"].encode()
+        handling = "none"
+        outputs: list[Output] = []
+        if decision.major:
+            if city in self.green:
+                handling = "escalated"
+                outputs.append(self._escalation(complaint, city, decision, key))
+            else:
+                handling = "manual"
+        headers = [
+            *record.headers,
+            ("gc-department", decision.department.value.encode()),
+            ("gc-desk", (decision.desk.value if decision.desk else "").encode()),
+            ("gc-rule", decision.rule_id.encode()),
+            ("gc-handling", handling.encode()),
+            ("gc-city", city.encode()),
+        ]
+        topic = (
+            self.topics.desk(decision.desk)
+            if decision.desk is not None
+            else self.topics.department(decision.department)
+        )
+        outputs.insert(0, Output(topic, key, record.value, headers))
+        return Routed(outputs, decision)
+
+    def _escalation(
+        self, complaint: dict[str, object], city: str, decision: Decision, key: bytes
+    ) -> Output:
+        escalation = build_escalation(
+            complaint,
+            city=city,
+            rule_id=decision.rule_id,
+            now_ms=self.clock_ms(),
+            working_days=self.working_days,
+        )
+        value = self.codec.encode("escalation", escalation)
+        headers = [
+            ("gc-rule", decision.rule_id.encode()),
+            ("gc-escalation-id", str(escalation["escalation_id"]).encode()),
+        ]
+        return Output(self.topics.escalations(city), key, value, headers)
+
+    def _dead_letter(self, record: Record, error: GreenChannelError, reason: str) -> Routed:
+        headers = dead_letter_headers(
+            record, stage="router", error=error, reason=reason, now_ms=self.clock_ms()
+        )
+        value = record.value if record.value is not None else b""
+        return Routed(
+            [Output(self.topics.dlq_complaints, record.key, value, headers)], None, reason
+        )
+
+
+class Router:
+    """The transactional consume-classify-produce loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        record_router: RecordRouter,
+        observer: Observer,
+        watchdog: Watchdog,
+        *,
+        instance_id: str = "0",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.rr = record_router
+        self.observer = observer
+        self.watchdog = watchdog
+        self.clock = clock
+        rs = settings.router
+        self.consumer = Consumer(
+            settings.kafka,
+            group_id=rs.group_id,
+            topics=[record_router.topics.complaints],
+            max_poll_records=rs.max_batch,
+            session_timeout_ms=10_000,
+            on_assigned=self._on_assigned,
+            on_revoked=self._on_revoked,
+        )
+        self.producer = Producer(
+            settings.kafka,
+            transactional_id=f"{rs.transactional_id_prefix}-{instance_id}",
+            transaction_timeout_ms=rs.transaction_timeout_ms,
+        )
+        self._lag: dict[str, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self.ready = threading.Event()
+        observer.watch_lag("router", lambda: dict(self._lag))
+
+    def _on_assigned(self, tps: list[TopicPartition]) -> None:
+        log.info("router: partitions assigned", extra={"partitions": [f"{t}:{p}" for t, p in tps]})
+        self.ready.set()
+
+    def _on_revoked(self, tps: list[TopicPartition]) -> None:
+        log.info("router: partitions revoked", extra={"partitions": [f"{t}:{p}" for t, p in tps]})
+
+    def run(self, stop: threading.Event) -> None:
+        with self.watchdog.guard("init_transactions"):
+            self.producer.init_transactions()
+        try:
+            while not stop.is_set():
+                self.watchdog.beat("router")
+                records = self.consumer.poll(self.settings.router.poll_timeout_ms)
+                if records:
+                    self.process(records)
+        finally:
+            self.consumer.close()
+            self.producer.close()
+
+    def process(self, records: list[Record]) -> None:
+        started = self.clock()
+        routed = [self.rr.route(r) for r in records]
+        next_offsets: dict[TopicPartition, int] = {}
+        first_offsets: dict[TopicPartition, int] = {}
+        for r in records:
+            next_offsets[r.tp] = max(next_offsets.get(r.tp, 0), r.offset + 1)
+            first_offsets[r.tp] = min(first_offsets.get(r.tp, r.offset), r.offset)
+        try:
+            self.producer.begin()
+            for result in routed:
+                for out in result.outputs:
+                    self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
+            with self.watchdog.guard("send_offsets_to_transaction"):
+                self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
+            with self.watchdog.guard("commit_transaction"):
+                self.producer.commit()
+        except GreenChannelError as exc:
+            self._abort(exc, first_offsets)
+            self.observer.on_transaction(self.clock() - started, len(records), committed=False)
+            return
+        self._committed(records, routed, started)
+
+    def _abort(self, exc: GreenChannelError, first_offsets: dict[TopicPartition, int]) -> None:
+        log.warning("router: transaction failed, aborting and re-reading the batch: %s", exc)
+        try:
+            with self.watchdog.guard("abort_transaction"):
+                self.producer.abort()
+        except GreenChannelError as abort_exc:
+            raise FatalError(f"cannot abort transaction after {exc}: {abort_exc}") from abort_exc
+        for tp, offset in first_offsets.items():
+            self.consumer.seek(tp, offset)
+
+    def _committed(self, records: list[Record], routed: list[Routed], started: float) -> None:
+        now = self.clock()
+        obs = self.observer
+        obs.on_transaction(now - started, len(records), committed=True)
+        obs.on_consumed(len(records))
+        for record, result in zip(records, routed, strict=True):
+            if result.decision is not None:
+                d = result.decision
+                obs.on_routed(d.department.value, d.desk.value if d.desk else "", d.rule_id)
+                obs.on_routed_latency(now - record.timestamp_ms / 1000)
+            elif result.dead_letter_reason is not None:
+                obs.on_router_dead_lettered(result.dead_letter_reason)
+        self._update_lag(records)
+
+    def _update_lag(self, records: list[Record]) -> None:
+        for r in records:
+            self._positions[r.tp] = r.offset + 1
+        assigned = self.consumer.assignment()
+        for tp in [tp for tp in self._positions if tp not in assigned]:
+            del self._positions[tp]
+        totals: dict[str, int] = {}
+        for tp, behind in self.consumer.lag(self._positions).items():
+            totals[tp.topic] = totals.get(tp.topic, 0) + behind
+        self._lag = totals
+
+
+__all__ = ["Department", "Output", "RecordRouter", "Routed", "Router"]

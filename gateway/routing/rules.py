@@ -1,0 +1,232 @@
+"""Declarative routing rules: which level of the pyramid takes a complaint, and why.
+
+A rule file (YAML) is an ordered list; the first rule whose conditions all hold wins::
+
+    rules:
+      - id: safety-hazard
+        when: {signals: [safety_hazard, injury]}
+        route: consumer-protection
+      - id: consult-cosmetics
+        when: {categories: [CONSULTATION, SUGGESTION], products: [COSMETICS]}
+        route: call-center/cosmetics
+      - id: general
+        route: customer-service
+
+Conditions (all given must hold; a list means "any of"): ``categories``, ``products``,
+``channels``, ``signals`` (any named boolean severity signal is true), ``repeat_count_at_least``,
+``amount_fen_at_least``, ``text_any`` (any keyword occurs in the description). Routes:
+``consumer-protection`` (major), ``customer-service`` (general) or ``call-center/<desk>``.
+The last rule must have no conditions, so every complaint gets a route. Rules are compiled once
+into predicates; classifying is a pure function of the decoded complaint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.errors import ConfigError
+from gateway.topics import Department, Desk
+
+Complaint = Mapping[str, Any]
+Predicate = Callable[[Complaint], bool]
+
+SIGNALS = ("safety_hazard", "injury", "media_attention", "asks_for_regulator", "group_incident")
+CATEGORIES = (
+    "QUALITY",
+    "SAFETY",
+    "FRAUD",
+    "FALSE_ADVERTISING",
+    "REFUND",
+    "DELIVERY",
+    "SERVICE",
+    "PRICE",
+    "PRIVACY",
+    "CONSULTATION",
+    "SUGGESTION",
+    "COOPERATION",
+    "OTHER",
+)
+PRODUCTS = (
+    "FOOD",
+    "RESTAURANT",
+    "COSMETICS",
+    "ELECTRONICS",
+    "APPAREL",
+    "HOME",
+    "HOTEL",
+    "TRAVEL",
+    "ENTERTAINMENT",
+    "HEALTH",
+    "EDUCATION",
+    "OTHER",
+)
+CHANNELS = ("APP", "WEB", "HOTLINE", "WECHAT", "EMAIL", "PLATFORM_12315", "OTHER")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    department: Department
+    desk: Desk | None
+    rule_id: str
+
+    @property
+    def major(self) -> bool:
+        return self.department is Department.CONSUMER_PROTECTION
+
+
+class Conditions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    categories: list[Literal[CATEGORIES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    products: list[Literal[PRODUCTS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    channels: list[Literal[CHANNELS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    signals: list[Literal[SIGNALS]] = Field(default_factory=list)  # type: ignore[valid-type]
+    repeat_count_at_least: int | None = Field(None, ge=1)
+    amount_fen_at_least: int | None = Field(None, ge=1)
+    text_any: list[str] = Field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return self == Conditions()
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    when: Conditions = Field(default_factory=Conditions)
+    route: str
+
+    @field_validator("route")
+    @classmethod
+    def _route(cls, value: str) -> str:
+        parse_route(value)
+        return value
+
+
+class RuleSet(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = 1
+    rules: list[Rule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> RuleSet:
+        ids = [r.id for r in self.rules]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule ids: {', '.join(dupes)}")
+        if not self.rules[-1].when.is_empty():
+            raise ValueError(f"the last rule ({self.rules[-1].id}) must have no 'when' (catch-all)")
+        for rule in self.rules[:-1]:
+            if rule.when.is_empty():
+                raise ValueError(
+                    f"rule {rule.id} has no conditions but is not last: later rules never match"
+                )
+        return self
+
+
+def parse_route(route: str) -> tuple[Department, Desk | None]:
+    if route == Department.CONSUMER_PROTECTION.value:
+        return Department.CONSUMER_PROTECTION, None
+    if route == Department.CUSTOMER_SERVICE.value:
+        return Department.CUSTOMER_SERVICE, None
+    head, _, desk = route.partition("/")
+    if head == Department.CALL_CENTER.value:
+        try:
+            return Department.CALL_CENTER, Desk(desk)
+        except ValueError:
+            pass
+    desks = ", ".join(f"call-center/{d.value}" for d in Desk)
+    raise ValueError(
+        f"unknown route {route!r}: use consumer-protection, customer-service or one of {desks}"
+    )
+
+
+def _predicates(c: Conditions) -> list[Predicate]:
+    preds: list[Predicate] = []
+    if c.categories:
+        cats = frozenset(c.categories)
+        preds.append(lambda x: x["category"] in cats)
+    if c.products:
+        prods = frozenset(c.products)
+        preds.append(lambda x: x["product_category"] in prods)
+    if c.channels:
+        chans = frozenset(c.channels)
+        preds.append(lambda x: x["channel"] in chans)
+    if c.signals:
+        names = tuple(c.signals)
+        preds.append(lambda x: any(x["signals"][n] for n in names))
+    if c.repeat_count_at_least is not None:
+        repeats = c.repeat_count_at_least
+        preds.append(lambda x: x["signals"]["repeat_count"] >= repeats)
+    if c.amount_fen_at_least is not None:
+        amount = c.amount_fen_at_least
+        preds.append(lambda x: x["order"] is not None and x["order"]["amount_fen"] >= amount)
+    if c.text_any:
+        words = tuple(c.text_any)
+        preds.append(lambda x: any(w in x["description"] for w in words))
+    return preds
+
+
+class Classifier:
+    """Compiled rules: ``classify(complaint) -> Decision`` (pure)."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self._compiled: list[tuple[list[Predicate], Decision]] = []
+        for rule in ruleset.rules:
+            dept, desk = parse_route(rule.route)
+            self._compiled.append((_predicates(rule.when), Decision(dept, desk, rule.id)))
+
+    def classify(self, complaint: Complaint) -> Decision:
+        for preds, decision in self._compiled:
+            for pred in preds:
+                if not pred(complaint):
+                    break
+            else:
+                return decision
+        return self._compiled[-1][1]  # unreachable: the last rule is a catch-all
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [r.id for r in self.ruleset.rules]
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"{loc}: {err['msg']}")
+    return f"invalid routing rules in {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_rules(data: Any, source: str = "<rules>") -> RuleSet:
+    try:
+        return RuleSet.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from exc
+
+
+def load_rules(path: Path | None = None) -> Classifier:
+    """Load and compile a rule file (the built-in defaults when ``path`` is None)."""
+    if path is None:
+        source = "built-in defaults"
+        text = resources.files("gateway").joinpath("defaults/rules.yaml").read_text("utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read routing rules {path}: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"routing rules {source} are not valid YAML: {exc}") from exc
+    return Classifier(parse_rules(data, source))
