@@ -12,12 +12,15 @@ from gateway.errors import GreenChannelError
 # (module, attribute) of every top-level command or group; modules are imported lazily so a
 # command's heavy imports never slow down the others.
 COMMANDS: list[tuple[str, str]] = [
+    ("gateway.commands.bureaus", "bureaus"),
+    ("gateway.commands.connectors", "connectors"),
     ("gateway.commands.broker", "broker"),
     ("gateway.commands.topics", "topics"),
     ("gateway.commands.run", "run"),
     ("gateway.commands.run", "route"),
     ("gateway.commands.run", "deliver"),
     ("gateway.commands.run", "check_config"),
+    ("gateway.commands.publish_samples", "publish_samples"),
 ]
 
 

@@ -92,6 +92,10 @@ class RouterSettings(_Strict):
     poll_timeout_ms: int = Field(100, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     watchdog_s: float = Field(30.0, gt=0)
+    static_membership: bool = False
+    """Join the group with ``group.instance.id = <group_id>-<instance>`` so a restarted replica
+    gets its partitions back at once instead of after the session timeout."""
+    session_timeout_ms: int = Field(10_000, ge=6_000)
     handling_days: int = Field(10, ge=1)
 
 

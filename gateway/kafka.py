@@ -146,6 +146,14 @@ class Consumer:
         except Exception as exc:
             raise _wrap("create consumer", exc) from exc
         listener = _Listener(on_assigned, on_revoked)
+        # Load partition metadata before joining: kafka-python's assignors otherwise may compute
+        # the first assignment without it ("No partition metadata for topic") and assign nothing
+        # until the next metadata refresh, minutes later.
+        for topic in topics:
+            try:
+                self._consumer.partitions_for_topic(topic)
+            except Exception as exc:
+                raise _wrap("load metadata", exc) from exc
         if pattern is not None:
             self._consumer.subscribe(pattern=pattern, listener=listener)
         else:
@@ -306,7 +314,10 @@ class Producer:
             raise _wrap("init_transactions", exc) from exc
 
     def begin(self) -> None:
-        self._producer.begin_transaction()
+        try:
+            self._producer.begin_transaction()
+        except Exception as exc:
+            raise _wrap("begin_transaction", exc) from exc
 
     def send_offsets(self, offsets: Mapping[TopicPartition, int], group_metadata: Any) -> None:
         payload = {

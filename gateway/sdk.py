@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
@@ -126,7 +126,7 @@ class Rejected:
 Outcome = Accepted | RetryLater | Rejected
 
 
-class AuthKind(str, Enum):
+class AuthKind(StrEnum):
     NONE = "none"
     OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
 

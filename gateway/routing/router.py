@@ -74,8 +74,8 @@ class RecordRouter:
             return self._dead_letter(record, exc, exc.reason)
 
     def _route(self, record: Record) -> Routed:
-        if record.value is None:
-            raise RecordError("record has no value (tombstone)", reason="empty")
+        if not record.value:
+            raise RecordError("record has no value (empty or tombstone)", reason="empty")
         complaint = self.codec.decode_as("complaint", record.value)
         validate_complaint(complaint)
         city = city_key(complaint["city_code"])
@@ -158,7 +158,8 @@ class Router:
             group_id=rs.group_id,
             topics=[record_router.topics.complaints],
             max_poll_records=rs.max_batch,
-            session_timeout_ms=10_000,
+            session_timeout_ms=rs.session_timeout_ms,
+            instance_id=f"{rs.group_id}-{instance_id}" if rs.static_membership else None,
             on_assigned=self._on_assigned,
             on_revoked=self._on_revoked,
         )
@@ -201,13 +202,14 @@ class Router:
             next_offsets[r.tp] = max(next_offsets.get(r.tp, 0), r.offset + 1)
             first_offsets[r.tp] = min(first_offsets.get(r.tp, r.offset), r.offset)
         try:
-            self.producer.begin()
-            for result in routed:
-                for out in result.outputs:
-                    self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
-            with self.watchdog.guard("send_offsets_to_transaction"):
+            # The whole transaction runs under one deadline: begin, sends (which can block on
+            # metadata), send_offsets_to_transaction and commit_transaction.
+            with self.watchdog.guard("transaction"):
+                self.producer.begin()
+                for result in routed:
+                    for out in result.outputs:
+                        self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
                 self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
-            with self.watchdog.guard("commit_transaction"):
                 self.producer.commit()
         except GreenChannelError as exc:
             self._abort(exc, first_offsets)

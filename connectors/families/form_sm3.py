@@ -1,0 +1,117 @@
+"""Form posts signed with SM3, the national hash standard (Hefei, Wuhu, Nanchang).
+
+Request: ``POST <path>``, ``Content-Type: application/x-www-form-urlencoded; charset=utf-8``.
+The parameters are the city's business fields plus its app id, timestamp and nonce fields (and
+any fixed ones such as ``method``/``sign_type``). Empty values are left out entirely. Then::
+
+    base = "&".join(f"{k}={v}" for k, v in sorted(params.items()))   # raw values, not encoded
+    sign = sm3_hex(f"{base}&key={secret}".encode("utf-8"))           # GB/T 32905, lower-case hex
+                                                                     # (upper-case for some cities)
+
+and the body is the URL-encoded parameters in key order with ``sign`` appended. The
+idempotency key (escalation id) is one of the business fields. Bureaus check the signature,
+the timestamp skew and the nonce, so ``translate`` must run afresh for every attempt.
+
+Answers are JSON or form-encoded (per city) with a result code: ok/duplicate -> Accepted, busy
+-> RetryLater, signature/app-id codes and HTTP 401/403 -> RetryLater("auth") (our
+configuration), any other code -> Rejected. 429/5xx -> RetryLater; other 4xx -> Rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlencode
+
+from connectors.families.common import (
+    AnswerCodes,
+    NoToken,
+    form_answer,
+    http_outcome,
+    http_rejected,
+    json_answer,
+    sm3_hex,
+)
+from gateway.sdk import (
+    BureauRequest,
+    BureauResponse,
+    Escalation,
+    Outcome,
+    RequestContext,
+    RetryLater,
+    TokenGrant,
+)
+
+FAMILY = "form_sm3"
+
+
+def sign_base(params: Mapping[str, str]) -> str:
+    return "&".join(f"{key}={params[key]}" for key in sorted(params))
+
+
+def sm3_signature(params: Mapping[str, str], secret: str, *, upper: bool = False) -> str:
+    digest = sm3_hex(f"{sign_base(params)}&key={secret}".encode())
+    return digest.upper() if upper else digest
+
+
+def millis(ms: int) -> str:
+    return str(ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FormSm3Connector(NoToken):
+    """One city on the form+SM3 family."""
+
+    name: str
+    city_code: str
+    path: str
+    params: Callable[[Escalation], Mapping[str, str]]
+    codes: AnswerCodes
+    app_id_field: str = "app_id"
+    timestamp_field: str = "timestamp"
+    timestamp: Callable[[int], str] = millis
+    nonce_field: str = "nonce_str"
+    sign_field: str = "sign"
+    fixed: Mapping[str, str] = field(default_factory=dict)
+    upper: bool = False
+    answer_format: Literal["json", "form"] = "json"
+    personal_data: frozenset[str] = frozenset({"name", "phone"})
+    family: str = FAMILY
+    auth: str = "sm3-sign"
+    token_grant: TokenGrant | None = None
+    requires_client_cert: bool = False
+
+    def signed_params(self, escalation: Escalation, ctx: RequestContext) -> dict[str, str]:
+        params = {
+            **self.fixed,
+            **self.params(escalation),
+            self.app_id_field: ctx.credentials.client_id,
+            self.timestamp_field: self.timestamp(ctx.now_ms),
+            self.nonce_field: ctx.nonce,
+        }
+        kept = {key: params[key] for key in sorted(params) if params[key] != ""}
+        kept[self.sign_field] = sm3_signature(kept, ctx.credentials.secret, upper=self.upper)
+        return kept
+
+    def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
+        body = urlencode(self.signed_params(escalation, ctx)).encode("ascii")
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "Accept": "application/json" if self.answer_format == "json" else "*/*",
+        }
+        return BureauRequest("POST", self.path, headers, body)
+
+    def interpret(self, response: BureauResponse) -> Outcome:
+        if response.status in (401, 403):
+            return RetryLater("auth")
+        transient = http_outcome(response)
+        if transient is not None:
+            return transient
+        if 400 <= response.status < 500:
+            return http_rejected(response)
+        reader = json_answer if self.answer_format == "json" else form_answer
+        answer = reader(response.body) if 200 <= response.status < 300 else None
+        if answer is None:
+            return RetryLater("unreadable_answer")
+        return self.codes.outcome(answer)

@@ -1,0 +1,421 @@
+"""A real single-node Apache Kafka (KRaft, combined mode) for development and tests.
+
+No Docker: Apache publishes the broker to Maven Central, so :meth:`LocalBroker.ensure_dist`
+assembles its classpath once with Maven (``gateway/dev/kafka/pom.xml``) into
+``<cache_dir>/<version>/libs``. Maven writes into a temporary directory that is renamed into
+place, so an interrupted download never counts. :meth:`LocalBroker.start` then writes
+``server.properties``, formats the KRaft storage once (``meta.properties`` marks a formatted
+directory), launches ``java … kafka.Kafka`` detached in its own session (output to
+``<data_dir>/broker.log``, pid in ``<data_dir>/broker.pid``) and waits until a client can
+bootstrap. Data survives restarts unless ``wipe=True``.
+
+The same object drives fault injection in tests: :meth:`~LocalBroker.kill` (SIGKILL),
+:meth:`~LocalBroker.freeze` / :meth:`~LocalBroker.thaw` (SIGSTOP / SIGCONT) and
+:meth:`~LocalBroker.restart`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from gateway.admin import Admin
+from gateway.config import BrokerSettings, KafkaSettings
+from gateway.errors import FatalError, GreenChannelError
+
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+STATE_FILE = "greenchannel-broker.json"
+_START_MARKER = "=== greenchannel: broker starting"
+
+
+class BrokerError(FatalError):
+    """The local broker could not be assembled, formatted, started or stopped."""
+
+    reason = "broker"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStatus:
+    """What ``greenchannel broker status`` shows."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    log_file: Path
+
+
+def free_ports(count: int = 2) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now (held open together, then freed)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_in_use(port: int) -> bool:
+    """True when 127.0.0.1:port cannot be bound (SO_REUSEADDR, as the JVM does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
+    """``server.properties`` of a one-node combined broker+controller on loopback."""
+    port, cport = settings.port, settings.controller_port
+    lines = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir / "logs"),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+    }
+    header = "# Written by greenchannel (gateway/dev/broker.py) on every start; edits are lost.\n"
+    return header + "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (so two processes never assemble the same dist at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _java() -> str:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerError("java not found: install a JRE 17+ (e.g. openjdk-17-jre-headless)")
+    return java
+
+
+class LocalBroker:
+    """One local Kafka broker process described by :class:`BrokerSettings`."""
+
+    def __init__(self, settings: BrokerSettings) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.expanduser().resolve()
+        self.dist_dir = settings.cache_dir.expanduser().resolve() / settings.kafka_version
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # --- paths and addresses ------------------------------------------------------------------
+
+    @property
+    def libs_dir(self) -> Path:
+        return self.dist_dir / "libs"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` clients bootstrap from."""
+        return f"127.0.0.1:{self.settings.port}"
+
+    def kafka_settings(self) -> KafkaSettings:
+        """Client settings pointing at this broker."""
+        return KafkaSettings(bootstrap_servers=self.bootstrap)
+
+    # --- distribution -------------------------------------------------------------------------
+
+    def ensure_dist(self) -> Path:
+        """Assemble the broker classpath from Maven Central once; returns the libs directory."""
+        if self._dist_complete():
+            return self.libs_dir
+        with _locked(self.dist_dir / ".lock"):
+            if not self._dist_complete():
+                self._fetch_dist()
+        return self.libs_dir
+
+    def _dist_complete(self) -> bool:
+        jar = f"kafka_2.13-{self.settings.kafka_version}.jar"
+        return (self.libs_dir / jar).is_file()
+
+    def _fetch_dist(self) -> None:
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("mvn not found: install Maven to assemble the local Kafka broker")
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.dist_dir))
+        try:
+            pom = staging / "pom.xml"
+            pom.write_bytes(resources.files("gateway.dev").joinpath("kafka/pom.xml").read_bytes())
+            command = [
+                mvn, "-q", "-B", "-f", str(pom), f"-Dkafka.version={self.settings.kafka_version}",
+                "dependency:copy-dependencies", f"-DoutputDirectory={staging / 'libs'}",
+            ]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = (result.stdout + result.stderr)[-3000:]
+                raise BrokerError(
+                    f"maven could not assemble Kafka {self.settings.kafka_version}:\n{tail}"
+                )
+            (staging / "libs").rename(self.libs_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    # --- java processes ------------------------------------------------------------------------
+
+    def _java_command(self, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+        log4j = self.data_dir / "log4j2.properties"
+        return [
+            _java(), *(heap or self.settings.heap).split(), "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs_dir}/*", main_class, *args,
+        ]  # fmt: skip
+
+    def run_tool(self, main_class: str, *args: str, timeout_s: float = 600.0) -> str:
+        """Run a Kafka command-line tool class on the broker's classpath; returns its stdout."""
+        self.ensure_dist()
+        self._write_log4j()
+        command = self._java_command(main_class, *args, heap="-Xms128m -Xmx512m")
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"{main_class} failed ({result.returncode}):\n{result.stderr[-3000:]}"
+            )
+        return result.stdout
+
+    def _write_log4j(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = resources.files("gateway.dev").joinpath("kafka/log4j2.properties").read_bytes()
+        (self.data_dir / "log4j2.properties").write_bytes(config)
+
+    # --- storage ------------------------------------------------------------------------------
+
+    def _state(self) -> dict[str, object]:
+        path = self.data_dir / STATE_FILE
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    def _format_storage(self) -> None:
+        """Format the KRaft log dir once; refuse to reuse it with another controller port."""
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            formatted_port = self._state().get("controller_port")
+            if formatted_port not in (None, self.settings.controller_port):
+                raise BrokerError(
+                    f"{self.data_dir} was formatted for controller port {formatted_port}, not "
+                    f"{self.settings.controller_port}: use the same ports or start with --wipe"
+                )
+            return
+        cluster_id = self.run_tool(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
+        self.run_tool(
+            STORAGE_TOOL, "format", "--standalone", "-t", cluster_id,
+            "-c", str(self.properties_file),
+        )  # fmt: skip
+        state = {"cluster_id": cluster_id, "controller_port": self.settings.controller_port}
+        (self.data_dir / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+
+    def wipe(self) -> None:
+        """Delete every file of this broker (it must be stopped)."""
+        if self.pid is not None:
+            raise BrokerError(f"broker is running (pid {self.pid}): stop it before wiping")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the running broker started from this data dir, or None."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return self._proc.pid  # our child (its cmdline may not show java yet)
+            self._proc = None
+        try:
+            pid = int(self.pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._is_our_broker(pid) else None
+
+    def _is_our_broker(self, pid: int) -> bool:
+        """The pid is alive (not a zombie) and runs kafka.Kafka on our properties file."""
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        state = stat.rpartition(")")[2].split()[0]
+        wanted = [MAIN_CLASS.encode(), str(self.properties_file).encode()]
+        return state not in ("Z", "X") and all(w in cmdline for w in wanted)
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def status(self) -> BrokerStatus:
+        pid = self.pid
+        return BrokerStatus(pid is not None, pid, self.bootstrap, self.data_dir, self.log_file)
+
+    def start(self, *, wipe: bool = False) -> str:
+        """Start (or find running) the broker and wait until clients can bootstrap."""
+        if wipe:
+            self.stop()
+            self.wipe()
+        if self.pid is None:
+            self._launch()
+        self.wait_ready(self.settings.start_timeout_s)
+        return self.bootstrap
+
+    def _launch(self) -> None:
+        for port in (self.settings.port, self.settings.controller_port):
+            if port_in_use(port):
+                raise BrokerError(f"port {port} is already in use: pick other ports (--port)")
+        self.ensure_dist()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_log4j()
+        self.properties_file.write_text(
+            server_properties(self.settings, self.data_dir), encoding="utf-8"
+        )
+        self._format_storage()
+        with self.log_file.open("ab") as log:
+            log.write(f"\n{_START_MARKER} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                self._java_command(MAIN_CLASS, str(self.properties_file)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.data_dir, start_new_session=True,
+            )  # fmt: skip
+        temp = self.pid_file.with_suffix(".tmp")
+        temp.write_text(f"{self._proc.pid}\n", encoding="ascii")
+        temp.replace(self.pid_file)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Poll until a KafkaAdminClient bootstraps; BrokerError with the log tail otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.pid is None:
+                raise BrokerError(f"the broker exited during start-up:\n{self.log_tail()}")
+            remaining = deadline - time.monotonic()
+            try:
+                with Admin(self.kafka_settings()) as admin:
+                    admin.wait_ready(max(0.5, min(5.0, remaining)))
+                return
+            except GreenChannelError as exc:
+                if time.monotonic() >= deadline:
+                    raise BrokerError(
+                        f"broker not ready after {timeout_s:.0f} s ({exc}):\n{self.log_tail()}"
+                    ) from exc
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the broker printed since its latest start."""
+        try:
+            text = self.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no broker log)"
+        text = text.rpartition(_START_MARKER)[2]
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _signal(self, sig: signal.Signals) -> int | None:
+        pid = self.pid
+        if pid is not None:
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pid
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                with suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=0.1)
+            if not self._is_our_broker(pid):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """SIGTERM, wait up to timeout_s, then SIGKILL. False when it was not running."""
+        pid = self._signal(signal.SIGTERM)
+        if pid is None:
+            return False
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)  # a frozen broker handles SIGTERM only once thawed
+        if not self._wait_exit(pid, timeout_s):
+            self.kill()
+        self._forget()
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash: no clean shutdown) and wait until it is gone."""
+        pid = self._signal(signal.SIGKILL)
+        if pid is not None and not self._wait_exit(pid, 30.0):
+            raise BrokerError(f"broker pid {pid} survived SIGKILL")
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._proc is not None:  # reap our child, or Popen.__del__ warns it "still running"
+            with suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5.0)
+        self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the broker hangs with its sockets open (clients see timeouts, not resets)."""
+        if self._signal(signal.SIGSTOP) is None:
+            raise BrokerError("broker is not running")
+
+    def thaw(self) -> None:
+        """SIGCONT after :meth:`freeze`."""
+        if self._signal(signal.SIGCONT) is None:
+            raise BrokerError("broker is not running")
+
+    def restart(self) -> str:
+        """Clean stop then start on the same data; returns the bootstrap address."""
+        self.stop()
+        return self.start()

@@ -1,0 +1,214 @@
+"""Exactly-once routing under crashes, broker restarts, scaling and a frozen broker.
+
+Routers run as real ``greenchannel route`` processes against the real broker; a publisher
+thread streams complaints while the test kills, restarts, adds and removes routers. At the end
+every complaint must be in its department topic exactly once (read_committed), and every
+escalation exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.codec import Codec
+from gateway.config import Settings
+from gateway.dev.broker import LocalBroker
+from gateway.dev.samples import Pacer, SampleFactory, publish
+from gateway.kafka import Producer
+from gateway.topics import Topics
+from gateway.watchdog import EXIT_STUCK
+from tests.conftest import TopicFactory
+from tests.helpers import gateway_process, read_all, stop_process, write_config
+from tests.integration.test_router import department_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+class Fleet:
+    """Router processes under test, restarted like a supervisor would."""
+
+    def __init__(self, tmp_path: Path, settings: Settings, **router: object) -> None:
+        self.tmp = tmp_path
+        prefix = settings.topics.prefix
+        self.config = write_config(
+            tmp_path / "gc.yaml",
+            {
+                "kafka": {"bootstrap_servers": settings.kafka.bootstrap_servers},
+                "topics": {"prefix": prefix},
+                "observability": {"port": 0, "log_format": "text"},
+                "router": {"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"}
+                | dict(router),
+            },
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.exits: list[int] = []
+
+    def start(self, instance: str) -> None:
+        self.procs[instance] = gateway_process(
+            ["route", "--instance", instance], self.config, self.tmp / f"router-{instance}.log"
+        )
+
+    def kill(self, instance: str, sig: int = signal.SIGKILL) -> int:
+        code = stop_process(self.procs.pop(instance), sig)
+        self.exits.append(code)
+        return code
+
+    def supervise(self) -> int:
+        """Restart routers that exited; return how many were restarted."""
+        restarted = 0
+        for instance, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                self.exits.append(int(proc.returncode))
+                self.start(instance)
+                restarted += 1
+        return restarted
+
+    def stop_all(self) -> None:
+        for instance in list(self.procs):
+            self.kill(instance, signal.SIGTERM)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("router-*.log"))
+
+
+def stream(settings: Settings, count: int, rate: float, seed: int) -> tuple[threading.Thread, list[int]]:
+    """Publish ``count`` complaints at ``rate``/s from a thread; returns (thread, [majors])."""
+    result: list[int] = []
+
+    def run() -> None:
+        producer = Producer(settings.kafka)
+        samples = SampleFactory(seed=seed, major_share=0.1).complaints(count)
+        res = publish(producer, Codec(settings.codec), Topics(settings.topics.prefix).complaints,
+                      samples, pacer=Pacer(rate))
+        producer.close()
+        result.append(res.majors)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def assert_exactly_once(settings: Settings, count: int, timeout_s: float = 240) -> None:
+    t = Topics(settings.topics.prefix)
+    bootstrap = settings.kafka.bootstrap_servers
+    routed = read_all(bootstrap, department_topics(t), expect=count, timeout_s=timeout_s, idle_s=5)
+    keys = Counter(r.key for r in routed)
+    dupes = [k for k, n in keys.items() if n > 1]
+    assert not dupes, f"{len(dupes)} complaints routed more than once"
+    assert len(keys) == count, f"{count - len(keys)} complaints missing"
+    escalations = read_all(bootstrap, [t.escalations(c) for c in settings.router.green_cities], idle_s=4)
+    esc_keys = Counter(r.key for r in escalations)
+    assert escalations, "no escalations"
+    assert max(esc_keys.values()) == 1, "an escalation was published twice"
+
+
+def test_sigkill_the_router_repeatedly_while_20000_complaints_flow(
+    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    topic_factory.create_all()
+    settings = settings_factory()
+    fleet = Fleet(tmp_path, settings, static_membership=True)
+    fleet.start("0")
+    publisher, _ = stream(settings, 20_000, 1_250, seed=21)
+    kills = 0
+    try:
+        while publisher.is_alive() or kills < 5:
+            time.sleep(2.0)
+            if "0" in fleet.procs:
+                fleet.kill("0")
+                kills += 1
+                fleet.start("0")
+        publisher.join(120)
+        assert_exactly_once(settings, 20_000)
+    finally:
+        fleet.stop_all()
+    assert kills >= 5
+    assert all(code == -signal.SIGKILL for code in fleet.exits[:kills]), fleet.exits
+
+
+def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
+    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path,
+    local_broker: LocalBroker,
+) -> None:
+    topic_factory.create_all()
+    settings = settings_factory()
+    fleet = Fleet(tmp_path, settings, static_membership=True)
+    fleet.start("0")
+    publisher, _ = stream(settings, 10_000, 1_000, seed=22)
+    try:
+        time.sleep(4)
+        local_broker.restart()
+        deadline = time.monotonic() + 180
+        while publisher.is_alive() and time.monotonic() < deadline:
+            fleet.supervise()
+            time.sleep(1)
+        publisher.join(60)
+        fleet.supervise()
+        assert_exactly_once(settings, 10_000)
+    finally:
+        fleet.stop_all()
+
+
+def test_routers_joining_and_leaving_share_work_without_loss_or_duplicates(
+    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    topic_factory.create_all()
+    settings = settings_factory()
+    fleet = Fleet(tmp_path, settings)
+    fleet.start("0")
+    fleet.start("1")
+    publisher, _ = stream(settings, 20_000, 1_500, seed=23)
+    try:
+        time.sleep(3)
+        fleet.start("2")                        # join
+        time.sleep(3)
+        assert fleet.kill("0", signal.SIGTERM) == 0   # graceful leave
+        time.sleep(3)
+        fleet.start("0")                        # rejoin
+        time.sleep(2)
+        fleet.kill("1", signal.SIGKILL)         # crash
+        publisher.join(120)
+        assert_exactly_once(settings, 20_000)
+    finally:
+        fleet.stop_all()
+    for instance in ("0", "1", "2"):  # every member really took part
+        log = (tmp_path / f"router-{instance}.log").read_text(errors="replace")
+        assert "partitions assigned" in log, instance
+
+
+def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
+    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path,
+    local_broker: LocalBroker,
+) -> None:
+    topic_factory.create_all()
+    settings = settings_factory()
+    fleet = Fleet(tmp_path, settings, watchdog_s=5.0)
+    fleet.start("0")
+    publisher, _ = stream(settings, 6_000, 1_000, seed=24)
+    proc = fleet.procs["0"]
+    try:
+        time.sleep(3)
+        local_broker.freeze()
+        frozen_at = time.monotonic()
+        try:
+            code = proc.wait(60)
+        finally:
+            local_broker.thaw()
+        exited_after = time.monotonic() - frozen_at
+        assert code == EXIT_STUCK, fleet.logs()[-2000:]
+        assert exited_after < 30
+        assert "blocked for" in fleet.logs()
+        fleet.procs.pop("0")
+        fleet.start("0")                        # the supervisor's restart
+        publisher.join(120)
+        assert_exactly_once(settings, 6_000)
+    finally:
+        fleet.stop_all()

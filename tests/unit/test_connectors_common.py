@@ -1,0 +1,119 @@
+"""Shared family helpers: formats, masking, Retry-After, answer codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from connectors.families.common import (
+    AnswerCodes,
+    http_outcome,
+    iso_local,
+    iso_utc,
+    local_time,
+    lookup,
+    mask_id,
+    mask_name,
+    mask_phone,
+    parse_retry_after,
+    sm3_hex,
+    trim,
+    yuan,
+)
+from gateway.sdk import Accepted, BureauResponse, Rejected, RetryLater
+from tests.unit.connector_samples import RECEIVED_MS
+
+
+def test_local_time_is_china_standard_time() -> None:
+    assert local_time(RECEIVED_MS, "%Y%m%d%H%M%S") == "20260102100405"
+    assert iso_local(RECEIVED_MS) == "2026-01-02T10:04:05+08:00"
+    assert iso_utc(RECEIVED_MS) == "2026-01-02T02:04:05Z"
+
+
+@pytest.mark.parametrize(
+    ("fen", "text"),
+    [(12850, "128.50"), (5, "0.05"), (100, "1.00"), (0, "0.00"), (-250, "-2.50"), (None, "")],
+)
+def test_yuan(fen: int | None, text: str) -> None:
+    assert yuan(fen) == text
+
+
+def test_masking() -> None:
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("12345") == "***45"
+    assert mask_name("王小明") == "王**"
+    assert mask_id("11010119900307663X") == "110101********663X"
+
+
+def test_trim_flattens_and_cuts() -> None:
+    assert trim("a\n  b\tc") == "a b c"
+    assert trim("x" * 300, 10) == "x" * 9 + "…"
+
+
+def test_sm3_standard_vectors() -> None:
+    # GB/T 32905-2016 appendix A, examples 1 and 2.
+    assert sm3_hex(b"abc") == "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
+    assert sm3_hex(b"abcd" * 16) == (
+        "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "date", "expected"),
+    [
+        ("120", None, 120.0),
+        (" 3 ", None, 3.0),
+        ("1.5", None, 1.5),
+        ("-4", None, 0.0),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", "Wed, 21 Oct 2026 07:28:00 GMT", 30.0),
+        ("Wed, 21 Oct 2026 07:27:00 GMT", "Wed, 21 Oct 2026 07:28:00 GMT", 0.0),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", None, None),
+        ("Wed, 21 Oct 2026 07:28:30 GMT", "garbage", None),
+        ("soon", None, None),
+        ("nan", None, None),
+        ("", None, None),
+        (None, None, None),
+    ],
+)
+def test_parse_retry_after(value: str | None, date: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, date) == expected
+
+
+def test_http_outcome_reads_429_and_5xx() -> None:
+    limited = BureauResponse(429, {"retry-after": "7"}, b"")
+    assert http_outcome(limited) == RetryLater("rate_limited", retry_after=7.0)
+    assert http_outcome(BureauResponse(502, {}, b"")) == RetryLater("server_error")
+    assert http_outcome(BureauResponse(408, {}, b"")) == RetryLater("timeout")
+    assert http_outcome(BureauResponse(200, {}, b"")) is None
+    assert http_outcome(BureauResponse(404, {}, b"")) is None
+
+
+CODES = AnswerCodes(
+    code_field="code",
+    case_field="data.no",
+    message_field="msg",
+    ok=frozenset({"0"}),
+    duplicate=frozenset({"2"}),
+    busy=frozenset({"9"}),
+    auth=frozenset({"4"}),
+)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        ({"code": 0, "data": {"no": "C1"}}, Accepted("C1")),
+        ({"code": "2", "data": {"no": "C1"}}, Accepted("C1")),
+        ({"code": "0", "data": {}}, RetryLater("unreadable_answer")),
+        ({"code": "9"}, RetryLater("busy")),
+        ({"code": "4"}, RetryLater("auth")),
+        ({"code": "1", "msg": "缺少电话"}, Rejected("business_rule", "1 缺少电话")),
+        ({}, Rejected("business_rule", "")),
+    ],
+)
+def test_answer_codes(answer: dict[str, object], outcome: object) -> None:
+    assert CODES.outcome(answer) == outcome
+
+
+def test_lookup_follows_dotted_paths() -> None:
+    assert lookup({"a": {"b": {"c": 1}}}, "a.b.c") == 1
+    assert lookup({"a": 1}, "a.b") is None
