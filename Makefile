@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean
+.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean deploy-check
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -43,3 +43,6 @@ clean: ## stop the local broker, remove its data and build/tool caches (keeps .v
 	-@test -x $(BIN)/greenchannel && $(BIN)/greenchannel broker stop
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+deploy-check: venv ## validate deploy/ offline (rules, dashboard, image, compose, chart); installs validators into .cache/tools
+	bash deploy/check.sh

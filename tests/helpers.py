@@ -29,16 +29,24 @@ def gateway_process(
     args: list[str], config: Path, log_path: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``greenchannel <args>`` as a real process (its own session, logs to a file)."""
-    full_env = os.environ | {"GREENCHANNEL_CONFIG": str(config), "PYTHONUNBUFFERED": "1"} | (env or {})
+    full_env = (
+        os.environ | {"GREENCHANNEL_CONFIG": str(config), "PYTHONUNBUFFERED": "1"} | (env or {})
+    )
     full_env.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)  # the config file names the broker
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args],
-            cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
-def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+def stop_process(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30
+) -> int:
     if proc.poll() is None:
         proc.send_signal(sig)
         try:
@@ -61,8 +69,11 @@ def read_all(
     """Read topics from the beginning (read_committed) until ``expect`` records arrived (or,
     without ``expect``, until nothing new came for ``idle_s``)."""
     consumer = Consumer(
-        KafkaSettings(bootstrap_servers=bootstrap), group_id=f"reader-{uuid.uuid4().hex[:8]}",
-        topics=list(topics), read_committed=read_committed, max_poll_records=5000,
+        KafkaSettings(bootstrap_servers=bootstrap),
+        group_id=f"reader-{uuid.uuid4().hex[:8]}",
+        topics=list(topics),
+        read_committed=read_committed,
+        max_poll_records=5000,
     )
     out: list[Record] = []
     deadline = time.monotonic() + timeout_s

@@ -42,7 +42,9 @@ def start_router(settings: Settings, registry: CollectorRegistry) -> tuple[App, 
 
 
 def router_settings(settings_factory: Callable[..., Settings], prefix: str) -> Settings:
-    return settings_factory(router={"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"})
+    return settings_factory(
+        router={"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"}
+    )
 
 
 def test_every_complaint_lands_where_the_rules_say_exactly_once(
@@ -61,8 +63,9 @@ def test_every_complaint_lands_where_the_rules_say_exactly_once(
     app, thread = start_router(settings, registry)
     try:
         routed = read_all(kafka_bootstrap, department_topics(t), expect=len(samples), timeout_s=120)
-        escalations = read_all(kafka_bootstrap, [t.escalations(c) for c in settings.router.green_cities],
-                               idle_s=3)
+        escalations = read_all(
+            kafka_bootstrap, [t.escalations(c) for c in settings.router.green_cities], idle_s=3
+        )
     finally:
         app.stop.set()
         thread.join(30)
@@ -96,7 +99,10 @@ def test_every_complaint_lands_where_the_rules_say_exactly_once(
     by_rule = collections.Counter(rule for _, rule in expected.values())
     for rule, n in by_rule.items():
         total = sum(
-            value("greenchannel_router_routed_total", {"department": dep, "desk": desk, "rule": rule}) or 0
+            value(
+                "greenchannel_router_routed_total", {"department": dep, "desk": desk, "rule": rule}
+            )
+            or 0
             for dep in ("consumer-protection", "customer-service", "call-center")
             for desk in ["", *(d.value for d in Desk)]
         )
@@ -144,7 +150,9 @@ def test_one_percent_poison_is_exactly_what_is_dead_lettered(
             producer.send(t.complaints, value, key=key.encode(), headers=[("upstream", b"test")])
         else:
             s = factory.next().record
-            producer.send(t.complaints, codec.encode("complaint", s), key=s["complaint_id"].encode())
+            producer.send(
+                t.complaints, codec.encode("complaint", s), key=s["complaint_id"].encode()
+            )
             good += 1
     producer.flush()
     producer.close()
@@ -172,4 +180,7 @@ def test_one_percent_poison_is_exactly_what_is_dead_lettered(
         assert header(r, "upstream") == "test"  # original headers kept
     reasons = collections.Counter(poison_sent.values())
     for reason, n in reasons.items():
-        assert registry.get_sample_value("greenchannel_router_dead_letters_total", {"reason": reason}) == n
+        assert (
+            registry.get_sample_value("greenchannel_router_dead_letters_total", {"reason": reason})
+            == n
+        )

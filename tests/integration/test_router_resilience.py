@@ -76,18 +76,27 @@ class Fleet:
             self.kill(instance, signal.SIGTERM)
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("router-*.log"))
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("router-*.log")
+        )
 
 
-def stream(settings: Settings, count: int, rate: float, seed: int) -> tuple[threading.Thread, list[int]]:
+def stream(
+    settings: Settings, count: int, rate: float, seed: int
+) -> tuple[threading.Thread, list[int]]:
     """Publish ``count`` complaints at ``rate``/s from a thread; returns (thread, [majors])."""
     result: list[int] = []
 
     def run() -> None:
         producer = Producer(settings.kafka)
         samples = SampleFactory(seed=seed, major_share=0.1).complaints(count)
-        res = publish(producer, Codec(settings.codec), Topics(settings.topics.prefix).complaints,
-                      samples, pacer=Pacer(rate))
+        res = publish(
+            producer,
+            Codec(settings.codec),
+            Topics(settings.topics.prefix).complaints,
+            samples,
+            pacer=Pacer(rate),
+        )
         producer.close()
         result.append(res.majors)
 
@@ -104,7 +113,9 @@ def assert_exactly_once(settings: Settings, count: int, timeout_s: float = 240) 
     dupes = [k for k, n in keys.items() if n > 1]
     assert not dupes, f"{len(dupes)} complaints routed more than once"
     assert len(keys) == count, f"{count - len(keys)} complaints missing"
-    escalations = read_all(bootstrap, [t.escalations(c) for c in settings.router.green_cities], idle_s=4)
+    escalations = read_all(
+        bootstrap, [t.escalations(c) for c in settings.router.green_cities], idle_s=4
+    )
     esc_keys = Counter(r.key for r in escalations)
     assert escalations, "no escalations"
     assert max(esc_keys.values()) == 1, "an escalation was published twice"
@@ -135,7 +146,9 @@ def test_sigkill_the_router_repeatedly_while_20000_complaints_flow(
 
 
 def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
-    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path,
+    settings_factory: Callable[..., Settings],
+    topic_factory: TopicFactory,
+    tmp_path: Path,
     local_broker: LocalBroker,
 ) -> None:
     topic_factory.create_all()
@@ -168,13 +181,13 @@ def test_routers_joining_and_leaving_share_work_without_loss_or_duplicates(
     publisher, _ = stream(settings, 20_000, 1_500, seed=23)
     try:
         time.sleep(3)
-        fleet.start("2")                        # join
+        fleet.start("2")  # join
         time.sleep(3)
-        assert fleet.kill("0", signal.SIGTERM) == 0   # graceful leave
+        assert fleet.kill("0", signal.SIGTERM) == 0  # graceful leave
         time.sleep(3)
-        fleet.start("0")                        # rejoin
+        fleet.start("0")  # rejoin
         time.sleep(2)
-        fleet.kill("1", signal.SIGKILL)         # crash
+        fleet.kill("1", signal.SIGKILL)  # crash
         publisher.join(120)
         assert_exactly_once(settings, 20_000)
     finally:
@@ -185,7 +198,9 @@ def test_routers_joining_and_leaving_share_work_without_loss_or_duplicates(
 
 
 def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
-    settings_factory: Callable[..., Settings], topic_factory: TopicFactory, tmp_path: Path,
+    settings_factory: Callable[..., Settings],
+    topic_factory: TopicFactory,
+    tmp_path: Path,
     local_broker: LocalBroker,
 ) -> None:
     topic_factory.create_all()
@@ -207,7 +222,7 @@ def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
         assert exited_after < 30
         assert "blocked for" in fleet.logs()
         fleet.procs.pop("0")
-        fleet.start("0")                        # the supervisor's restart
+        fleet.start("0")  # the supervisor's restart
         publisher.join(120)
         assert_exactly_once(settings, 6_000)
     finally:
