@@ -27,11 +27,11 @@ test-unit: venv ## offline unit tests only
 	$(PYTEST) -m unit $(PYTEST_ARGS)
 
 demo: venv ## broker + bureau simulator + gateway, with sample complaints
-	$(BIN)/python -m gateway.dev.demo
+	$(BIN)/python -m gateway.dev.demo $(ARGS)
 
 bench: venv ## routing and delivery throughput against the local broker
-	$(BIN)/python bench/route.py
-	$(BIN)/python bench/deliver.py
+	$(BIN)/python -m bench.route
+	$(BIN)/python -m bench.deliver
 
 broker-start: venv ## local Kafka on 127.0.0.1:19092 (data in var/kafka)
 	$(BIN)/greenchannel broker start
@@ -44,5 +44,5 @@ clean: ## stop the local broker, remove its data and build/tool caches (keeps .v
 	rm -rf var build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 
-deploy-check: venv ## validate deploy/ offline (rules, dashboard, image, compose, chart); installs validators into .cache/tools
+deploy-check: venv ## validate deploy/ offline (rules, dashboard, image, compose, chart); installs validators into ~/.cache/greenchannel/tools
 	bash deploy/check.sh

@@ -131,8 +131,9 @@ class App:
             t.join(max(0.0, deadline - time.monotonic()))
         if ops is not None:
             ops.stop()
-        if any(t.is_alive() for t in threads):
-            log.error("drain did not finish within %.0fs", shutdown_timeout_s)
+        gave_up = self.engine is not None and not self.engine.drained
+        if gave_up or any(t.is_alive() for t in threads):
+            log.error("drain did not finish within %gs", shutdown_timeout_s)
             return EXIT_DRAIN_TIMEOUT
         if any(isinstance(e, FatalError | Exception) for e in self.errors):
             return EXIT_FATAL

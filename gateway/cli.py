@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("gateway.commands.run", "deliver"),
     ("gateway.commands.run", "check_config"),
     ("gateway.commands.publish_samples", "publish_samples"),
+    ("gateway.commands.dlq", "dlq"),
 ]
 
 

@@ -28,6 +28,13 @@ from gateway.config import KafkaSettings
 from gateway.errors import FatalError, KafkaUnavailable
 
 Headers = Sequence[tuple[str, bytes]]
+_REBALANCING = (
+    kerrors.RebalanceInProgressError,
+    kerrors.CommitFailedError,
+    kerrors.IllegalGenerationError,
+    kerrors.UnknownMemberIdError,
+)
+"""Commit failures a rebalance causes: the next poll() rejoins, then committing works again."""
 
 
 class TopicPartition(NamedTuple):
@@ -189,6 +196,10 @@ class Consumer:
         }
         try:
             self._consumer.commit(payload)
+        except _REBALANCING as exc:
+            raise KafkaUnavailable(
+                f"commit: {type(exc).__name__} (retry after the next poll)", reason="rebalance"
+            ) from exc
         except Exception as exc:
             raise _wrap("commit", exc) from exc
 

@@ -25,7 +25,7 @@ from gateway.config import Settings
 from gateway.delivery.city import CityDelivery
 from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.offsets import OffsetTracker
-from gateway.errors import FatalError, GreenChannelError
+from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
 from gateway.kafka import Consumer, Producer, Record, TopicPartition
 from gateway.observer import Observer
@@ -62,6 +62,8 @@ class DeliveryEngine:
         self._generation: dict[TopicPartition, int] = {}
         self._paused_cities: set[str] = set()
         self._fatal: GreenChannelError | None = None
+        self.drained = True
+        """False when shutdown() gave up on in-flight deliveries at its deadline."""
         make_transport = transport_factory or self._http_transport
         self.producer = Producer(settings.kafka, linger_ms=1)
         self.lanes: dict[str, Lane] = {}
@@ -162,8 +164,12 @@ class DeliveryEngine:
                 self.tracker.done(done.tp, done.offset)
         offsets = self.tracker.to_commit()
         if offsets:
-            with self.watchdog.guard("commit"):
-                self.consumer.commit(offsets)
+            try:
+                with self.watchdog.guard("commit"):
+                    self.consumer.commit(offsets)
+            except TransientError as exc:  # rebalance or broker trouble: retry after next poll
+                log.warning("commit deferred: %s", exc)
+                return
             self.tracker.committed(offsets)
 
     def _pause_or_resume(self) -> None:
@@ -196,9 +202,21 @@ class DeliveryEngine:
     def shutdown(self, timeout_s: float) -> None:
         """Stop fetching, let workers finish their current attempt, commit what is final, close."""
         self.stop_event.set()
-        deadline = self.clock() + timeout_s
+        deadline = time.monotonic() + timeout_s
         for lane in self.lanes.values():
-            lane.close(max(0.1, deadline - self.clock()))
+            lane.request_stop()
+        stuck = [
+            city
+            for city, lane in self.lanes.items()
+            if not lane.join(max(0.0, deadline - time.monotonic()))
+        ]
+        if stuck:
+            self.drained = False
+            log.error(
+                "drain: deliveries to %s still in flight after %.1fs; handing them back",
+                ", ".join(stuck),
+                timeout_s,
+            )
         try:
             self._commit_finished()
         except GreenChannelError as exc:

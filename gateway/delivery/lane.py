@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,11 +90,21 @@ class Lane:
             self._created_ms[(job.record.tp, job.record.offset)] = job.record.timestamp_ms
         self._queues[zlib.crc32(key) % len(self._queues)].put(job)
 
-    def close(self, timeout_s: float) -> None:
+    def request_stop(self) -> None:
+        """Workers exit once their current record is done (queued records are skipped)."""
         for q in self._queues:
             q.put(None)
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` in total; True when every worker has exited."""
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout_s)
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def close(self, timeout_s: float) -> bool:
+        self.request_stop()
+        return self.join(timeout_s)
 
     def oldest_age_s(self) -> float:
         with self._lock:

@@ -17,7 +17,10 @@ METRICS_MD = DOCS / "metrics.md"
 OPERATIONS_MD = DOCS / "operations.md"
 RULES = DEPLOY / "prometheus" / "rules.yml"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-TOOLS_BIN = Path(os.environ.get("GREENCHANNEL_TOOLS_DIR", ROOT / ".cache" / "tools")) / "bin"
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+TOOLS_BIN = (
+    Path(os.environ.get("GREENCHANNEL_TOOLS_DIR") or _CACHE / "greenchannel" / "tools") / "bin"
+)
 
 _ROW = re.compile(r"^\|\s*`(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)`\s*\|(?P<rest>.*)\|\s*$")
 _TICKED = re.compile(r"`([^`]+)`")

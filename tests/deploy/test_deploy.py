@@ -1,6 +1,6 @@
 """The deployment files: image, compose stack and Helm chart, validated offline.
 
-Every validator is installed by `bash deploy/check.sh install` (into .cache/tools); these tests
+Every validator is installed by `bash deploy/check.sh install` (into ~/.cache/greenchannel/tools); these tests
 run deploy/check.sh with installation disabled and fail, never skip, when a tool is missing.
 """
 

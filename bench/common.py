@@ -1,0 +1,131 @@
+"""Shared benchmark plumbing: a broker, process sampling, committed-offset progress, the report."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kafka import KafkaAdminClient
+
+from gateway.config import BrokerSettings, KafkaSettings
+from gateway.dev.broker import LocalBroker, free_ports
+from gateway.kafka import client_config
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT = REPO / "docs" / "benchmarks.md"
+
+
+@contextlib.contextmanager
+def broker() -> Iterator[str]:
+    """GREENCHANNEL_BOOTSTRAP_SERVERS if set, else a fresh local broker for this run."""
+    external = os.environ.get("GREENCHANNEL_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    port, cport = free_ports(2)
+    with tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp:
+        b = LocalBroker(BrokerSettings(port=port, controller_port=cport, data_dir=Path(tmp),
+                                       heap="-Xms512m -Xmx1g"))
+        b.start()
+        try:
+            yield b.bootstrap
+        finally:
+            b.stop()
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def gateway(args: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {"GREENCHANNEL_CONFIG": str(config)}
+    env.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", text)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    admin = KafkaAdminClient(**client_config(KafkaSettings(bootstrap_servers=bootstrap)))
+    try:
+        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
+    finally:
+        admin.close()
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, target: int, timeout_s: float,
+                   proc: subprocess.Popen[bytes] | None = None) -> tuple[float, float]:
+    """Wait until the group committed ``target`` records of ``topic``; returns (first progress
+    time, done time) as monotonic seconds."""
+    first = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = committed_total(bootstrap, group, topic)
+        now = time.monotonic()
+        if done > 0 and first is None:
+            first = now
+        if done >= target:
+            return first or now, now
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        time.sleep(0.25)
+    raise TimeoutError(f"{group}: committed {committed_total(bootstrap, group, topic)} of {target}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"load average at start {load[0]:.1f}")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between markers for ``name`` in docs/benchmarks.md."""
+    REPORT.parent.mkdir(exist_ok=True)
+    text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else (
+        "# Benchmarks\n\nFigures written by the scripts under `bench/`; every ratio compares runs "
+        "made in the same invocation on the same broker. The machine is shared and noisy: "
+        "compare ratios, not absolute numbers across runs.\n"
+    )
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    block = f"{begin}\n_Last run: {stamp}; {machine()}._\n\n{body.strip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    REPORT.write_text(text, encoding="utf-8")

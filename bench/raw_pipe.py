@@ -1,0 +1,54 @@
+"""Baseline for bench/route.py: the plainest transactional kafka-python pipe.
+
+consume bytes (read_committed) -> produce the same bytes -> send_offsets_to_transaction ->
+commit, batch by batch, with the same client settings as the router. Runs until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--source", required=True)
+    ap.add_argument("--sink", required=True)
+    ap.add_argument("--group", required=True)
+    args = ap.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    consumer = KafkaConsumer(
+        args.source, bootstrap_servers=args.bootstrap, group_id=args.group,
+        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
+        max_poll_records=2000, partition_assignment_strategy=[CooperativeStickyAssignor],
+    )
+    producer = KafkaProducer(
+        bootstrap_servers=args.bootstrap, transactional_id=f"{args.group}-tx", acks="all",
+        enable_idempotence=True, linger_ms=5, batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
+    )
+    producer.init_transactions()
+    while not stop.is_set():
+        batches = consumer.poll(timeout_ms=100, max_records=2000)
+        if not batches:
+            continue
+        producer.begin_transaction()
+        offsets = {}
+        for tp, records in batches.items():
+            for r in records:
+                producer.send(args.sink, value=r.value, key=r.key, headers=r.headers)
+            offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+        producer.commit_transaction()
+    consumer.close(autocommit=False)
+    producer.close()
+
+
+if __name__ == "__main__":
+    main()

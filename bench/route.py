@@ -1,0 +1,172 @@
+"""Routing benchmark: the router against a raw transactional kafka-python pipe, same broker.
+
+(a) bench/raw_pipe.py and (b) `greenchannel route` each consume the same N (>= 200,000) ~1 KB
+complaints from one input topic with their own consumer group and the same transactional
+settings. Throughput = N / (last commit - first commit), read from the groups' committed
+offsets. Then, with the router still running, complaints are published at 1,000/s and the
+publish-to-department latency is measured by a read_committed consumer of the department
+topics. Router peak RSS is its VmHWM.
+
+    python bench/route.py [--count 200000] [--rate 1000] [--seconds 30]
+
+Targets (issue #3): b/a >= 0.7, >= 10,000 complaints/s per router process,
+p99 <= 250 ms at 1,000/s, RSS <= 150 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from bench.common import (
+    REPO,
+    broker,
+    cpu_seconds,
+    gateway,
+    peak_rss_mb,
+    percentile,
+    wait_committed,
+    write_config,
+    write_section,
+)
+from gateway.admin import Admin
+from gateway.codec import Codec
+from gateway.config import CodecSettings, KafkaSettings
+from gateway.dev.samples import Pacer, bench_complaints
+from gateway.kafka import Consumer, Producer
+from gateway.topics import Department, Desk, Topics, TopicSpec
+
+SENT_HEADER = "bench-sent-at"
+
+
+def fill(bootstrap: str, topic: str, count: int) -> float:
+    codec = Codec(CodecSettings())
+    producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=20)
+    size = 0
+    for i, record in enumerate(bench_complaints(count, seed=3)):
+        value = codec.encode("complaint", record)
+        size += len(value)
+        producer.send(topic, value, key=record["complaint_id"].encode())
+        if i % 20_000 == 0:
+            producer.flush()
+    producer.flush()
+    producer.close()
+    return size / count
+
+
+def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float) -> list[float]:
+    """Publish at ``rate``/s for ``seconds``; latency (s) from send to read_committed receipt."""
+    dept = [topics.department(Department.CONSUMER_PROTECTION), topics.department(Department.CUSTOMER_SERVICE),
+            *(topics.desk(d) for d in Desk)]
+    reader = Consumer(KafkaSettings(bootstrap_servers=bootstrap), group_id=f"lat-{uuid.uuid4().hex[:6]}",
+                      topics=dept, max_poll_records=2000)
+    reader.poll(500)  # join before publishing
+    for tp in reader.assignment():
+        reader.seek(tp, reader.end_offsets([tp])[tp])
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    done = threading.Event()
+
+    def publish() -> None:
+        codec = Codec(CodecSettings())
+        producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
+        pacer = Pacer(rate)
+        for record in bench_complaints(total, seed=9):
+            pacer.wait()
+            producer.send(topics.complaints, codec.encode("complaint", record),
+                          key=record["complaint_id"].encode(),
+                          headers=[(SENT_HEADER, repr(time.time()).encode())])
+        producer.flush()
+        producer.close()
+        done.set()
+
+    threading.Thread(target=publish, daemon=True).start()
+    deadline = time.monotonic() + seconds + 60
+    while len(latencies) < total and time.monotonic() < deadline:
+        for r in reader.poll(100):
+            sent = r.header(SENT_HEADER)
+            if sent is not None:
+                latencies.append(time.time() - float(sent))
+    reader.close()
+    return latencies
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--count", type=int, default=200_000)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    args = ap.parse_args()
+    with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-route-") as tmpdir:
+        tmp = Path(tmpdir)
+        prefix = f"b{uuid.uuid4().hex[:6]}."
+        topics = Topics(prefix)
+        cities = ["beijing", "guangzhou", "shenzhen", "chongqing", "hangzhou", "hefei", "nanchang",
+                  "suzhou", "wuhu", "nanjing"]
+        with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
+            admin.wait_ready(60)
+            admin.create_topics([*topics.all(cities), TopicSpec(f"{prefix}raw-out", 6, 86_400_000, "bench")])
+        print(f"filling {topics.complaints} with {args.count:,} complaints ...", flush=True)
+        avg_size = fill(bootstrap, topics.complaints, args.count)
+        print(f"average encoded complaint: {avg_size:.0f} bytes", flush=True)
+
+        # (a) raw pipe
+        raw = subprocess.Popen([sys.executable, str(REPO / "bench" / "raw_pipe.py"), "--bootstrap", bootstrap,
+                                "--source", topics.complaints, "--sink", f"{prefix}raw-out",
+                                "--group", f"{prefix}raw"], cwd=REPO)
+        t0, t1 = wait_committed(bootstrap, f"{prefix}raw", topics.complaints, args.count, 900, raw)
+        raw_cpu = cpu_seconds(raw.pid)
+        raw_rss = peak_rss_mb(raw.pid)
+        raw.terminate()
+        raw.wait(30)
+        raw_rate = args.count / (t1 - t0)
+        print(f"(a) raw pipe: {raw_rate:,.0f} msg/s, cpu {raw_cpu:.1f} s, rss {raw_rss:.0f} MiB", flush=True)
+
+        # (b) the router
+        config = write_config(tmp / "gc.yaml", {
+            "kafka": {"bootstrap_servers": bootstrap},
+            "topics": {"prefix": prefix},
+            "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
+            "router": {"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"},
+        })
+        router = gateway(["route"], config, tmp / "router.log")
+        try:
+            t0, t1 = wait_committed(bootstrap, f"{prefix}router", topics.complaints, args.count, 900, router)
+            router_cpu = cpu_seconds(router.pid)
+            router_rate = args.count / (t1 - t0)
+            print(f"(b) router: {router_rate:,.0f} msg/s, cpu {router_cpu:.1f} s", flush=True)
+            print(f"latency: publishing {args.rate:.0f}/s for {args.seconds:.0f} s ...", flush=True)
+            lat = measure_latency(bootstrap, topics, args.rate, args.seconds)
+            rss = peak_rss_mb(router.pid)
+        finally:
+            router.terminate()
+            router.wait(30)
+    p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
+    ratio = router_rate / raw_rate
+    expected = int(args.rate * args.seconds)
+    rows = [
+        ("(a) raw kafka-python transactional pipe", f"{raw_rate:,.0f} msg/s", ""),
+        ("(b) router (decode, validate, classify, escalate)", f"{router_rate:,.0f} msg/s", ">= 10,000 msg/s"),
+        ("ratio b/a", f"{ratio:.2f}", ">= 0.7"),
+        (f"publish-to-department p50 at {args.rate:,.0f}/s", f"{p50:.1f} ms", ""),
+        (f"publish-to-department p99 at {args.rate:,.0f}/s", f"{p99:.1f} ms", "<= 250 ms"),
+        ("records measured for latency", f"{len(lat):,} of {expected:,}", ""),
+        ("router peak RSS (VmHWM)", f"{rss:.0f} MiB", "<= 150 MB"),
+        ("router CPU per 1,000 complaints", f"{router_cpu / args.count * 1000 * 1000:.0f} ms", ""),
+        ("raw pipe CPU per 1,000 complaints", f"{raw_cpu / args.count * 1000 * 1000:.0f} ms", ""),
+    ]
+    table = "| measure | result | target |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
+    body = (f"### Routing (`python bench/route.py --count {args.count}`)\n\n{args.count:,} complaints of "
+            f"{avg_size:.0f} bytes (Avro single-object), 12 input partitions, one process each.\n\n{table}\n")
+    print(table)
+    write_section("route", body)
+
+
+if __name__ == "__main__":
+    main()
