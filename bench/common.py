@@ -69,13 +69,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_ADMINS: dict[str, KafkaAdminClient] = {}
+
+
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
-    admin = KafkaAdminClient(**client_config(KafkaSettings(bootstrap_servers=bootstrap)))
+    """Sum of the group's committed offsets on ``topic`` (0 while the group does not exist)."""
+    admin = _ADMINS.get(bootstrap)
+    if admin is None:
+        admin = _ADMINS[bootstrap] = KafkaAdminClient(**client_config(KafkaSettings(bootstrap_servers=bootstrap)))
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
-        return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
-    finally:
-        admin.close()
+    except Exception:  # the coordinator may not know the group yet
+        return 0
+    return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
 
 
 def wait_committed(bootstrap: str, group: str, topic: str, target: int, timeout_s: float,

@@ -66,9 +66,12 @@ def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float)
             *(topics.desk(d) for d in Desk)]
     reader = Consumer(KafkaSettings(bootstrap_servers=bootstrap), group_id=f"lat-{uuid.uuid4().hex[:6]}",
                       topics=dept, max_poll_records=2000)
-    reader.poll(500)  # join before publishing
-    for tp in reader.assignment():
-        reader.seek(tp, reader.end_offsets([tp])[tp])
+    deadline = time.monotonic() + 60
+    while not reader.assignment() and time.monotonic() < deadline:  # join before publishing
+        reader.poll(200)
+    assigned = reader.assignment()
+    for tp, end in reader.end_offsets(assigned).items():
+        reader.seek(tp, end)
     latencies: list[float] = []
     total = int(rate * seconds)
     done = threading.Event()

@@ -46,6 +46,46 @@ class KafkaSettings(_Strict):
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(30_000, ge=1_000)
 
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        """Reject combinations a client would silently ignore or fail on, naming the key."""
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl:
+            for key in ("sasl_mechanism", "sasl_username", "sasl_password"):
+                value = getattr(self, key)
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    raise ValueError(
+                        f"kafka.{key} is required when kafka.security_protocol is "
+                        f"{self.security_protocol}"
+                    )
+            if self.sasl_password is not None and not self.sasl_password.get_secret_value():
+                raise ValueError("kafka.sasl_password is empty")
+        else:
+            for key in ("sasl_mechanism", "sasl_username", "sasl_password"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"kafka.{key} is set but kafka.security_protocol is "
+                        f"{self.security_protocol} (use SASL_SSL or SASL_PLAINTEXT)"
+                    )
+        if not self.security_protocol.endswith("SSL"):
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"kafka.{key} is set but kafka.security_protocol is "
+                        f"{self.security_protocol} (use SSL or SASL_SSL)"
+                    )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("kafka.ssl_keyfile is set without kafka.ssl_certfile")
+        return self
+
+    def missing_files(self) -> list[str]:
+        """``kafka.<key>: <path>`` for every configured TLS file that does not exist."""
+        return [
+            f"kafka.{key}: {path} does not exist"
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            if (path := getattr(self, key)) is not None and not Path(path).is_file()
+        ]
+
 
 class TopicSettings(_Strict):
     prefix: str = "gc."
@@ -88,7 +128,7 @@ class RouterSettings(_Strict):
             "nanjing",
         ]
     )
-    max_batch: int = Field(2000, ge=1)
+    max_batch: int = Field(5000, ge=1)
     poll_timeout_ms: int = Field(100, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     watchdog_s: float = Field(30.0, gt=0)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.base import MemberState
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
@@ -116,6 +117,28 @@ def _noop(_: list[TopicPartition]) -> None:
     return None
 
 
+def _finish_interrupted_joins(consumer: KafkaConsumer) -> None:
+    """Work around a kafka-python 3.0.12 race that leaves a member REBALANCING for good.
+
+    A rebalance caused by a metadata change (the subscribed topics' partitions becoming known
+    after the first join, partitions added later) is flagged only by the coordinator's metadata
+    snapshot, and the leader's own assignment clears that flag while JoinGroup/SyncGroup are
+    still in flight. When ``poll()``'s timeout ends inside that window, later polls see nothing
+    to rejoin and never complete the join: the member keeps fetching its old assignment, but
+    every commit fails with RebalanceInProgressError until the process restarts. Counting an
+    unfinished join as a reason to rejoin makes the next poll finish it.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:
+        return
+    need_rejoin = coordinator.need_rejoin
+
+    def need_rejoin_or_unfinished() -> bool:
+        return bool(need_rejoin()) or coordinator.state is MemberState.REBALANCING
+
+    coordinator.need_rejoin = need_rejoin_or_unfinished
+
+
 class Consumer:
     """A group consumer of raw bytes with manual commits."""
 
@@ -152,6 +175,7 @@ class Consumer:
             self._consumer = KafkaConsumer(**conf)
         except Exception as exc:
             raise _wrap("create consumer", exc) from exc
+        _finish_interrupted_joins(self._consumer)
         listener = _Listener(on_assigned, on_revoked)
         # Load partition metadata before joining: kafka-python's assignors otherwise may compute
         # the first assignment without it ("No partition metadata for topic") and assign nothing

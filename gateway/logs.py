@@ -55,7 +55,3 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root.setLevel(level)
     for noisy in ("kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    import os as _os
-    if _os.environ.get("GC_DEBUG_KAFKA"):
-        for name in ("kafka.coordinator", "kafka.consumer.subscription_state"):
-            logging.getLogger(name).setLevel(logging.DEBUG)

@@ -178,11 +178,11 @@ class Metrics:
     def on_consumed(self, n: int) -> None:
         self.consumed.inc(n)
 
-    def on_routed(self, department: str, desk: str, rule: str) -> None:
-        self.routed.labels(department, desk, rule).inc()
+    def on_routed(self, department: str, desk: str, rule: str, n: int = 1) -> None:
+        self.routed.labels(department, desk, rule).inc(n)
 
-    def on_router_dead_lettered(self, reason: str) -> None:
-        self.router_dlq.labels(reason).inc()
+    def on_router_dead_lettered(self, reason: str, n: int = 1) -> None:
+        self.router_dlq.labels(reason).inc(n)
 
     def on_transaction(self, seconds: float, batch_size: int, committed: bool) -> None:
         self.transactions.labels("committed" if committed else "aborted").inc()

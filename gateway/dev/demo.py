@@ -124,6 +124,7 @@ class Publisher:
         self.error: str | None = None
         self.done = threading.Event()
         self._stop = threading.Event()
+        self._closed = False
         self.codec: Codec = build_codec(settings)
         self.producer: Producer = Producer(settings.kafka, linger_ms=20)
         self._thread = threading.Thread(target=self._run, name="demo-publisher", daemon=True)
@@ -175,8 +176,13 @@ class Publisher:
             raise GreenChannelError(f"{len(failed)} sends failed, first: {failed[0].exception!r}")
 
     def stop(self) -> None:
+        """Stop sending and close the producer (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
-        self._thread.join(15.0)
+        if self._thread.is_alive():
+            self._thread.join(15.0)
         with suppress(GreenChannelError):
             self.producer.close(5.0)
         self.codec.close()
@@ -425,6 +431,9 @@ class Demo:
             self.screen.show_cursor()
             try:
                 self.cleanup.close()
+            except Exception as exc:  # the other parts were stopped: report it
+                self.say(f"error while stopping: {exc}")
+                self.failed = True
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)

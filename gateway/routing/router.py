@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass
 
 from gateway.cities import city_key
@@ -66,6 +67,17 @@ class RecordRouter:
         self.classifier = classifier
         self.codec = codec
         self.clock_ms = clock_ms
+        # Destination topic and routing headers per decision, built once (hot path).
+        self._targets: dict[Decision, tuple[str, list[tuple[str, bytes]]]] = {}
+        for decision in classifier.decisions:
+            route = decision.department.value + (f"/{decision.desk.value}" if decision.desk else "")
+            topic = (
+                self.topics.desk(decision.desk)
+                if decision.desk is not None
+                else self.topics.department(decision.department)
+            )
+            headers = [("gc-rule", decision.rule_id.encode()), ("gc-route", route.encode())]
+            self._targets[decision] = (topic, headers)
 
     def route(self, record: Record) -> Routed:
         try:
@@ -83,28 +95,15 @@ class RecordRouter:
             raise UnknownCity(f"unknown city code {complaint['city_code']!r}")
         decision = self.classifier.classify(complaint)
         key = complaint["complaint_id"].encode()
-        handling = "none"
-        outputs: list[Output] = []
+        topic, route_headers = self._targets[decision]
+        headers = [*record.headers, *route_headers]
+        outputs = [Output(topic, key, record.value, headers)]
         if decision.major:
+            # major: say what happens next (escalated to the green-channel bureau, or manual)
+            handling = b"escalated" if city in self.green else b"manual"
+            headers += [("gc-handling", handling), ("gc-city", city.encode())]
             if city in self.green:
-                handling = "escalated"
                 outputs.append(self._escalation(complaint, city, decision, key))
-            else:
-                handling = "manual"
-        headers = [
-            *record.headers,
-            ("gc-department", decision.department.value.encode()),
-            ("gc-desk", (decision.desk.value if decision.desk else "").encode()),
-            ("gc-rule", decision.rule_id.encode()),
-            ("gc-handling", handling.encode()),
-            ("gc-city", city.encode()),
-        ]
-        topic = (
-            self.topics.desk(decision.desk)
-            if decision.desk is not None
-            else self.topics.department(decision.department)
-        )
-        outputs.insert(0, Output(topic, key, record.value, headers))
         return Routed(outputs, decision)
 
     def _escalation(
@@ -232,13 +231,18 @@ class Router:
         obs = self.observer
         obs.on_transaction(now - started, len(records), committed=True)
         obs.on_consumed(len(records))
+        routed_by: Counter[Decision] = Counter()
+        dead_by: Counter[str] = Counter()
         for record, result in zip(records, routed, strict=True):
             if result.decision is not None:
-                d = result.decision
-                obs.on_routed(d.department.value, d.desk.value if d.desk else "", d.rule_id)
+                routed_by[result.decision] += 1
                 obs.on_routed_latency(now - record.timestamp_ms / 1000)
             elif result.dead_letter_reason is not None:
-                obs.on_router_dead_lettered(result.dead_letter_reason)
+                dead_by[result.dead_letter_reason] += 1
+        for d, n in routed_by.items():
+            obs.on_routed(d.department.value, d.desk.value if d.desk else "", d.rule_id, n)
+        for reason, n in dead_by.items():
+            obs.on_router_dead_lettered(reason, n)
         self._update_lag(records)
 
     def _update_lag(self, records: list[Record]) -> None:

@@ -35,7 +35,6 @@ from gateway.errors import ConfigError
 from gateway.topics import Department, Desk
 
 Complaint = Mapping[str, Any]
-Predicate = Callable[[Complaint], bool]
 
 SIGNALS = ("safety_hazard", "injury", "media_attention", "asks_for_regulator", "group_incident")
 CATEGORIES = (
@@ -149,30 +148,52 @@ def parse_route(route: str) -> tuple[Department, Desk | None]:
     )
 
 
-def _predicates(c: Conditions) -> list[Predicate]:
-    preds: list[Predicate] = []
+def _conditions_source(i: int, c: Conditions, env: dict[str, Any]) -> list[str]:
+    """Python expressions for one rule's conditions. Values never enter the source text: they
+    are bound in ``env`` under generated names, so a rule file cannot inject code."""
+    terms: list[str] = []
     if c.categories:
-        cats = frozenset(c.categories)
-        preds.append(lambda x: x["category"] in cats)
+        env[f"cat{i}"] = frozenset(c.categories)
+        terms.append(f"cat in cat{i}")
     if c.products:
-        prods = frozenset(c.products)
-        preds.append(lambda x: x["product_category"] in prods)
+        env[f"prod{i}"] = frozenset(c.products)
+        terms.append(f"prod in prod{i}")
     if c.channels:
-        chans = frozenset(c.channels)
-        preds.append(lambda x: x["channel"] in chans)
+        env[f"chan{i}"] = frozenset(c.channels)
+        terms.append(f"chan in chan{i}")
     if c.signals:
-        names = tuple(c.signals)
-        preds.append(lambda x: any(x["signals"][n] for n in names))
+        terms.append("(" + " or ".join(f"sig[{SIGNALS.index(n)}]" for n in c.signals) + ")")
     if c.repeat_count_at_least is not None:
-        repeats = c.repeat_count_at_least
-        preds.append(lambda x: x["signals"]["repeat_count"] >= repeats)
+        env[f"rep{i}"] = c.repeat_count_at_least
+        terms.append(f"repeats >= rep{i}")
     if c.amount_fen_at_least is not None:
-        amount = c.amount_fen_at_least
-        preds.append(lambda x: x["order"] is not None and x["order"]["amount_fen"] >= amount)
+        env[f"amt{i}"] = c.amount_fen_at_least
+        terms.append(f"amount >= amt{i}")
     if c.text_any:
-        words = tuple(c.text_any)
-        preds.append(lambda x: any(w in x["description"] for w in words))
-    return preds
+        env[f"words{i}"] = tuple(c.text_any)
+        terms.append(f"any(w in desc for w in words{i})")
+    return terms
+
+
+def _compile(rules: list[tuple[Conditions, Decision]]) -> Callable[[Complaint], Decision]:
+    """Compile the ordered rules into one function (first match wins), ~1-2 us per complaint."""
+    env: dict[str, Any] = {"SIGNALS": SIGNALS}
+    lines = [
+        "def classify(x):",
+        "    cat = x['category']; prod = x['product_category']; chan = x['channel']",
+        "    s = x['signals']; sig = [s[n] for n in SIGNALS]; repeats = s['repeat_count']",
+        "    order = x['order']; amount = order['amount_fen'] if order is not None else -1",
+        "    desc = x['description']",
+    ]
+    for i, (conditions, decision) in enumerate(rules):
+        env[f"d{i}"] = decision
+        terms = _conditions_source(i, conditions, env)
+        lines.append(f"    if {' and '.join(terms) or 'True'}:")
+        lines.append(f"        return d{i}")
+    lines.append(f"    return d{len(rules) - 1}")
+    exec(compile("\n".join(lines), "<routing-rules>", "exec"), env)  # noqa: S102 - no rule text in source
+    fn: Callable[[Complaint], Decision] = env["classify"]
+    return fn
 
 
 class Classifier:
@@ -180,19 +201,12 @@ class Classifier:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
-        self._compiled: list[tuple[list[Predicate], Decision]] = []
+        compiled = []
         for rule in ruleset.rules:
             dept, desk = parse_route(rule.route)
-            self._compiled.append((_predicates(rule.when), Decision(dept, desk, rule.id)))
-
-    def classify(self, complaint: Complaint) -> Decision:
-        for preds, decision in self._compiled:
-            for pred in preds:
-                if not pred(complaint):
-                    break
-            else:
-                return decision
-        return self._compiled[-1][1]  # unreachable: the last rule is a catch-all
+            compiled.append((rule.when, Decision(dept, desk, rule.id)))
+        self.classify: Callable[[Complaint], Decision] = _compile(compiled)
+        self.decisions: list[Decision] = [d for _, d in compiled]
 
     @property
     def rule_ids(self) -> list[str]:
