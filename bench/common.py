@@ -35,8 +35,11 @@ def broker() -> Iterator[str]:
         return
     port, cport = free_ports(2)
     with tempfile.TemporaryDirectory(prefix="gc-bench-") as tmp:
-        b = LocalBroker(BrokerSettings(port=port, controller_port=cport, data_dir=Path(tmp),
-                                       heap="-Xms512m -Xmx1g"))
+        b = LocalBroker(
+            BrokerSettings(
+                port=port, controller_port=cport, data_dir=Path(tmp), heap="-Xms512m -Xmx1g"
+            )
+        )
         b.start()
         try:
             yield b.bootstrap
@@ -53,8 +56,13 @@ def gateway(args: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]
     env = os.environ | {"GREENCHANNEL_CONFIG": str(config)}
     env.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], cwd=REPO, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -76,7 +84,9 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on ``topic`` (0 while the group does not exist)."""
     admin = _ADMINS.get(bootstrap)
     if admin is None:
-        admin = _ADMINS[bootstrap] = KafkaAdminClient(**client_config(KafkaSettings(bootstrap_servers=bootstrap)))
+        admin = _ADMINS[bootstrap] = KafkaAdminClient(
+            **client_config(KafkaSettings(bootstrap_servers=bootstrap))
+        )
     try:
         offsets = admin.list_group_offsets({group: None}).get(group, {})
     except Exception:  # the coordinator may not know the group yet
@@ -84,8 +94,14 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
 
 
-def wait_committed(bootstrap: str, group: str, topic: str, target: int, timeout_s: float,
-                   proc: subprocess.Popen[bytes] | None = None) -> tuple[float, float]:
+def wait_committed(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    target: int,
+    timeout_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> tuple[float, float]:
     """Wait until the group committed ``target`` records of ``topic``; returns (first progress
     time, done time) as monotonic seconds."""
     first = None
@@ -113,17 +129,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def machine() -> str:
     load = os.getloadavg()
-    return (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"load average at start {load[0]:.1f}")
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average at start {load[0]:.1f}"
+    )
 
 
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section between markers for ``name`` in docs/benchmarks.md."""
     REPORT.parent.mkdir(exist_ok=True)
-    text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else (
-        "# Benchmarks\n\nFigures written by the scripts under `bench/`; every ratio compares runs "
-        "made in the same invocation on the same broker. The machine is shared and noisy: "
-        "compare ratios, not absolute numbers across runs.\n"
+    text = (
+        REPORT.read_text(encoding="utf-8")
+        if REPORT.exists()
+        else (
+            "# Benchmarks\n\nFigures written by the scripts under `bench/`; every ratio compares runs "
+            "made in the same invocation on the same broker. The machine is shared and noisy: "
+            "compare ratios, not absolute numbers across runs.\n"
+        )
     )
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

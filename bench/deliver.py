@@ -26,16 +26,35 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, broker, cpu_seconds, gateway, peak_rss_mb, percentile, write_config, write_section
+from bench.common import (
+    REPO,
+    broker,
+    cpu_seconds,
+    gateway,
+    peak_rss_mb,
+    percentile,
+    write_config,
+    write_section,
+)
 from gateway.admin import Admin
 from gateway.config import KafkaSettings, load_settings
-from gateway.dev.bureaus import RemoteBureaus
 from gateway.dev.broker import free_ports
+from gateway.dev.bureaus import RemoteBureaus
 from gateway.topics import Topics
 from tests.integration.delivery_kit import EscalationStream
 
-CITIES = ["beijing", "guangzhou", "shenzhen", "chongqing", "hangzhou", "hefei", "nanchang", "suzhou",
-          "wuhu", "nanjing"]
+CITIES = [
+    "beijing",
+    "guangzhou",
+    "shenzhen",
+    "chongqing",
+    "hangzhou",
+    "hefei",
+    "nanchang",
+    "suzhou",
+    "wuhu",
+    "nanjing",
+]
 DOWN = "wuhu"
 
 
@@ -44,15 +63,22 @@ def base_config(bootstrap: str, tmp: Path, ports: list[int]) -> dict[str, Any]:
     cities: dict[str, Any] = {}
     for city, port in zip(CITIES, ports, strict=True):
         scheme = "https" if city == "shenzhen" else "http"
-        cities[city] = {"endpoint": f"{scheme}://127.0.0.1:{port}",
-                        "rate_per_s": defaults.city(city).rate_per_s,
-                        "breaker": {"failure_threshold": 3, "open_s": 1.0, "max_open_s": 4.0}}
+        cities[city] = {
+            "endpoint": f"{scheme}://127.0.0.1:{port}",
+            "rate_per_s": defaults.city(city).rate_per_s,
+            "breaker": {"failure_threshold": 3, "open_s": 1.0, "max_open_s": 4.0},
+        }
     tls = tmp / "tls"
-    cities["shenzhen"]["tls"] = {"ca_file": str(tls / "ca.pem"), "cert_file": str(tls / "client.pem"),
-                                 "key_file": str(tls / "client.key")}
-    return {"kafka": {"bootstrap_servers": bootstrap},
-            "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
-            "cities": cities}
+    cities["shenzhen"]["tls"] = {
+        "ca_file": str(tls / "ca.pem"),
+        "cert_file": str(tls / "client.pem"),
+        "key_file": str(tls / "client.key"),
+    }
+    return {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
+        "cities": cities,
+    }
 
 
 def with_prefix(conf: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -69,13 +95,16 @@ def cases(sim: RemoteBureaus, city: str) -> dict[str, float]:
     return {c["key"]: c["arrived_at"] for c in sim.city(city).cases()}
 
 
-def wait_cases(sim: RemoteBureaus, want: dict[str, int], timeout_s: float) -> None:
+def wait_cases(sim: RemoteBureaus, want: dict[str, int], timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if all(sim.city(c).counters().get("cases", 0) >= n for c, n in want.items()):
+        counters = {c: sim.city(c).counters() for c in want}
+        got = {c: n.get("cases", 0) + n.get("rejected", 0) for c, n in counters.items()}
+        if all(got[c] >= n for c, n in want.items()):
             return
         time.sleep(0.5)
-    raise TimeoutError("not every escalation was accepted in time")
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise TimeoutError(f"not every escalation was accepted in time: {got} of {want}\n{tail}")
 
 
 def stream_for(conf: dict[str, Any], tmp: Path, prefix: str) -> EscalationStream:
@@ -106,7 +135,9 @@ def latencies(sim: RemoteBureaus, created: dict[str, int], cities: list[str]) ->
     return out
 
 
-def part_a_b(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float) -> tuple[str, dict[str, Any]]:
+def part_a_b(
+    sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float
+) -> tuple[str, dict[str, Any]]:
     prefix = f"a{uuid.uuid4().hex[:6]}."
     make_topics(conf["kafka"]["bootstrap_servers"], prefix)
     rates = {c: conf["cities"][c]["rate_per_s"] for c in CITIES}
@@ -115,9 +146,13 @@ def part_a_b(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float
         for _ in range(int(rate * 15)):
             stream.publish(city)
     stream.producer.flush()
-    proc = gateway(["deliver"], write_config(tmp / f"{prefix}d.yaml", with_prefix(conf, prefix)), tmp / "deliver-a.log")
+    proc = gateway(
+        ["deliver"],
+        write_config(tmp / f"{prefix}d.yaml", with_prefix(conf, prefix)),
+        tmp / "deliver-a.log",
+    )
     try:
-        wait_cases(sim, {c: int(r * 15) for c, r in rates.items()}, 300)
+        wait_cases(sim, {c: int(r * 15) for c, r in rates.items()}, 300, tmp / "deliver-a.log")
         cpu = cpu_seconds(proc.pid)
         total = sum(int(r * 15) for r in rates.values())
         rows = []
@@ -138,16 +173,26 @@ def part_a_b(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float
         proc.terminate()
         proc.wait(30)
     table = "| city | configured req/s | achieved req/s | achieved/configured (>= 0.95) | busiest 1 s window |\n|---|---|---|---|---|\n"
-    table += "\n".join(f"| {c} | {r:.0f} | {a:.1f} | {q:.3f} | {w} (limit {r:.0f} + burst {burst}) |" for c, r, a, q, w in rows)
+    table += "\n".join(
+        f"| {c} | {r:.0f} | {a:.1f} | {q:.3f} | {w} (limit {r:.0f} + burst {burst}) |"
+        for c, r, a, q, w in rows
+    )
     summary = {
-        "min_ratio": min(q for *_, q, _ in rows), "max_ratio": max(q for *_, q, _ in rows),
-        "p50": percentile(lat, 50) * 1000, "p99": percentile(lat, 99) * 1000, "n_lat": len(lat),
-        "cpu_per_1000": cpu / total * 1000, "rss": rss, "total": total,
+        "min_ratio": min(q for *_, q, _ in rows),
+        "max_ratio": max(q for *_, q, _ in rows),
+        "p50": percentile(lat, 50) * 1000,
+        "p99": percentile(lat, 99) * 1000,
+        "n_lat": len(lat),
+        "cpu_per_1000": cpu / total * 1000,
+        "rss": rss,
+        "total": total,
     }
     return table, summary
 
 
-def part_c(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float, naive: bool) -> dict[str, Any]:
+def part_c(
+    sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float, naive: bool
+) -> dict[str, Any]:
     prefix = f"c{uuid.uuid4().hex[:6]}."
     make_topics(conf["kafka"]["bootstrap_servers"], prefix)
     for city in CITIES:
@@ -155,8 +200,12 @@ def part_c(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float, 
     sim.city(DOWN).set_faults(outage=True)
     cfg = write_config(tmp / f"{prefix}d.yaml", with_prefix(conf, prefix))
     if naive:
-        proc = subprocess.Popen([sys.executable, "-m", "bench.naive_deliver", "--config", str(cfg)], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.naive_deliver", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     else:
         proc = gateway(["deliver"], cfg, tmp / "deliver-c.log")
     try:
@@ -171,8 +220,12 @@ def part_c(sim: RemoteBureaus, conf: dict[str, Any], tmp: Path, seconds: float, 
         proc.terminate()
         proc.wait(30)
         sim.city(DOWN).reset_faults()
-    return {"sent": sent, "delivered": len(lat), "p50": percentile(lat, 50) * 1000,
-            "p99": percentile(lat, 99) * 1000}
+    return {
+        "sent": sent,
+        "delivered": len(lat),
+        "p50": percentile(lat, 50) * 1000,
+        "p99": percentile(lat, 99) * 1000,
+    }
 
 
 def main() -> None:
@@ -184,8 +237,11 @@ def main() -> None:
         ports = free_ports(11)
         conf = base_config(bootstrap, tmp, ports[:10])
         sim_cfg = write_config(tmp / "sim.yaml", conf)
-        sim_proc = gateway(["bureaus", "--admin-port", str(ports[10]), "--tls-dir", str(tmp / "tls")], sim_cfg,
-                           tmp / "bureaus.log")
+        sim_proc = gateway(
+            ["bureaus", "--admin-port", str(ports[10]), "--tls-dir", str(tmp / "tls")],
+            sim_cfg,
+            tmp / "bureaus.log",
+        )
         sim = RemoteBureaus(f"http://127.0.0.1:{ports[10]}")
         try:
             for _ in range(100):
@@ -195,7 +251,9 @@ def main() -> None:
                 except Exception:
                     time.sleep(0.2)
             for city in CITIES:  # only our own limiter binds
-                sim.city(city).set_faults(rate_per_s=conf["cities"][city]["rate_per_s"] * 3, burst=50)
+                sim.city(city).set_faults(
+                    rate_per_s=conf["cities"][city]["rate_per_s"] * 3, burst=50
+                )
             print("A/B: 10 cities at their limits, then 40% load ...", flush=True)
             table, ab = part_a_b(sim, conf, tmp, args.seconds)
             print(table, flush=True)
@@ -211,28 +269,28 @@ def main() -> None:
             sim_proc.wait(30)
     body = f"""### Delivery (`python -m bench.deliver --seconds {args.seconds:.0f}`)
 
-**A. All 10 cities at once at their configured limits** ({ab['total']:,} escalations, a ~15 s backlog
+**A. All 10 cities at once at their configured limits** ({ab["total"]:,} escalations, a ~15 s backlog
 per city; the simulator was set 3x looser so only the gateway's token bucket binds):
 
 {table}
 
 | measure | result | target |
 |---|---|---|
-| achieved/configured, worst city | {ab['min_ratio']:.3f} | >= 0.95 |
-| achieved/configured, highest city | {ab['max_ratio']:.3f} | never above 1 (+ burst) |
-| deliverer CPU per 1,000 deliveries | {ab['cpu_per_1000']:.2f} s | |
-| deliverer peak RSS | {ab['rss']:.0f} MiB | |
+| achieved/configured, worst city | {ab["min_ratio"]:.3f} | >= 0.95 |
+| achieved/configured, highest city | {ab["max_ratio"]:.3f} | never above 1 (+ burst) |
+| deliverer CPU per 1,000 deliveries | {ab["cpu_per_1000"]:.2f} s | |
+| deliverer peak RSS | {ab["rss"]:.0f} MiB | |
 
 **B. Moderate load** (40% of each limit for {args.seconds:.0f} s): publish-to-acceptance
-p50 {ab['p50']:.0f} ms, p99 {ab['p99']:.0f} ms over {ab['n_lat']:,} escalations.
+p50 {ab["p50"]:.0f} ms, p99 {ab["p99"]:.0f} ms over {ab["n_lat"]:,} escalations.
 
 **C. One city ({DOWN}) down**, 5 escalations/s per city for {args.seconds:.0f} s; figures for the nine
 healthy cities:
 
 | implementation | healthy sent | healthy delivered | p50 latency | p99 latency |
 |---|---|---|---|---|
-| Green Channel engine | {ours['sent']} | {ours['delivered']} | {ours['p50']:.0f} ms | {ours['p99']:.0f} ms |
-| naive kafka-python + HTTP + sleep retries | {naive['sent']} | {naive['delivered']} | {naive['p50']:.0f} ms | {naive['p99']:.0f} ms |
+| Green Channel engine | {ours["sent"]} | {ours["delivered"]} | {ours["p50"]:.0f} ms | {ours["p99"]:.0f} ms |
+| naive kafka-python + HTTP + sleep retries | {naive["sent"]} | {naive["delivered"]} | {naive["p50"]:.0f} ms | {naive["p99"]:.0f} ms |
 """
     print(body)
     write_section("deliver", body)

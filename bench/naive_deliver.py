@@ -46,8 +46,12 @@ def main() -> None:
             if cs.tls.cert_file and cs.tls.key_file:
                 verify.load_cert_chain(str(cs.tls.cert_file), str(cs.tls.key_file))
         clients[c] = httpx.Client(base_url=cs.endpoint, timeout=cs.timeout_s, verify=verify)
-    consumer = KafkaConsumer(*[topics.escalations(c) for c in cities], bootstrap_servers=settings.kafka.bootstrap_servers,
-                             group_id=settings.delivery.group_id, auto_offset_reset="earliest")
+    consumer = KafkaConsumer(
+        *[topics.escalations(c) for c in cities],
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=settings.delivery.group_id,
+        auto_offset_reset="earliest",
+    )
     tokens: dict[str, str] = {}
     while not stop.is_set():
         for records in consumer.poll(timeout_ms=100).values():
@@ -63,15 +67,28 @@ def main() -> None:
                         if conn.token_grant is not None:
                             if city not in tokens:
                                 t = conn.token_request(ctx)
-                                resp = clients[city].request(t.method, t.path, headers=dict(t.headers), content=t.body)
+                                resp = clients[city].request(
+                                    t.method, t.path, headers=dict(t.headers), content=t.body
+                                )
                                 tokens[city] = conn.interpret_token(
-                                    BureauResponse(resp.status_code, {k.lower(): v for k, v in resp.headers.items()},
-                                                   resp.content))[0]
+                                    BureauResponse(
+                                        resp.status_code,
+                                        {k.lower(): v for k, v in resp.headers.items()},
+                                        resp.content,
+                                    )
+                                )[0]
                             ctx = RequestContext(ctx.now_ms, ctx.nonce, creds, tokens[city])
                         req = conn.translate(esc, ctx)
-                        resp = clients[city].request(req.method, req.path, headers=dict(req.headers), content=req.body)
-                        outcome = conn.interpret(BureauResponse(
-                            resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content))
+                        resp = clients[city].request(
+                            req.method, req.path, headers=dict(req.headers), content=req.body
+                        )
+                        outcome = conn.interpret(
+                            BureauResponse(
+                                resp.status_code,
+                                {k.lower(): v for k, v in resp.headers.items()},
+                                resp.content,
+                            )
+                        )
                         if isinstance(outcome, Accepted | Rejected):
                             break
                     except (httpx.HTTPError, ValueError):

@@ -25,13 +25,23 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     consumer = KafkaConsumer(
-        args.source, bootstrap_servers=args.bootstrap, group_id=args.group,
-        enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed",
-        max_poll_records=2000, partition_assignment_strategy=[CooperativeStickyAssignor],
+        args.source,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=2000,
+        partition_assignment_strategy=[CooperativeStickyAssignor],
     )
     producer = KafkaProducer(
-        bootstrap_servers=args.bootstrap, transactional_id=f"{args.group}-tx", acks="all",
-        enable_idempotence=True, linger_ms=5, batch_size=256 * 1024, max_request_size=4 * 1024 * 1024,
+        bootstrap_servers=args.bootstrap,
+        transactional_id=f"{args.group}-tx",
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        batch_size=256 * 1024,
+        max_request_size=4 * 1024 * 1024,
     )
     producer.init_transactions()
     while not stop.is_set():
@@ -43,7 +53,9 @@ def main() -> None:
         for tp, records in batches.items():
             for r in records:
                 producer.send(args.sink, value=r.value, key=r.key, headers=r.headers)
-            offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            offsets[TopicPartition(tp.topic, tp.partition)] = OffsetAndMetadata(
+                records[-1].offset + 1, "", -1
+            )
         producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
         producer.commit_transaction()
     consumer.close(autocommit=False)

@@ -62,10 +62,17 @@ def fill(bootstrap: str, topic: str, count: int) -> float:
 
 def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float) -> list[float]:
     """Publish at ``rate``/s for ``seconds``; latency (s) from send to read_committed receipt."""
-    dept = [topics.department(Department.CONSUMER_PROTECTION), topics.department(Department.CUSTOMER_SERVICE),
-            *(topics.desk(d) for d in Desk)]
-    reader = Consumer(KafkaSettings(bootstrap_servers=bootstrap), group_id=f"lat-{uuid.uuid4().hex[:6]}",
-                      topics=dept, max_poll_records=2000)
+    dept = [
+        topics.department(Department.CONSUMER_PROTECTION),
+        topics.department(Department.CUSTOMER_SERVICE),
+        *(topics.desk(d) for d in Desk),
+    ]
+    reader = Consumer(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        group_id=f"lat-{uuid.uuid4().hex[:6]}",
+        topics=dept,
+        max_poll_records=2000,
+    )
     deadline = time.monotonic() + 60
     while not reader.assignment() and time.monotonic() < deadline:  # join before publishing
         reader.poll(200)
@@ -82,9 +89,12 @@ def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float)
         pacer = Pacer(rate)
         for record in bench_complaints(total, seed=9):
             pacer.wait()
-            producer.send(topics.complaints, codec.encode("complaint", record),
-                          key=record["complaint_id"].encode(),
-                          headers=[(SENT_HEADER, repr(time.time()).encode())])
+            producer.send(
+                topics.complaints,
+                codec.encode("complaint", record),
+                key=record["complaint_id"].encode(),
+                headers=[(SENT_HEADER, repr(time.time()).encode())],
+            )
         producer.flush()
         producer.close()
         done.set()
@@ -110,37 +120,69 @@ def main() -> None:
         tmp = Path(tmpdir)
         prefix = f"b{uuid.uuid4().hex[:6]}."
         topics = Topics(prefix)
-        cities = ["beijing", "guangzhou", "shenzhen", "chongqing", "hangzhou", "hefei", "nanchang",
-                  "suzhou", "wuhu", "nanjing"]
+        cities = [
+            "beijing",
+            "guangzhou",
+            "shenzhen",
+            "chongqing",
+            "hangzhou",
+            "hefei",
+            "nanchang",
+            "suzhou",
+            "wuhu",
+            "nanjing",
+        ]
         with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
             admin.wait_ready(60)
-            admin.create_topics([*topics.all(cities), TopicSpec(f"{prefix}raw-out", 6, 86_400_000, "bench")])
+            admin.create_topics(
+                [*topics.all(cities), TopicSpec(f"{prefix}raw-out", 6, 86_400_000, "bench")]
+            )
         print(f"filling {topics.complaints} with {args.count:,} complaints ...", flush=True)
         avg_size = fill(bootstrap, topics.complaints, args.count)
         print(f"average encoded complaint: {avg_size:.0f} bytes", flush=True)
 
         # (a) raw pipe
-        raw = subprocess.Popen([sys.executable, str(REPO / "bench" / "raw_pipe.py"), "--bootstrap", bootstrap,
-                                "--source", topics.complaints, "--sink", f"{prefix}raw-out",
-                                "--group", f"{prefix}raw"], cwd=REPO)
+        raw = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "bench" / "raw_pipe.py"),
+                "--bootstrap",
+                bootstrap,
+                "--source",
+                topics.complaints,
+                "--sink",
+                f"{prefix}raw-out",
+                "--group",
+                f"{prefix}raw",
+            ],
+            cwd=REPO,
+        )
         t0, t1 = wait_committed(bootstrap, f"{prefix}raw", topics.complaints, args.count, 900, raw)
         raw_cpu = cpu_seconds(raw.pid)
         raw_rss = peak_rss_mb(raw.pid)
         raw.terminate()
         raw.wait(30)
         raw_rate = args.count / (t1 - t0)
-        print(f"(a) raw pipe: {raw_rate:,.0f} msg/s, cpu {raw_cpu:.1f} s, rss {raw_rss:.0f} MiB", flush=True)
+        print(
+            f"(a) raw pipe: {raw_rate:,.0f} msg/s, cpu {raw_cpu:.1f} s, rss {raw_rss:.0f} MiB",
+            flush=True,
+        )
 
         # (b) the router
-        config = write_config(tmp / "gc.yaml", {
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": prefix},
-            "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
-            "router": {"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"},
-        })
+        config = write_config(
+            tmp / "gc.yaml",
+            {
+                "kafka": {"bootstrap_servers": bootstrap},
+                "topics": {"prefix": prefix},
+                "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
+                "router": {"group_id": f"{prefix}router", "transactional_id_prefix": f"{prefix}tx"},
+            },
+        )
         router = gateway(["route"], config, tmp / "router.log")
         try:
-            t0, t1 = wait_committed(bootstrap, f"{prefix}router", topics.complaints, args.count, 900, router)
+            t0, t1 = wait_committed(
+                bootstrap, f"{prefix}router", topics.complaints, args.count, 900, router
+            )
             router_cpu = cpu_seconds(router.pid)
             router_rate = args.count / (t1 - t0)
             print(f"(b) router: {router_rate:,.0f} msg/s, cpu {router_cpu:.1f} s", flush=True)
@@ -155,7 +197,11 @@ def main() -> None:
     expected = int(args.rate * args.seconds)
     rows = [
         ("(a) raw kafka-python transactional pipe", f"{raw_rate:,.0f} msg/s", ""),
-        ("(b) router (decode, validate, classify, escalate)", f"{router_rate:,.0f} msg/s", ">= 10,000 msg/s"),
+        (
+            "(b) router (decode, validate, classify, escalate)",
+            f"{router_rate:,.0f} msg/s",
+            ">= 10,000 msg/s",
+        ),
         ("ratio b/a", f"{ratio:.2f}", ">= 0.7"),
         (f"publish-to-department p50 at {args.rate:,.0f}/s", f"{p50:.1f} ms", ""),
         (f"publish-to-department p99 at {args.rate:,.0f}/s", f"{p99:.1f} ms", "<= 250 ms"),
@@ -164,9 +210,13 @@ def main() -> None:
         ("router CPU per 1,000 complaints", f"{router_cpu / args.count * 1000 * 1000:.0f} ms", ""),
         ("raw pipe CPU per 1,000 complaints", f"{raw_cpu / args.count * 1000 * 1000:.0f} ms", ""),
     ]
-    table = "| measure | result | target |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
-    body = (f"### Routing (`python bench/route.py --count {args.count}`)\n\n{args.count:,} complaints of "
-            f"{avg_size:.0f} bytes (Avro single-object), 12 input partitions, one process each.\n\n{table}\n")
+    table = "| measure | result | target |\n|---|---|---|\n" + "\n".join(
+        f"| {a} | {b} | {c} |" for a, b, c in rows
+    )
+    body = (
+        f"### Routing (`python bench/route.py --count {args.count}`)\n\n{args.count:,} complaints of "
+        f"{avg_size:.0f} bytes (Avro single-object), 12 input partitions, one process each.\n\n{table}\n"
+    )
     print(table)
     write_section("route", body)
 

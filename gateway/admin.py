@@ -32,6 +32,7 @@ from kafka.net.compat import KafkaNetClient
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
+from gateway.kafka import check_connection
 from gateway.topics import TopicSpec
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -174,6 +175,7 @@ class Admin:
 
     def _connect(self, timeout_s: float) -> Any:
         if self._client is None:
+            check_connection(self.settings, timeout_s)
             config = client_config(self.settings)
             created: list[Any] = []
 

@@ -22,7 +22,12 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from gateway.errors import ConfigError
 
@@ -51,7 +56,9 @@ class KafkaSettings(_Strict):
         """Reject combinations a client would silently ignore or fail on, naming the key."""
         sasl = self.security_protocol.startswith("SASL_")
         if sasl:
-            for key in ("sasl_mechanism", "sasl_username", "sasl_password"):
+            # sasl_password may be missing here: it usually comes from the environment at run
+            # time (GREENCHANNEL_KAFKA__SASL_PASSWORD); clients refuse to start without it.
+            for key in ("sasl_mechanism", "sasl_username"):
                 value = getattr(self, key)
                 if value is None or (isinstance(value, str) and not value.strip()):
                     raise ValueError(
@@ -108,6 +115,11 @@ class BrokerSettings(_Strict):
     cache_dir: Path = Path.home() / ".cache" / "greenchannel" / "kafka"
     heap: str = "-Xms256m -Xmx768m"
     start_timeout_s: float = 90.0
+    sasl_ssl_port: int | None = None
+    """Also listen with SASL_SSL here: TLS with a generated development CA (``<data_dir>/tls``)
+    and SCRAM-SHA-512 for the user below, created when the storage is formatted."""
+    scram_username: str = "gateway"
+    scram_password: SecretStr = SecretStr("dev-only-kafka-scram")
 
 
 class RouterSettings(_Strict):
@@ -189,7 +201,7 @@ class CitySettings(_Strict):
     """Entry-point name of the connector; defaults to the city key."""
     endpoint: str
     rate_per_s: float = Field(20.0, gt=0)
-    burst: int = Field(5, ge=1)
+    burst: int = Field(2, ge=1)
     timeout_s: float = Field(5.0, gt=0)
     concurrency: int = Field(4, ge=1, le=64)
     sla_s: float = Field(3600.0, gt=0)
@@ -302,11 +314,23 @@ def default_yaml() -> dict[str, Any]:
     return data
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's snippet of the offending line (it may hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return type(exc).__name__
+
+
 def _format_validation(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"{loc}: {err['msg']}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        # Our own validators name the full key already ("kafka.sasl_username is required...").
+        lines.append(
+            msg if err["type"] == "value_error" and "." in msg.split(" ")[0] else f"{loc}: {msg}"
+        )
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
@@ -317,8 +341,12 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     if path:
         try:
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
+        except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {_yaml_problem(exc)}"
+            ) from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = _deep_merge(data, loaded)
@@ -330,3 +358,5 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_validation(exc)) from exc
+    except SettingsError as exc:  # an unparsable GREENCHANNEL_* value (its text is not shown)
+        raise ConfigError(f"invalid environment override: {exc}") from exc

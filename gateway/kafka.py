@@ -20,13 +20,13 @@ from typing import Any, NamedTuple
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.coordinator.base import MemberState
 from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
-from gateway.errors import FatalError, KafkaUnavailable
+from gateway.errors import ConfigError, FatalError, KafkaUnavailable
+from gateway.kafka_compat import finish_interrupted_joins, first_connection_error
 
 Headers = Sequence[tuple[str, bytes]]
 _REBALANCING = (
@@ -72,6 +72,14 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
     }
+    missing = settings.missing_files()
+    if missing:
+        raise ConfigError("; ".join(missing))
+    if settings.security_protocol.startswith("SASL_") and settings.sasl_password is None:
+        raise ConfigError(
+            "kafka.sasl_password is not set (e.g. GREENCHANNEL_KAFKA__SASL_PASSWORD): "
+            f"required with kafka.security_protocol {settings.security_protocol}"
+        )
     if settings.sasl_mechanism:
         conf["sasl_mechanism"] = settings.sasl_mechanism
         conf["sasl_plain_username"] = settings.sasl_username
@@ -87,6 +95,42 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
             if path is not None:
                 conf[key] = str(path)
     return conf
+
+
+def check_connection(settings: KafkaSettings, timeout_s: float = 10.0) -> None:
+    """Fail fast, naming the setting, when the broker rejects our TLS or SASL handshake.
+
+    kafka-python itself retries such a failure until its bootstrap timeout and then reports only
+    "Unable to bootstrap". PLAINTEXT needs no check; an unreachable broker passes (the clients'
+    own retries and timeouts deal with it).
+    """
+    if settings.security_protocol == "PLAINTEXT":
+        return
+    timeout_ms = int(min(timeout_s * 1000, settings.request_timeout_ms))
+    error = first_connection_error(client_config(settings), timeout_ms)
+    if error is not None:
+        raise _security_error(settings, error) from error
+
+
+def _security_error(settings: KafkaSettings, error: BaseException) -> ConfigError:
+    where = f"Kafka at {settings.bootstrap_servers} ({settings.security_protocol})"
+    text = str(error)
+    if isinstance(error, kerrors.SaslAuthenticationFailedError):
+        return ConfigError(
+            f"{where} rejected the credentials of SASL user {settings.sasl_username!r} "
+            f"({settings.sasl_mechanism}): check kafka.sasl_username and kafka.sasl_password"
+        )
+    if isinstance(error, kerrors.UnsupportedSaslMechanismError):
+        return ConfigError(f"{where}: kafka.sasl_mechanism is not enabled there: {text}")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return ConfigError(
+            f"{where}: TLS verification of the broker failed ({text}): check kafka.ssl_cafile "
+            "(and kafka.ssl_check_hostname for a name mismatch)"
+        )
+    return ConfigError(
+        f"{where}: handshake failed ({type(error).__name__}: {text}): "
+        "check kafka.security_protocol and the kafka.ssl_* / kafka.sasl_* settings"
+    )
 
 
 def _wrap(action: str, exc: Exception) -> Exception:
@@ -115,28 +159,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _noop(_: list[TopicPartition]) -> None:
     return None
-
-
-def _finish_interrupted_joins(consumer: KafkaConsumer) -> None:
-    """Work around a kafka-python 3.0.12 race that leaves a member REBALANCING for good.
-
-    A rebalance caused by a metadata change (the subscribed topics' partitions becoming known
-    after the first join, partitions added later) is flagged only by the coordinator's metadata
-    snapshot, and the leader's own assignment clears that flag while JoinGroup/SyncGroup are
-    still in flight. When ``poll()``'s timeout ends inside that window, later polls see nothing
-    to rejoin and never complete the join: the member keeps fetching its old assignment, but
-    every commit fails with RebalanceInProgressError until the process restarts. Counting an
-    unfinished join as a reason to rejoin makes the next poll finish it.
-    """
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:
-        return
-    need_rejoin = coordinator.need_rejoin
-
-    def need_rejoin_or_unfinished() -> bool:
-        return bool(need_rejoin()) or coordinator.state is MemberState.REBALANCING
-
-    coordinator.need_rejoin = need_rejoin_or_unfinished
 
 
 class Consumer:
@@ -171,11 +193,12 @@ class Consumer:
             "heartbeat_interval_ms": min(3000, session_timeout_ms // 3),
         }
         conf.update(extra)
+        check_connection(settings)
         try:
             self._consumer = KafkaConsumer(**conf)
         except Exception as exc:
             raise _wrap("create consumer", exc) from exc
-        _finish_interrupted_joins(self._consumer)
+        finish_interrupted_joins(self._consumer)
         listener = _Listener(on_assigned, on_revoked)
         # Load partition metadata before joining: kafka-python's assignors otherwise may compute
         # the first assignment without it ("No partition metadata for topic") and assign nothing
@@ -231,7 +254,19 @@ class Consumer:
         self._consumer.pause(*[_KTP(t, p) for t, p in tps])
 
     def resume(self, tps: Iterable[TopicPartition]) -> None:
-        self._consumer.resume(*[_KTP(t, p) for t, p in tps])
+        ktps = [_KTP(t, p) for t, p in tps]
+        self._consumer.resume(*ktps)
+        # kafka-python 3.0.12 parks records fetched for a paused partition (KAFKA-7548) but only
+        # restores them while no other partition's records are in line ("is None" on an
+        # exhausted, non-None batch), and never re-fetches a partition with parked records: a
+        # resumed partition can stall for good. Parked records were never returned, so the
+        # position is unchanged: dropping them makes the fetcher read them again.
+        parked = getattr(
+            getattr(self._consumer, "_fetcher", None), "_paused_partition_records", None
+        )
+        if isinstance(parked, dict):
+            for tp in ktps:
+                parked.pop(tp, None)
 
     def paused(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.paused()}
@@ -296,6 +331,7 @@ class Producer:
             conf["transactional_id"] = transactional_id
             conf["transaction_timeout_ms"] = transaction_timeout_ms
         conf.update(extra)
+        check_connection(settings)
         try:
             self._producer = KafkaProducer(**conf)
         except Exception as exc:

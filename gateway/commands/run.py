@@ -141,3 +141,13 @@ def check_config(ctx: click.Context) -> None:
         f"ok: {len(cities)} cities, {len(classifier.rule_ids)} routing rules, "
         f"bootstrap {settings.kafka.bootstrap_servers}"
     )
+    # Secrets and mounted files may exist only where the gateway runs: noted, not refused.
+    kafka = settings.kafka
+    if kafka.security_protocol.startswith("SASL_") and kafka.sasl_password is None:
+        click.echo(
+            "note: kafka.sasl_password is not set here: provide it at run time "
+            "(GREENCHANNEL_KAFKA__SASL_PASSWORD)",
+            err=True,
+        )
+    for problem in kafka.missing_files():
+        click.echo(f"note: {problem} here: it must exist where the gateway runs", err=True)

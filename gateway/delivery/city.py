@@ -27,7 +27,7 @@ from gateway.delivery.ratelimit import TokenBucket
 from gateway.errors import BureauUnavailable, TransientError
 from gateway.http import TokenCache, Transport
 from gateway.observer import Observer
-from gateway.pii import mask_text, trim
+from gateway.pii import mask_text, readable, trim
 from gateway.sdk import (
     Accepted,
     BureauResponse,
@@ -100,6 +100,7 @@ class CityDelivery:
         )
         observer.on_breaker(city, "closed")
         observer.on_rate_changed(city, settings.rate_per_s)
+        self._reported_rate = settings.rate_per_s
 
     # -- public ------------------------------------------------------------------------------
     def deliver(self, escalation: Escalation) -> Result:
@@ -175,7 +176,8 @@ class CityDelivery:
         if response.status == 429 or outcome.reason == "rate_limited":
             cap = self.settings.retry.retry_after_cap_s
             hint = min(outcome.retry_after, cap) if outcome.retry_after else None
-            self.observer.on_rate_changed(self.city, self.limiter.penalize(hint))
+            self._reported_rate = self.limiter.penalize(hint)
+            self.observer.on_rate_changed(self.city, self._reported_rate)
         elif outcome.reauthenticate and self.tokens is not None:
             self.tokens.invalidate()
         else:
@@ -197,6 +199,9 @@ class CityDelivery:
             waited += wait
         if waited:
             self.observer.on_limiter_wait(self.city, waited)
+        if self.limiter.rate != self._reported_rate:  # recovered (or lowered) since last report
+            self._reported_rate = self.limiter.rate
+            self.observer.on_rate_changed(self.city, self._reported_rate)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -205,5 +210,6 @@ class CityDelivery:
 
 
 def response_excerpt(attempts: Attempts, known_pii: list[str | None]) -> str:
-    """The last bureau answer, decoded, masked and trimmed (for dead-letter headers)."""
-    return trim(mask_text(attempts.last_body.decode("utf-8", "replace"), known_pii), 1024)
+    """The last bureau answer, decoded (also percent-/JSON-/XML-escapes), masked and trimmed."""
+    text = readable(attempts.last_body.decode("utf-8", "replace"))
+    return trim(mask_text(text, known_pii), 1024)

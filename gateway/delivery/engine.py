@@ -64,6 +64,7 @@ class DeliveryEngine:
         self._fatal: GreenChannelError | None = None
         self.drained = True
         """False when shutdown() gave up on in-flight deliveries at its deadline."""
+        self._commit_deferred = False
         make_transport = transport_factory or self._http_transport
         self.producer = Producer(settings.kafka, linger_ms=1)
         self.lanes: dict[str, Lane] = {}
@@ -81,6 +82,10 @@ class DeliveryEngine:
             on_assigned=self._on_assigned,
             on_revoked=self._on_revoked,
         )
+        self._positions: dict[TopicPartition, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}
+        self._lag: dict[str, int] = {}
+        observer.watch_lag("deliver", lambda: dict(self._lag))
         observer.watch_oldest(lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()})
 
     def _http_transport(self, city: str) -> Transport:
@@ -117,12 +122,15 @@ class DeliveryEngine:
 
     # -- rebalance (runs inside poll) --------------------------------------------------------
     def _on_assigned(self, tps: list[TopicPartition]) -> None:
+        # A partition's generation changes only when it is revoked: kafka-python may report a
+        # partition we keep as "assigned" again, and its queued records must still be delivered.
         for tp in tps:
-            self._generation[tp] = self._generation.get(tp, 0) + 1
+            self._generation.setdefault(tp, 0)
         self.ready.set()
 
     def _on_revoked(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
+            self._next_offset.pop(tp, None)
             self._generation[tp] = self._generation.get(tp, 0) + 1
         self.tracker.forget(tps)
 
@@ -142,14 +150,30 @@ class DeliveryEngine:
                 self.watchdog.beat("deliver")
                 self._commit_finished()
                 self._pause_or_resume()
-                for record in self.consumer.poll(self.settings.delivery.poll_timeout_ms):
+                records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
+                for record in records:
                     self._dispatch(record)
+                self._update_lag(records)
         finally:
             self.shutdown(drain_timeout_s)
         if self._fatal is not None:
             raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
 
+    def _update_lag(self, records: list[Record]) -> None:
+        for r in records:
+            self._positions[r.tp] = r.offset + 1
+        assigned = self.consumer.assignment()
+        for tp in [tp for tp in self._positions if tp not in assigned]:
+            del self._positions[tp]
+        totals: dict[str, int] = {}
+        for tp, behind in self.consumer.lag(self._positions).items():
+            totals[tp.topic] = totals.get(tp.topic, 0) + behind
+        self._lag = totals
+
     def _dispatch(self, record: Record) -> None:
+        if record.offset < self._next_offset.get(record.tp, -1):
+            return  # already dispatched (re-fetched after a seek)
+        self._next_offset[record.tp] = record.offset + 1
         city = self.topics.city_of(record.topic)
         self.tracker.add(record.tp, record.offset)
         self.lanes[city].submit(Job(record, self._generation.get(record.tp, 0)))
@@ -168,9 +192,14 @@ class DeliveryEngine:
                 with self.watchdog.guard("commit"):
                     self.consumer.commit(offsets)
             except TransientError as exc:  # rebalance or broker trouble: retry after next poll
-                log.warning("commit deferred: %s", exc)
+                if not self._commit_deferred:
+                    log.warning("commit deferred until it succeeds: %s", exc)
+                self._commit_deferred = True
                 return
             self.tracker.committed(offsets)
+            if self._commit_deferred:
+                log.info("commits resumed")
+                self._commit_deferred = False
 
     def _pause_or_resume(self) -> None:
         assigned = self.consumer.assignment()
@@ -188,6 +217,11 @@ class DeliveryEngine:
                 to_resume = [tp for tp in tps if tp in paused]
                 if to_resume:
                     self.consumer.resume(to_resume)
+                    # Defence in depth (see Consumer.resume): continue exactly after the last
+                    # record this engine took from the partition.
+                    for tp in to_resume:
+                        if tp in self._next_offset:
+                            self.consumer.seek(tp, self._next_offset[tp])
             if hold != (city in self._paused_cities):
                 self._paused_cities.symmetric_difference_update({city})
                 self.observer.on_paused(city, hold)

@@ -117,6 +117,14 @@ class Lane:
         while (job := jobs.get()) is not None:
             try:
                 current = self.is_current(job.record.tp, job.generation)
+                if not current:
+                    log.info(
+                        "%s: dropping %s:%d:%d, partition was revoked (the new owner redelivers)",
+                        self.city,
+                        job.record.topic,
+                        job.record.partition,
+                        job.record.offset,
+                    )
                 if current and not self.delivery.stop.is_set() and self._handle(job.record):
                     self.completions.put(
                         Completion(job.record.tp, job.record.offset, job.generation)

@@ -38,6 +38,7 @@ from gateway.errors import FatalError, GreenChannelError
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
 STATE_FILE = "greenchannel-broker.json"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 _START_MARKER = "=== greenchannel: broker starting"
 
 
@@ -81,18 +82,29 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
-    """``server.properties`` of a one-node combined broker+controller on loopback."""
+def server_properties(
+    settings: BrokerSettings, data_dir: Path, keystore: tuple[str, str] | None = None
+) -> str:
+    """``server.properties`` of a one-node combined broker+controller on loopback.
+
+    With ``settings.sasl_ssl_port`` a SASL_SSL listener is added; ``keystore`` is the broker's
+    (certificate chain PEM, unencrypted PKCS#8 key PEM), inlined as a PEM key store.
+    """
     port, cport = settings.port, settings.controller_port
+    listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if settings.sasl_ssl_port is not None:
+        listeners += f",SASL_SSL://127.0.0.1:{settings.sasl_ssl_port}"
+        protocols += ",SASL_SSL:SASL_SSL"
     lines = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{cport}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+        "listeners": listeners,
+        "advertised.listeners": listeners,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir / "logs"),
         "num.partitions": "1",
         "default.replication.factor": "1",
@@ -108,8 +120,33 @@ def server_properties(settings: BrokerSettings, data_dir: Path) -> str:
         "auto.create.topics.enable": "false",
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     }
+    if settings.sasl_ssl_port is not None:
+        if keystore is None:
+            raise BrokerError("a SASL_SSL listener needs the broker's certificate and key")
+        lines |= _sasl_ssl_properties(*keystore)
     header = "# Written by greenchannel (gateway/dev/broker.py) on every start; edits are lost.\n"
     return header + "".join(f"{key}={value}\n" for key, value in lines.items())
+
+
+def _sasl_ssl_properties(chain_pem: str, key_pem: str) -> dict[str, str]:
+    """SCRAM-SHA-512 over TLS on the SASL_SSL listener (no client certificates)."""
+    prefix = "listener.name.sasl_ssl."
+    return {
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"{prefix}sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        f"{prefix}scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        f"{prefix}ssl.keystore.type": "PEM",
+        f"{prefix}ssl.keystore.certificate.chain": _escape(chain_pem),
+        f"{prefix}ssl.keystore.key": _escape(key_pem),
+        f"{prefix}ssl.client.auth": "none",
+    }
+
+
+def _escape(pem: str) -> str:
+    """A multi-line PEM as one ``.properties`` value (``\\n`` escapes)."""
+    return pem.strip().replace("\n", "\\n")
 
 
 @contextmanager
@@ -169,6 +206,35 @@ class LocalBroker:
     def kafka_settings(self) -> KafkaSettings:
         """Client settings pointing at this broker."""
         return KafkaSettings(bootstrap_servers=self.bootstrap)
+
+    @property
+    def tls_dir(self) -> Path:
+        """The development CA (``ca.pem``) and the broker's certificate for SASL_SSL."""
+        return self.data_dir / "tls"
+
+    def sasl_ssl_settings(self) -> KafkaSettings:
+        """Client settings for the SASL_SSL listener (SCRAM user, CA-verified TLS)."""
+        s = self.settings
+        if s.sasl_ssl_port is None:
+            raise BrokerError("this broker has no SASL_SSL listener (broker.sasl_ssl_port)")
+        return KafkaSettings(
+            bootstrap_servers=f"127.0.0.1:{s.sasl_ssl_port}",
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM_MECHANISM,
+            sasl_username=s.scram_username,
+            sasl_password=s.scram_password,
+            ssl_cafile=self.tls_dir / "ca.pem",
+        )
+
+    def _keystore(self) -> tuple[str, str] | None:
+        """(certificate chain, key) PEMs of the broker, created with the CA on first use."""
+        if self.settings.sasl_ssl_port is None:
+            return None
+        from gateway.dev.bureau_tls import ensure_tls  # needs the `sim` extra (cryptography)
+
+        files = ensure_tls(self.tls_dir, client_cn=self.settings.scram_username)
+        chain = files.server_cert.read_text(encoding="ascii") + files.ca.read_text("ascii")
+        return chain, files.server_key.read_text(encoding="ascii")
 
     # --- distribution -------------------------------------------------------------------------
 
@@ -247,20 +313,33 @@ class LocalBroker:
 
     def _format_storage(self) -> None:
         """Format the KRaft log dir once; refuse to reuse it with another controller port."""
+        s = self.settings
         if (self.data_dir / "logs" / "meta.properties").exists():
-            formatted_port = self._state().get("controller_port")
-            if formatted_port not in (None, self.settings.controller_port):
+            state = self._state()
+            formatted_port = state.get("controller_port")
+            if formatted_port not in (None, s.controller_port):
                 raise BrokerError(
                     f"{self.data_dir} was formatted for controller port {formatted_port}, not "
-                    f"{self.settings.controller_port}: use the same ports or start with --wipe"
+                    f"{s.controller_port}: use the same ports or start with --wipe"
+                )
+            if s.sasl_ssl_port is not None and state.get("scram_user") != s.scram_username:
+                raise BrokerError(
+                    f"{self.data_dir} was formatted without SCRAM user {s.scram_username!r}: "
+                    "start with --wipe to add it"
                 )
             return
         cluster_id = self.run_tool(STORAGE_TOOL, "random-uuid").strip().splitlines()[-1]
+        scram: list[str] = []
+        if s.sasl_ssl_port is not None:
+            user = f"name={s.scram_username},password={s.scram_password.get_secret_value()}"
+            scram = ["--add-scram", f"{SCRAM_MECHANISM}=[{user}]"]
         self.run_tool(
             STORAGE_TOOL, "format", "--standalone", "-t", cluster_id,
-            "-c", str(self.properties_file),
+            "-c", str(self.properties_file), *scram,
         )  # fmt: skip
-        state = {"cluster_id": cluster_id, "controller_port": self.settings.controller_port}
+        state = {"cluster_id": cluster_id, "controller_port": s.controller_port}
+        if scram:
+            state["scram_user"] = s.scram_username
         (self.data_dir / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
 
     def wipe(self) -> None:
@@ -313,15 +392,17 @@ class LocalBroker:
         return self.bootstrap
 
     def _launch(self) -> None:
-        for port in (self.settings.port, self.settings.controller_port):
+        ports = (self.settings.port, self.settings.controller_port, self.settings.sasl_ssl_port)
+        for port in [p for p in ports if p is not None]:
             if port_in_use(port):
                 raise BrokerError(f"port {port} is already in use: pick other ports (--port)")
         self.ensure_dist()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_log4j()
         self.properties_file.write_text(
-            server_properties(self.settings, self.data_dir), encoding="utf-8"
+            server_properties(self.settings, self.data_dir, self._keystore()), encoding="utf-8"
         )
+        self.properties_file.chmod(0o600)  # holds the broker's TLS key when SASL_SSL is on
         self._format_storage()
         with self.log_file.open("ab") as log:
             log.write(f"\n{_START_MARKER} at {time.strftime('%Y-%m-%dT%H:%M:%S')} ===\n".encode())

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.cities import city_key
@@ -161,11 +161,15 @@ class Router:
             instance_id=f"{rs.group_id}-{instance_id}" if rs.static_membership else None,
             on_assigned=self._on_assigned,
             on_revoked=self._on_revoked,
+            # bound buffered fetch data (kafka-python defaults to 50 MiB): memory, not speed
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
         )
         self.producer = Producer(
             settings.kafka,
             transactional_id=f"{rs.transactional_id_prefix}-{instance_id}",
             transaction_timeout_ms=rs.transaction_timeout_ms,
+            batch_size=128 * 1024,
         )
         self._lag: dict[str, int] = {}
         self._positions: dict[TopicPartition, int] = {}

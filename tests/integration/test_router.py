@@ -79,7 +79,9 @@ def test_every_complaint_lands_where_the_rules_say_exactly_once(
         topic = t.desk(d.desk) if d.desk else t.department(d.department)
         city = city_key(s.record["city_code"])
         expected[s.record["complaint_id"]] = (topic, d.rule_id)
-        routes[s.record["complaint_id"]] = d.department.value + (f"/{d.desk.value}" if d.desk else "")
+        routes[s.record["complaint_id"]] = d.department.value + (
+            f"/{d.desk.value}" if d.desk else ""
+        )
         if d.major and city in settings.router.green_cities:
             expected_escalations.add(escalation_id(s.record["complaint_id"], str(city)))
 

@@ -1,0 +1,153 @@
+"""Workarounds for kafka-python 3.0.12 bugs, used only by :mod:`gateway.kafka` and :mod:`gateway.admin`.
+
+* :func:`finish_interrupted_joins`: a consumer whose ``poll()`` timeout ends between JoinGroup
+  and SyncGroup of a metadata-triggered rebalance stays REBALANCING for good (every commit fails
+  with RebalanceInProgressError until restart).
+* :func:`install_eof_fix` (applied on import, for 3.0.12 only): bytes read together with the
+  peer's close are dropped, so a broker's last answer before it hangs up, such as SaslAuthenticate
+  "invalid credentials", is lost and the client sees only "socket disconnected".
+* :func:`first_connection_error`: kafka-python retries a failed SASL or TLS handshake until its
+  bootstrap timeout and then reports only "Unable to bootstrap"; one direct connection attempt
+  tells why.
+
+Each reaches into kafka-python internals; they are version-guarded or fail safe (do nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import Any
+
+from kafka.coordinator.base import MemberState
+from kafka.net import transport as _transport
+from kafka.net.compat import KafkaNetClient
+from kafka.version import __version__ as KAFKA_PYTHON_VERSION
+
+log = logging.getLogger(__name__)
+_EOF_FIX_VERSIONS = ("3.0.12",)
+
+
+def finish_interrupted_joins(consumer: Any) -> None:
+    """Make an unfinished group join count as a reason to rejoin.
+
+    A rebalance caused by a metadata change (the subscribed topics' partitions becoming known
+    after the first join, partitions added later) is flagged only by the coordinator's metadata
+    snapshot, and the leader's own assignment clears it while JoinGroup/SyncGroup are still in
+    flight. When ``poll()``'s timeout ends inside that window, later polls see nothing to rejoin
+    and never complete the join: the member keeps fetching its old assignment, but commits fail
+    with RebalanceInProgressError until the process restarts. With this, the next poll joins.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None or not hasattr(coordinator, "need_rejoin"):
+        return
+    need_rejoin = coordinator.need_rejoin
+
+    def need_rejoin_or_unfinished() -> bool:
+        return bool(need_rejoin()) or getattr(coordinator, "state", None) is MemberState.REBALANCING
+
+    coordinator.need_rejoin = need_rejoin_or_unfinished
+
+
+async def _read_from_sock(self: Any) -> None:
+    """``KafkaTCPTransport._read_from_sock`` of 3.0.12, delivering data before a close."""
+    while self._read and not self._closed:
+        await self._net.wait_read(self._sock)
+        received, err = self._sock_recv()
+        if received:
+            self.last_read = _transport.time.monotonic()
+            if self._protocol and self._protocol._sensors:
+                self._protocol._sensors.bytes_received.record(len(received))
+            try:
+                self._protocol.data_received(received)
+            except _transport.Errors.KafkaProtocolError as e:
+                self.abort(error=e)
+                return
+        if err:
+            if received:  # let the protocol act on the answer first (it may abort with the cause)
+                await self._net.sleep(0)
+            if not self._closed:
+                self.abort(error=err)
+            return
+
+
+def install_eof_fix() -> bool:
+    """Patch the transport read loop (3.0.12 only); True when installed."""
+    if KAFKA_PYTHON_VERSION not in _EOF_FIX_VERSIONS:
+        return False
+    cls = _transport.KafkaTCPTransport
+    if getattr(cls._read_from_sock, "__name__", "") != "_read_from_sock":
+        return False
+    cls._read_from_sock = _read_from_sock
+    return True
+
+
+def first_connection_error(config: dict[str, Any], timeout_ms: int) -> BaseException | None:
+    """Connect once to each bootstrap server (TLS and SASL included) until one answers.
+
+    Returns the error of the first server that completed or refused the handshake, or None
+    when one connected fine or none could be reached (not reachable is not this check's job).
+    The TLS handshake is checked with :mod:`ssl` directly, on kafka-python's own SSL context:
+    kafka-python leaks the socket of a failed handshake.
+    """
+    client = KafkaNetClient(**config)
+    try:
+        for broker in client.cluster.bootstrap_brokers():
+            error: BaseException | None = None
+            if config.get("security_protocol") in ("SSL", "SASL_SSL"):
+                error = _tls_error(config, broker.host, broker.port, timeout_ms / 1000)
+            if error is None:
+                error = _attempt(client, broker.node_id, timeout_ms)
+            if error is None or not _unreachable(error):
+                return error
+        return None
+    except Exception as exc:  # internals changed: skip the diagnosis, never break the client
+        log.debug("connection check skipped: %s", exc)
+        return None
+    finally:
+        client.close()
+
+
+def _tls_error(config: dict[str, Any], host: str, port: int, timeout_s: float) -> Exception | None:
+    """The TLS handshake's failure (as kafka-python words it), a connect error, or None."""
+    keys = _transport.KafkaSSLTransport.DEFAULT_CONFIG
+    context = _transport.KafkaSSLTransport._build_ssl_context(
+        {key: config.get(key, default) for key, default in keys.items()}
+    )
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            try:
+                with context.wrap_socket(raw, server_hostname=host.rstrip(".")):
+                    return None
+            except ssl.SSLError as exc:
+                failed: Exception = _transport.Errors.KafkaConnectionError(
+                    f"Handshake failed: {exc}"
+                )
+                return failed
+    except OSError as exc:
+        return exc
+
+
+def _attempt(client: Any, node_id: str, timeout_ms: int) -> BaseException | None:
+    client.maybe_connect(node_id)
+    conn = client._manager._conns.get(node_id)
+    if conn is None:
+        return ConnectionError(f"no connection to {node_id}")
+    client._net.poll(timeout_ms=timeout_ms, future=conn.init_future)
+    if not conn.init_future.is_done:
+        return TimeoutError(f"no answer from {node_id} within {timeout_ms} ms")
+    error = conn.init_future.exception
+    return error if isinstance(error, BaseException) else None
+
+
+def _unreachable(error: BaseException) -> bool:
+    text = str(error)
+    if "Handshake failed" in text:
+        return False
+    if isinstance(error, OSError) and not isinstance(error, ssl.SSLError):
+        return True  # refused, reset, timed out, no route: the broker is not there (yet)
+    return any(marker in text for marker in ("ECONNREFUSED", "socket disconnected", "timed out"))
+
+
+install_eof_fix()

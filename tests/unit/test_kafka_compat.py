@@ -1,0 +1,136 @@
+"""kafka-python workarounds, the security check's messages and the SASL_SSL broker config."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from kafka import errors as kerrors
+from kafka.coordinator.base import MemberState
+from kafka.net import transport
+from pydantic import SecretStr
+
+from gateway import kafka_compat
+from gateway.config import BrokerSettings, KafkaSettings
+from gateway.dev.broker import BrokerError, server_properties
+from gateway.errors import ConfigError
+from gateway.kafka import _security_error, check_connection, client_config
+
+pytestmark = pytest.mark.unit
+SECURE = KafkaSettings(
+    bootstrap_servers="127.0.0.1:9094",
+    security_protocol="SASL_SSL",
+    sasl_mechanism="SCRAM-SHA-512",
+    sasl_username="gateway",
+    sasl_password=SecretStr("pw-never-shown"),
+)
+
+
+def _props(text: str) -> dict[str, str]:
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_an_unfinished_join_makes_the_consumer_rejoin() -> None:
+    coordinator = SimpleNamespace(need_rejoin=lambda: False, state=MemberState.STABLE)
+    kafka_compat.finish_interrupted_joins(SimpleNamespace(_coordinator=coordinator))
+    assert coordinator.need_rejoin() is False
+    coordinator.state = MemberState.REBALANCING  # JoinGroup/SyncGroup cut off by poll's timeout
+    assert coordinator.need_rejoin() is True
+
+
+def test_the_eof_fix_is_installed_for_the_pinned_version() -> None:
+    installed = transport.KafkaTCPTransport._read_from_sock
+    if kafka_compat.KAFKA_PYTHON_VERSION in kafka_compat._EOF_FIX_VERSIONS:
+        assert installed is kafka_compat._read_from_sock
+    else:
+        assert installed is not kafka_compat._read_from_sock
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (TimeoutError("timed out"), True),
+        (kerrors.KafkaConnectionError("111 ECONNREFUSED"), True),
+        (kerrors.KafkaConnectionError("Handshake failed: CERTIFICATE_VERIFY_FAILED"), False),
+        (ssl.SSLError(1, "WRONG_VERSION_NUMBER"), False),
+        (kerrors.SaslAuthenticationFailedError("invalid credentials"), False),
+    ],
+)
+def test_only_a_missing_broker_counts_as_unreachable(
+    error: BaseException, unreachable: bool
+) -> None:
+    assert kafka_compat._unreachable(error) is unreachable
+
+
+def test_plaintext_needs_no_connection_check() -> None:
+    check_connection(KafkaSettings(bootstrap_servers="127.0.0.1:1"))  # no IO, no error
+
+
+def test_a_plaintext_port_is_not_diagnosed_as_a_handshake_failure() -> None:
+    # nothing listens on port 1: the check passes and leaves retries to the client
+    check_connection(SECURE.model_copy(update={"bootstrap_servers": "127.0.0.1:1"}), 2.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            kerrors.SaslAuthenticationFailedError("bad"),
+            ["kafka.sasl_username", "kafka.sasl_password"],
+        ),
+        (kerrors.UnsupportedSaslMechanismError("no"), ["kafka.sasl_mechanism"]),
+        (
+            kerrors.KafkaConnectionError("Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] x"),
+            ["kafka.ssl_cafile", "kafka.ssl_check_hostname"],
+        ),
+        (
+            kerrors.KafkaConnectionError("Handshake failed: [SSL: WRONG_VERSION_NUMBER]"),
+            ["kafka.security_protocol"],
+        ),
+    ],
+)
+def test_security_errors_name_the_settings_and_never_the_password(
+    error: BaseException, words: list[str]
+) -> None:
+    message = str(_security_error(SECURE, error))
+    assert all(w in message for w in words), message
+    assert "pw-never-shown" not in message
+
+
+def test_server_properties_with_a_sasl_ssl_listener() -> None:
+    settings = BrokerSettings(port=31000, controller_port=31001, sasl_ssl_port=31002)
+    chain = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN PRIVATE KEY-----\nBBB\n-----END PRIVATE KEY-----\n"
+    props = _props(server_properties(settings, Path("/data"), (chain, key)))
+    assert props["listeners"].endswith(",SASL_SSL://127.0.0.1:31002")
+    assert props["advertised.listeners"] == props["listeners"]
+    assert props["listener.security.protocol.map"].endswith(",SASL_SSL:SASL_SSL")
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    prefix = "listener.name.sasl_ssl."
+    assert props[f"{prefix}sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert "ScramLoginModule required" in props[f"{prefix}scram-sha-512.sasl.jaas.config"]
+    assert props[f"{prefix}ssl.keystore.type"] == "PEM"
+    assert props[f"{prefix}ssl.keystore.key"] == key.strip().replace("\n", "\\n")
+    assert props[f"{prefix}ssl.keystore.certificate.chain"].count("\\n") == 2
+    password = settings.scram_password.get_secret_value()
+    assert password not in "".join(props.values())
+
+
+def test_a_sasl_ssl_listener_needs_a_keystore() -> None:
+    with pytest.raises(BrokerError):
+        server_properties(BrokerSettings(sasl_ssl_port=31002), Path("/data"))
+
+
+def test_clients_refuse_to_start_without_the_sasl_password_or_a_tls_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.sasl_password is not set"):
+        client_config(SECURE.model_copy(update={"sasl_password": None}))
+    missing = SECURE.model_copy(update={"ssl_cafile": tmp_path / "nope.pem"})
+    with pytest.raises(ConfigError, match=r"kafka\.ssl_cafile"):
+        client_config(missing)
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    conf = client_config(SECURE.model_copy(update={"ssl_cafile": tmp_path / "ca.pem"}))
+    assert conf["sasl_plain_password"] == "pw-never-shown"
