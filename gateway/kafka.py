@@ -297,6 +297,21 @@ class Consumer:
                 out[tp] = max(0, int(high) - pos)
         return out
 
+    def lag_by_topic(
+        self, positions: dict[TopicPartition, int], records: Iterable[Record]
+    ) -> dict[str, int]:
+        """Advance ``positions`` past ``records``, forget unassigned partitions, and return the
+        lag per topic (for the scrape-time lag metric)."""
+        for r in records:
+            positions[r.tp] = r.offset + 1
+        assigned = self.assignment()
+        for tp in [tp for tp in positions if tp not in assigned]:
+            del positions[tp]
+        totals: dict[str, int] = {}
+        for tp, behind in self.lag(positions).items():
+            totals[tp.topic] = totals.get(tp.topic, 0) + behind
+        return totals
+
     def group_metadata(self) -> Any:
         return self._consumer.group_metadata()
 

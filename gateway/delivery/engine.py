@@ -160,15 +160,7 @@ class DeliveryEngine:
             raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
 
     def _update_lag(self, records: list[Record]) -> None:
-        for r in records:
-            self._positions[r.tp] = r.offset + 1
-        assigned = self.consumer.assignment()
-        for tp in [tp for tp in self._positions if tp not in assigned]:
-            del self._positions[tp]
-        totals: dict[str, int] = {}
-        for tp, behind in self.consumer.lag(self._positions).items():
-            totals[tp.topic] = totals.get(tp.topic, 0) + behind
-        self._lag = totals
+        self._lag = self.consumer.lag_by_topic(self._positions, records)
 
     def _dispatch(self, record: Record) -> None:
         if record.offset < self._next_offset.get(record.tp, -1):

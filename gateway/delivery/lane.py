@@ -242,3 +242,15 @@ class Lane:
             timeout_s=ACK_TIMEOUT_S,
         )
         self.observer.on_delivery_dead_lettered(self.city, reason)
+        log.warning(
+            "%s: dead-lettered an escalation",
+            self.city,
+            extra={
+                "city": self.city,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+                "attempts": attempts.count,
+            },
+        )

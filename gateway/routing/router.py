@@ -243,6 +243,15 @@ class Router:
                 obs.on_routed_latency(now - record.timestamp_ms / 1000)
             elif result.dead_letter_reason is not None:
                 dead_by[result.dead_letter_reason] += 1
+                log.warning(
+                    "router: dead-lettered a complaint record",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "reason": result.dead_letter_reason,
+                    },
+                )
         for d, n in routed_by.items():
             obs.on_routed(d.department.value, d.desk.value if d.desk else "", d.rule_id, n)
         for reason, n in dead_by.items():
@@ -250,15 +259,7 @@ class Router:
         self._update_lag(records)
 
     def _update_lag(self, records: list[Record]) -> None:
-        for r in records:
-            self._positions[r.tp] = r.offset + 1
-        assigned = self.consumer.assignment()
-        for tp in [tp for tp in self._positions if tp not in assigned]:
-            del self._positions[tp]
-        totals: dict[str, int] = {}
-        for tp, behind in self.consumer.lag(self._positions).items():
-            totals[tp.topic] = totals.get(tp.topic, 0) + behind
-        self._lag = totals
+        self._lag = self.consumer.lag_by_topic(self._positions, records)
 
 
 __all__ = ["Department", "Output", "RecordRouter", "Routed", "Router"]

@@ -10,7 +10,7 @@ import signal
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ from gateway.codec import Codec
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
 from tests.conftest import TopicFactory
-from tests.contract.conftest import sim_settings
 from tests.helpers import gateway_process, header, read_all, stop_process, write_config
 from tests.integration.delivery_kit import (
     Deliverer,
@@ -43,29 +42,6 @@ CITIES = [
     "nanjing",
 ]
 OUTAGE_S = float(os.environ.get("GC_TEST_OUTAGE_S", "120"))
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tls")
-
-
-@pytest.fixture(scope="module")
-def bureaus(tls_dir: Path) -> Iterator[BureauSimulator]:
-    sim = BureauSimulator(sim_settings(tls_dir), tls_dir, ephemeral_ports=True, admin_port=0)
-    sim.start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def sim(bureaus: BureauSimulator) -> Iterator[BureauSimulator]:
-    for name in bureaus.names():
-        bureaus.city(name).reset_faults()
-        bureaus.city(name).clear()
-    yield bureaus
-    for name in bureaus.names():
-        bureaus.city(name).reset_faults()
 
 
 @pytest.fixture

@@ -30,7 +30,6 @@ from gateway.dlq_headers import dead_letter_headers
 from gateway.errors import UnknownSchema
 from gateway.kafka import Consumer, Producer, Record, TopicPartition
 from tests.conftest import TopicFactory
-from tests.contract.conftest import sim_settings
 from tests.helpers import header, read_all, write_config
 from tests.integration.delivery_kit import (
     Deliverer,
@@ -45,19 +44,6 @@ pytestmark = pytest.mark.integration
 CITY = "hangzhou"
 BROKEN = "PRIVACY"
 """The complaint category whose bureau code goes missing."""
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tls")
-
-
-@pytest.fixture(scope="module")
-def bureaus(tls_dir: Path) -> Iterator[BureauSimulator]:
-    sim = BureauSimulator(sim_settings(tls_dir), tls_dir, ephemeral_ports=True, admin_port=0)
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

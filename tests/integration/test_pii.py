@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -39,7 +39,6 @@ from gateway.dev.samples import Sample, SampleFactory, id_check_digit
 from gateway.kafka import Producer, Record
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
-from tests.contract.conftest import sim_settings
 from tests.helpers import REPO, read_all
 from tests.integration.delivery_kit import accepted_ids, wait_until
 from tests.integration.run_kit import GatewayRun, expected_escalations, run_config
@@ -101,19 +100,6 @@ def find_leaks(surface: str, text: str, canaries: Iterable[Canary]) -> list[str]
             if any(form in text for form in forms(value)):
                 found.append(f"{surface}: {field} {value!r}")
     return found
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tls")
-
-
-@pytest.fixture(scope="module")
-def bureaus(tls_dir: Path) -> Iterator[BureauSimulator]:
-    sim = BureauSimulator(sim_settings(tls_dir), tls_dir, ephemeral_ports=True, admin_port=0)
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 def echoing(bureau: CityBureau, answers: list[bytes]) -> Callable[..., Answer]:

@@ -210,7 +210,11 @@ def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
     publisher, _ = stream(settings, 6_000, 1_000, seed=24)
     proc = fleet.procs["0"]
     try:
-        time.sleep(3)
+        # freeze only once the router is mid-stream (joined, committing transactions)
+        deadline = time.monotonic() + 60
+        while "partitions assigned" not in fleet.logs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)
         local_broker.freeze()
         frozen_at = time.monotonic()
         try:

@@ -23,7 +23,6 @@ from gateway.dev.samples import SampleFactory
 from gateway.kafka import Consumer
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
-from tests.contract.conftest import sim_settings
 from tests.helpers import read_all
 from tests.integration.delivery_kit import accepted_ids, wait_until
 from tests.integration.run_kit import (
@@ -37,29 +36,6 @@ from tests.integration.test_router import department_topics
 pytestmark = pytest.mark.integration
 DRAIN_MARGIN_S = 3.0
 """Allowed beyond --shutdown-timeout: interpreter exit, client close, process reaping."""
-
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tls")
-
-
-@pytest.fixture(scope="module")
-def bureaus(tls_dir: Path) -> Iterator[BureauSimulator]:
-    sim = BureauSimulator(sim_settings(tls_dir), tls_dir, ephemeral_ports=True, admin_port=0)
-    sim.start()
-    yield sim
-    sim.stop()
-
-
-@pytest.fixture
-def sim(bureaus: BureauSimulator) -> Iterator[BureauSimulator]:
-    for name in bureaus.names():
-        bureaus.city(name).reset_faults()
-        bureaus.city(name).clear()
-    yield bureaus
-    for name in bureaus.names():
-        bureaus.city(name).reset_faults()
 
 
 @pytest.fixture
