@@ -7,7 +7,7 @@ offsets. Then, with the router still running, complaints are published at 1,000/
 publish-to-department latency is measured by a read_committed consumer of the department
 topics. Router peak RSS is its VmHWM.
 
-    python bench/route.py [--count 200000] [--rate 1000] [--seconds 30]
+    python -m bench.route [--count 200000] [--rate 1000] [--seconds 30]
 
 Targets (issue #3): b/a >= 0.7, >= 10,000 complaints/s per router process,
 p99 <= 250 ms at 1,000/s, RSS <= 150 MB.
@@ -214,7 +214,7 @@ def main() -> None:
         f"| {a} | {b} | {c} |" for a, b, c in rows
     )
     body = (
-        f"### Routing (`python bench/route.py --count {args.count}`)\n\n{args.count:,} complaints of "
+        f"### Routing (`python -m bench.route --count {args.count}`)\n\n{args.count:,} complaints of "
         f"{avg_size:.0f} bytes (Avro single-object), 12 input partitions, one process each.\n\n{table}\n"
     )
     print(table)
