@@ -218,7 +218,11 @@ def part_c(
         lat = latencies(sim, created, healthy)
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:  # the naive loop sleeps through SIGTERM
+            proc.kill()
+            proc.wait(30)
         sim.city(DOWN).reset_faults()
     return {
         "sent": sent,

@@ -256,6 +256,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        poll_interval_s = self.delivery.max_poll_interval_ms / 1000
+        for key, city in self.cities.items():
+            if city.retry.budget_s >= poll_interval_s:
+                raise ValueError(
+                    f"cities.{key}.retry.budget_s ({city.retry.budget_s:g}) must be shorter than "
+                    f"delivery.max_poll_interval_ms ({poll_interval_s:g} s)"
+                )
         for key, city in self.cities.items():
             if not is_allowed(city.endpoint, self.delivery.endpoint_allowlist):
                 raise ValueError(

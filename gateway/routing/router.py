@@ -169,7 +169,6 @@ class Router:
             settings.kafka,
             transactional_id=f"{rs.transactional_id_prefix}-{instance_id}",
             transaction_timeout_ms=rs.transaction_timeout_ms,
-            batch_size=128 * 1024,
         )
         self._lag: dict[str, int] = {}
         self._positions: dict[TopicPartition, int] = {}

@@ -48,6 +48,7 @@ def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         ("kafka:\n  security_protocol: TELNET\n", "kafka.security_protocol"),
         ("cities:\n  wuhu:\n    endpoint: http://169.254.169.254/\n", "endpoint_allowlist"),
         ("router:\n  green_cities: [atlantis]\n", "atlantis"),
+        ("cities:\n  wuhu:\n    retry: {budget_s: 900}\n", "cities.wuhu.retry.budget_s"),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, yaml_text: str, key: str) -> None:
