@@ -37,24 +37,14 @@ from bench.common import (
     write_section,
 )
 from gateway.admin import Admin
+from gateway.cities import GREEN_CHANNEL
 from gateway.config import KafkaSettings, load_settings
 from gateway.dev.broker import free_ports
 from gateway.dev.bureaus import RemoteBureaus
 from gateway.topics import Topics
 from tests.integration.delivery_kit import EscalationStream
 
-CITIES = [
-    "beijing",
-    "guangzhou",
-    "shenzhen",
-    "chongqing",
-    "hangzhou",
-    "hefei",
-    "nanchang",
-    "suzhou",
-    "wuhu",
-    "nanjing",
-]
+CITIES = [c.key for c in GREEN_CHANNEL]
 DOWN = "wuhu"
 
 

@@ -36,6 +36,7 @@ from bench.common import (
     write_section,
 )
 from gateway.admin import Admin
+from gateway.cities import GREEN_CHANNEL
 from gateway.codec import Codec
 from gateway.config import CodecSettings, KafkaSettings
 from gateway.dev.samples import Pacer, bench_complaints
@@ -120,18 +121,7 @@ def main() -> None:
         tmp = Path(tmpdir)
         prefix = f"b{uuid.uuid4().hex[:6]}."
         topics = Topics(prefix)
-        cities = [
-            "beijing",
-            "guangzhou",
-            "shenzhen",
-            "chongqing",
-            "hangzhou",
-            "hefei",
-            "nanchang",
-            "suzhou",
-            "wuhu",
-            "nanjing",
-        ]
+        cities = [c.key for c in GREEN_CHANNEL]
         with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
             admin.wait_ready(60)
             admin.create_topics(
