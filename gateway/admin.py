@@ -32,8 +32,10 @@ from kafka.net.compat import KafkaNetClient
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
-from gateway.kafka import check_connection
+from gateway.kafka import check_connection, client_config
 from gateway.topics import TopicSpec
+
+__all__ = ["Admin", "TopicInfo", "client_config", "kafka_errors", "wrap_kafka_error"]
 
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
@@ -71,28 +73,6 @@ class TopicInfo:
     def retention_ms(self) -> int | None:
         value = self.configs.get("retention.ms")
         return int(value) if value is not None else None
-
-
-def client_config(settings: KafkaSettings) -> dict[str, Any]:
-    """kafka-python client options (connection + security) for these settings."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "client_id": settings.client_id,
-        "request_timeout_ms": settings.request_timeout_ms,
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism is not None:
-        config["sasl_mechanism"] = settings.sasl_mechanism
-        config["sasl_plain_username"] = settings.sasl_username
-        if settings.sasl_password is not None:
-            config["sasl_plain_password"] = settings.sasl_password.get_secret_value()
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        config["ssl_check_hostname"] = settings.ssl_check_hostname
-        for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            path = getattr(settings, key)
-            if path is not None:
-                config[key] = str(path)
-    return config
 
 
 def wrap_kafka_error(exc: BaseException, action: str) -> GreenChannelError:

@@ -32,16 +32,6 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
 
 
-def build_codec(settings: Settings) -> Codec:
-    if settings.codec.wire_format == "confluent":
-        from gateway.registry import RegistryClient
-
-        if not settings.codec.registry_url:
-            raise ConfigError("codec.registry_url: required when codec.wire_format is confluent")
-        return Codec(settings.codec, registry=RegistryClient(settings.codec.registry_url))
-    return Codec(settings.codec)
-
-
 @dataclass
 class App:
     settings: Settings
@@ -56,7 +46,7 @@ class App:
         s = self.settings
         self.stop = threading.Event()
         self.watchdog = Watchdog(s.router.watchdog_s)
-        self.codec = build_codec(s)
+        self.codec = Codec(s.codec)  # builds its registry client from codec.registry_url
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []

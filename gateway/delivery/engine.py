@@ -83,7 +83,6 @@ class DeliveryEngine:
             on_revoked=self._on_revoked,
         )
         self._positions: dict[TopicPartition, int] = {}
-        self._next_offset: dict[TopicPartition, int] = {}
         self._lag: dict[str, int] = {}
         observer.watch_lag("deliver", lambda: dict(self._lag))
         observer.watch_oldest(lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()})
@@ -130,7 +129,6 @@ class DeliveryEngine:
 
     def _on_revoked(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
-            self._next_offset.pop(tp, None)
             self._generation[tp] = self._generation.get(tp, 0) + 1
         self.tracker.forget(tps)
 
@@ -163,9 +161,6 @@ class DeliveryEngine:
         self._lag = self.consumer.lag_by_topic(self._positions, records)
 
     def _dispatch(self, record: Record) -> None:
-        if record.offset < self._next_offset.get(record.tp, -1):
-            return  # already dispatched (re-fetched after a seek)
-        self._next_offset[record.tp] = record.offset + 1
         city = self.topics.city_of(record.topic)
         self.tracker.add(record.tp, record.offset)
         self.lanes[city].submit(Job(record, self._generation.get(record.tp, 0)))
@@ -209,11 +204,6 @@ class DeliveryEngine:
                 to_resume = [tp for tp in tps if tp in paused]
                 if to_resume:
                     self.consumer.resume(to_resume)
-                    # Defence in depth (see Consumer.resume): continue exactly after the last
-                    # record this engine took from the partition.
-                    for tp in to_resume:
-                        if tp in self._next_offset:
-                            self.consumer.seek(tp, self._next_offset[tp])
             if hold != (city in self._paused_cities):
                 self._paused_cities.symmetric_difference_update({city})
                 self.observer.on_paused(city, hold)

@@ -105,7 +105,6 @@ class Publisher:
     """Sample complaints at a steady rate, on a thread, until stopped or ``count`` are sent."""
 
     def __init__(self, settings: Settings, options: Options) -> None:
-        from gateway.app import build_codec
         from gateway.dev.samples import Pacer, SampleFactory, utc_now_ms
         from gateway.kafka import Producer
 
@@ -125,7 +124,7 @@ class Publisher:
         self.done = threading.Event()
         self._stop = threading.Event()
         self._closed = False
-        self.codec: Codec = build_codec(settings)
+        self.codec: Codec = Codec(settings.codec)
         self.producer: Producer = Producer(settings.kafka, linger_ms=20)
         self._thread = threading.Thread(target=self._run, name="demo-publisher", daemon=True)
 

@@ -59,6 +59,7 @@ def test_free_ports_are_distinct_and_free() -> None:
 
 
 def test_client_config_carries_security_settings(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
     settings = KafkaSettings(
         bootstrap_servers="k1:9093,k2:9093",
         security_protocol="SASL_SSL",
