@@ -124,6 +124,8 @@ class Publisher:
         self.done = threading.Event()
         self._stop = threading.Event()
         self._closed = False
+        from gateway.codec import Codec
+
         self.codec: Codec = Codec(settings.codec)
         self.producer: Producer = Producer(settings.kafka, linger_ms=20)
         self._thread = threading.Thread(target=self._run, name="demo-publisher", daemon=True)

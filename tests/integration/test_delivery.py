@@ -272,7 +272,10 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
     for city in CITIES:
         limit = settings.city(city).rate_per_s
         burst = settings.city(city).burst
-        times = sorted(a.at for a in sim.city(city).arrivals() if a.status != 0)
+        # complaint requests only: OAuth2 token requests do not take a token from the bucket
+        times = sorted(
+            a.at for a in sim.city(city).arrivals() if a.status != 0 and "token" not in a.path
+        )
         worst = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
         statuses = Counter(a.status for a in sim.city(city).arrivals())
         # the bureau's own bucket (same rate) may see arrival jitter, never a sustained excess
