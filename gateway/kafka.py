@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -27,6 +26,7 @@ from kafka.structs import TopicPartition as _KTP
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, KafkaUnavailable
 from gateway.kafka_compat import finish_interrupted_joins, first_connection_error
+from gateway.kafka_partitioner import KeyHashPartitioner
 
 Headers = Sequence[tuple[str, bytes]]
 _REBALANCING = (
@@ -43,8 +43,9 @@ class TopicPartition(NamedTuple):
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One consumed record (a tuple: built once per record on the hot path)."""
+
     topic: str
     partition: int
     offset: int
@@ -62,6 +63,25 @@ class Record:
             if key == name:
                 return value
         return None
+
+
+def offset_ranges(
+    records: Iterable[Record],
+) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Per partition of a batch: the first offset, and the next offset to consume (last + 1)."""
+    first: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        offset = r.offset
+        if offset < first.get(tp, offset + 1):
+            first[tp] = offset
+        if offset > last.get(tp, -1):
+            last[tp] = offset
+    return (
+        {TopicPartition(*tp): o for tp, o in first.items()},
+        {TopicPartition(*tp): o + 1 for tp, o in last.items()},
+    )
 
 
 def client_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -221,15 +241,7 @@ class Consumer:
         out: list[Record] = []
         for records in batches.values():
             out.extend(
-                Record(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    tuple(r.headers or ()),
-                    r.timestamp,
-                )
+                Record(r.topic, r.partition, r.offset, r.key, r.value, r.headers or (), r.timestamp)
                 for r in records
             )
         return out
@@ -298,12 +310,11 @@ class Consumer:
         return out
 
     def lag_by_topic(
-        self, positions: dict[TopicPartition, int], records: Iterable[Record]
+        self, positions: dict[TopicPartition, int], next_offsets: Mapping[TopicPartition, int]
     ) -> dict[str, int]:
-        """Advance ``positions`` past ``records``, forget unassigned partitions, and return the
-        lag per topic (for the scrape-time lag metric)."""
-        for r in records:
-            positions[r.tp] = r.offset + 1
+        """Advance ``positions`` to ``next_offsets`` (see :func:`offset_ranges`), forget
+        unassigned partitions, and return the lag per topic (for the scrape-time lag metric)."""
+        positions.update(next_offsets)
         assigned = self.assignment()
         for tp in [tp for tp in positions if tp not in assigned]:
             del positions[tp]
@@ -341,6 +352,7 @@ class Producer:
             "batch_size": batch_size,
             "compression_type": compression_type,
             "max_request_size": 4 * 1024 * 1024,
+            "partitioner": KeyHashPartitioner(),
         }
         if transactional_id:
             conf["transactional_id"] = transactional_id
@@ -420,16 +432,40 @@ class Producer:
             raise _wrap("send_offsets_to_transaction", exc) from exc
 
     def commit(self) -> None:
+        flushes = self._flushes_in_progress()
         try:
             self._producer.commit_transaction()
         except Exception as exc:
             raise _wrap("commit_transaction", exc) from exc
+        finally:
+            self._end_sender_flush(flushes)
 
     def abort(self) -> None:
+        flushes = self._flushes_in_progress()
         try:
             self._producer.abort_transaction()
         except Exception as exc:
             raise _wrap("abort_transaction", exc) from exc
+        finally:
+            self._end_sender_flush(flushes)
+
+    # kafka-python 3.0.12's sender begins a flush of the record accumulator to complete a
+    # transaction but never ends it: after the first commit the producer stays in "flush in
+    # progress" mode for good, linger_ms is ignored and every record that opens a batch wakes
+    # the sender, so a transaction over many partitions goes out as many small batches. Ending
+    # the flush the sender began once the transaction call returns restores batching (should
+    # the sender still need one, it begins it again).
+    def _flush_counter(self) -> Any:
+        return getattr(getattr(self._producer, "_accumulator", None), "_flushes_in_progress", None)
+
+    def _flushes_in_progress(self) -> int:
+        counter = self._flush_counter()
+        return int(counter.get()) if counter is not None else 0
+
+    def _end_sender_flush(self, before: int) -> None:
+        counter = self._flush_counter()
+        if counter is not None and counter.get() > before:
+            counter.decrement()
 
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(Exception):  # closing is best effort

@@ -7,11 +7,14 @@ heartbeat ages are custom collectors computed at scrape time from snapshots the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 NS = "greenchannel"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -46,6 +49,50 @@ class _SnapshotCollector(Collector):
             for key, value in sorted(values.items()):
                 family.add_metric([*(fixed.get(n, "") for n in fixed_names), key], float(value))
         yield family
+
+
+class _BulkHistogram(Collector):
+    """A label-less histogram fed a batch at a time: one lock per batch and a bisect per value
+    (prometheus-client's ``Histogram.observe`` takes ~2 us per value, on the router's hot path).
+    Exposed exactly like a ``Histogram`` (``_bucket``/``_count``/``_sum``)."""
+
+    def __init__(self, name: str, doc: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._doc = doc
+        self._bounds = [float(b) for b in buckets]
+        self._counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, local = self._bounds, [0] * len(self._counts)
+        total = 0.0
+        for v in values:
+            local[bisect_left(bounds, v)] += 1  # bucket "le" is inclusive
+            total += v
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, local, strict=True)]
+            self._sum += total
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._doc)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, n in zip([*self._bounds, float("inf")], counts, strict=True):
+            running += n
+            cumulative.append((_le(bound), float(running)))
+        family = HistogramMetricFamily(self._name, self._doc)
+        family.add_metric([], cumulative, total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus-client's own histograms print it (Go float format)."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
 
 
 class Metrics:
@@ -89,12 +136,12 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.route_latency = Histogram(
+        self.route_latency = _BulkHistogram(
             f"{NS}_router_latency_seconds",
             "From the complaint's Kafka timestamp to its routing transaction being committed.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
+        r.register(self.route_latency)
         # delivery
         self.attempts = Counter(
             f"{NS}_delivery_attempts_total",
@@ -190,8 +237,8 @@ class Metrics:
             self.tx_seconds.observe(seconds)
             self.batch_size.observe(batch_size)
 
-    def on_routed_latency(self, seconds: float) -> None:
-        self.route_latency.observe(max(0.0, seconds))
+    def on_routed_latencies(self, seconds: Iterable[float]) -> None:
+        self.route_latency.observe_many(max(0.0, s) for s in seconds)
 
     # delivery -----------------------------------------------------------------------------
     def on_attempt(self, city: str, outcome: str) -> None:

@@ -27,7 +27,7 @@ from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.offsets import OffsetTracker
 from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
-from gateway.kafka import Consumer, Producer, Record, TopicPartition
+from gateway.kafka import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.observer import Observer
 from gateway.sdk import Connector, Credentials
 from gateway.topics import Topics
@@ -158,7 +158,7 @@ class DeliveryEngine:
             raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
 
     def _update_lag(self, records: list[Record]) -> None:
-        self._lag = self.consumer.lag_by_topic(self._positions, records)
+        self._lag = self.consumer.lag_by_topic(self._positions, offset_ranges(records)[1])
 
     def _dispatch(self, record: Record) -> None:
         city = self.topics.city_of(record.topic)

@@ -19,14 +19,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gateway.cities import city_key
 from gateway.codec import Codec, validate_complaint
 from gateway.config import Settings
 from gateway.dlq_headers import dead_letter_headers
 from gateway.errors import FatalError, GreenChannelError, RecordError, UnknownCity
-from gateway.kafka import Consumer, Headers, Producer, Record, TopicPartition
+from gateway.kafka import Consumer, Headers, Producer, Record, TopicPartition, offset_ranges
 from gateway.observer import Observer
 from gateway.routing.escalation import build_escalation
 from gateway.routing.rules import Classifier, Decision
@@ -36,16 +36,14 @@ from gateway.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+class Output(NamedTuple):
     topic: str
     key: bytes | None
     value: bytes
     headers: Headers
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
+class Routed(NamedTuple):
     outputs: list[Output]
     decision: Decision | None
     dead_letter_reason: str | None = None
@@ -67,17 +65,17 @@ class RecordRouter:
         self.classifier = classifier
         self.codec = codec
         self.clock_ms = clock_ms
-        # Destination topic and routing headers per decision, built once (hot path).
-        self._targets: dict[Decision, tuple[str, list[tuple[str, bytes]]]] = {}
-        for decision in classifier.decisions:
-            route = decision.department.value + (f"/{decision.desk.value}" if decision.desk else "")
-            topic = (
-                self.topics.desk(decision.desk)
-                if decision.desk is not None
-                else self.topics.department(decision.department)
+        # Destination topic and the rule header per decision, built once (hot path). The topic
+        # says where a record went; the header says why.
+        self._targets: dict[Decision, tuple[str, tuple[tuple[str, bytes], ...]]] = {
+            d: (
+                self.topics.desk(d.desk)
+                if d.desk is not None
+                else self.topics.department(d.department),
+                (("gc-rule", d.rule_id.encode()),),
             )
-            headers = [("gc-rule", decision.rule_id.encode()), ("gc-route", route.encode())]
-            self._targets[decision] = (topic, headers)
+            for d in classifier.decisions
+        }
 
     def route(self, record: Record) -> Routed:
         try:
@@ -86,24 +84,27 @@ class RecordRouter:
             return self._dead_letter(record, exc, exc.reason)
 
     def _route(self, record: Record) -> Routed:
-        if not record.value:
+        value = record.value
+        if not value:
             raise RecordError("record has no value (empty or tombstone)", reason="empty")
-        complaint = self.codec.decode_as("complaint", record.value)
+        complaint = self.codec.decode_as("complaint", value)
         validate_complaint(complaint)
         city = city_key(complaint["city_code"])
         if city is None:
             raise UnknownCity(f"unknown city code {complaint['city_code']!r}")
         decision = self.classifier.classify(complaint)
         key = complaint["complaint_id"].encode()
-        topic, route_headers = self._targets[decision]
-        headers = [*record.headers, *route_headers]
-        outputs = [Output(topic, key, record.value, headers)]
-        if decision.major:
-            # major: say what happens next (escalated to the green-channel bureau, or manual)
-            handling = b"escalated" if city in self.green else b"manual"
-            headers += [("gc-handling", handling), ("gc-city", city.encode())]
-            if city in self.green:
-                outputs.append(self._escalation(complaint, city, decision, key))
+        topic, rule_header = self._targets[decision]
+        headers = (*record.headers, *rule_header) if record.headers else rule_header
+        if not decision.major:
+            return Routed([Output(topic, key, value, headers)], decision)
+        # major: say what happens next (escalated to the green-channel bureau, or manual)
+        green = city in self.green
+        headers = (*headers, ("gc-handling", b"escalated" if green else b"manual"))
+        headers = (*headers, ("gc-city", city.encode()))
+        outputs = [Output(topic, key, value, headers)]
+        if green:
+            outputs.append(self._escalation(complaint, city, decision, key))
         return Routed(outputs, decision)
 
     def _escalation(
@@ -197,27 +198,26 @@ class Router:
 
     def process(self, records: list[Record]) -> None:
         started = self.clock()
-        routed = [self.rr.route(r) for r in records]
-        next_offsets: dict[TopicPartition, int] = {}
-        first_offsets: dict[TopicPartition, int] = {}
-        for r in records:
-            next_offsets[r.tp] = max(next_offsets.get(r.tp, 0), r.offset + 1)
-            first_offsets[r.tp] = min(first_offsets.get(r.tp, r.offset), r.offset)
+        route = self.rr.route
+        routed = [route(r) for r in records]
+        first_offsets, next_offsets = offset_ranges(records)
         try:
             # The whole transaction runs under one deadline: begin, sends (which can block on
             # metadata), send_offsets_to_transaction and commit_transaction.
             with self.watchdog.guard("transaction"):
-                self.producer.begin()
+                producer = self.producer
+                producer.begin()
+                send = producer.send
                 for result in routed:
-                    for out in result.outputs:
-                        self.producer.send(out.topic, out.value, key=out.key, headers=out.headers)
-                self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
-                self.producer.commit()
+                    for topic, key, value, headers in result.outputs:
+                        send(topic, value, key=key, headers=headers)
+                producer.send_offsets(next_offsets, self.consumer.group_metadata())
+                producer.commit()
         except GreenChannelError as exc:
             self._abort(exc, first_offsets)
             self.observer.on_transaction(self.clock() - started, len(records), committed=False)
             return
-        self._committed(records, routed, started)
+        self._committed(records, routed, started, next_offsets)
 
     def _abort(self, exc: GreenChannelError, first_offsets: dict[TopicPartition, int]) -> None:
         log.warning("router: transaction failed, aborting and re-reading the batch: %s", exc)
@@ -229,36 +229,50 @@ class Router:
         for tp, offset in first_offsets.items():
             self.consumer.seek(tp, offset)
 
-    def _committed(self, records: list[Record], routed: list[Routed], started: float) -> None:
+    def _committed(
+        self,
+        records: list[Record],
+        routed: list[Routed],
+        started: float,
+        next_offsets: dict[TopicPartition, int],
+    ) -> None:
         now = self.clock()
         obs = self.observer
         obs.on_transaction(now - started, len(records), committed=True)
         obs.on_consumed(len(records))
-        routed_by: Counter[Decision] = Counter()
-        dead_by: Counter[str] = Counter()
-        for record, result in zip(records, routed, strict=True):
-            if result.decision is not None:
-                routed_by[result.decision] += 1
-                obs.on_routed_latency(now - record.timestamp_ms / 1000)
-            elif result.dead_letter_reason is not None:
-                dead_by[result.dead_letter_reason] += 1
-                log.warning(
-                    "router: dead-lettered a complaint record",
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "reason": result.dead_letter_reason,
-                    },
-                )
+        decided = Counter(result.decision for result in routed)
+        dead = decided.pop(None, 0)
+        routed_by: dict[Decision, int] = {d: n for d, n in decided.items() if d is not None}
+        obs.on_routed_latencies(
+            [
+                now - r.timestamp_ms / 1000
+                for r, x in zip(records, routed, strict=True)
+                if x.decision
+            ]
+        )
         for d, n in routed_by.items():
             obs.on_routed(d.department.value, d.desk.value if d.desk else "", d.rule_id, n)
-        for reason, n in dead_by.items():
-            obs.on_router_dead_lettered(reason, n)
-        self._update_lag(records)
+        if dead:
+            self._dead_lettered(records, routed)
+        self._lag = self.consumer.lag_by_topic(self._positions, next_offsets)
 
-    def _update_lag(self, records: list[Record]) -> None:
-        self._lag = self.consumer.lag_by_topic(self._positions, records)
+    def _dead_lettered(self, records: list[Record], routed: list[Routed]) -> None:
+        dead_by: Counter[str] = Counter()
+        for record, result in zip(records, routed, strict=True):
+            if result.dead_letter_reason is None:
+                continue
+            dead_by[result.dead_letter_reason] += 1
+            log.warning(
+                "router: dead-lettered a complaint record",
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": result.dead_letter_reason,
+                },
+            )
+        for reason, n in dead_by.items():
+            self.observer.on_router_dead_lettered(reason, n)
 
 
 __all__ = ["Department", "Output", "RecordRouter", "Routed", "Router"]

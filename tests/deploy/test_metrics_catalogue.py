@@ -55,7 +55,7 @@ EVENTS = {
     "on_routed": lambda m: m.on_routed("call-center", "refunds", "refund-desk"),
     "on_router_dead_lettered": lambda m: m.on_router_dead_lettered("undecodable"),
     "on_transaction": lambda m: (m.on_transaction(0.02, 3, True), m.on_transaction(0.5, 3, False)),
-    "on_routed_latency": lambda m: m.on_routed_latency(0.3),
+    "on_routed_latencies": lambda m: m.on_routed_latencies([0.3, 0.004, 7200.0]),
     "on_attempt": lambda m: m.on_attempt("wuhu", "accepted"),
     "on_retry": lambda m: m.on_retry("wuhu", "unavailable"),
     "on_delivered": lambda m: m.on_delivered("wuhu", 1.5),

@@ -1,0 +1,96 @@
+"""Key partitioning exactly as Kafka's default partitioner does it, at a fraction of the cost.
+
+kafka-python's ``DefaultPartitioner`` hashes the key with a byte-at-a-time pure-Python murmur2
+and, for every record, rebuilds the set of all topics and two sets of the topic's partitions from
+the cluster metadata. On the router's hot path that was a fifth of the cost of ``send()``.
+
+:class:`KeyHashPartitioner` picks the same partition for a keyed record (``murmur2(key) &
+0x7fffffff % partitions``, the Java client's rule, so every client agrees where a key lives), but
+hashes four bytes at a time and caches each topic's partition list until the producer's metadata
+changes. Records without a key go to a random partition with a known leader, as before.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from functools import lru_cache
+from typing import Any
+
+from kafka.partitioner.abc import Partitioner
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+@lru_cache(maxsize=256)
+def _words(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}I")
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``) as an unsigned 32-bit
+    int; ``murmur2(key) & 0x7fffffff`` is the Java client's ``toPositive(murmur2(key))``."""
+    length = len(data)
+    h = _SEED ^ length
+    count = length >> 2
+    if count:
+        for word in _words(count).unpack_from(data):
+            k = (word * _M) & _MASK
+            h = ((h * _M) & _MASK) ^ (((k ^ (k >> 24)) * _M) & _MASK)
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
+    """kafka-python ``partitioner`` config value; one instance per producer."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[str, list[int]] = {}
+        self._watching: set[int] = set()
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = self._load(topic, cluster)
+        if serialized_key is not None:
+            return partitions[(murmur2(serialized_key) & 0x7FFFFFFF) % len(partitions)]
+        available: set[int] | None = cluster.available_partitions_for_topic(topic)
+        return random.choice(sorted(available) if available else partitions)
+
+    def _load(self, topic: str, cluster: Any) -> list[int]:
+        if id(cluster) not in self._watching:
+            # called from the producer's I/O thread after each metadata update: a replaced
+            # dict is picked up by the next send (partition counts can grow)
+            cluster.add_listener(self._forget)
+            self._watching.add(id(cluster))
+        known = cluster.partitions_for_topic(topic)
+        if not known:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        partitions = sorted(known)
+        self._partitions[topic] = partitions
+        return partitions
+
+    def _forget(self, _cluster: Any) -> None:
+        self._partitions = {}
+
+
+__all__ = ["KeyHashPartitioner", "murmur2"]
