@@ -9,6 +9,7 @@ non-zero and the broker's session timeout hands the partitions to another member
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -30,6 +31,23 @@ from gateway.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""CPython's cyclic GC thresholds for the gateway's processes (default: 700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run ~70x less often.
+
+    The loops allocate a dozen short-lived containers per record (decoded complaints, kafka-python
+    records and futures) and hold a whole batch while its transaction is open; almost none of it
+    is cyclic, reference counting frees it. With the default gen-0 threshold of 700 the collector
+    ran every ~60 records and took ~7 % of the router's CPU. Start-up objects (modules, schemas,
+    settings, compiled rules) are frozen first: later full collections never scan them.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @dataclass

@@ -48,12 +48,13 @@ def _start(
         obs = settings.observability.model_copy(update={"port": metrics_port})
         settings = settings.model_copy(update={"observability": obs})
     setup_logging(settings.observability.log_level, settings.observability.log_format)
-    from gateway.app import App
+    from gateway.app import App, tune_gc
 
     app = App(
         settings, route=route, deliver=deliver, cities=list(cities) or None, instance_id=instance
     )
     app.install_signal_handlers()
+    tune_gc()  # the whole process is the gateway's: start-up is over
     sys.exit(app.run(shutdown_timeout))
 
 
