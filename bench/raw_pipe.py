@@ -1,7 +1,10 @@
 """Baseline for bench/route.py: the plainest transactional kafka-python pipe.
 
 consume bytes (read_committed) -> produce the same bytes -> send_offsets_to_transaction ->
-commit, batch by batch, with the same client settings as the router. Runs until SIGTERM.
+commit, batch by batch, with the same client settings as the router (batch of up to 5,000
+records, 6 MiB fetches, linger 5 ms, 256 KiB batches, acks=all, idempotence, 10 ms retry
+backoff). It is plain kafka-python: none of the fixes in gateway/kafka.py (key partitioner,
+ending the flush kafka-python leaves on after a commit). Runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ def main() -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=2000,
+        max_poll_records=5000,
+        fetch_max_bytes=6 * 1024 * 1024,
+        max_partition_fetch_bytes=512 * 1024,
         partition_assignment_strategy=[CooperativeStickyAssignor],
     )
     producer = KafkaProducer(
@@ -42,10 +47,11 @@ def main() -> None:
         linger_ms=5,
         batch_size=256 * 1024,
         max_request_size=4 * 1024 * 1024,
+        retry_backoff_ms=10,
     )
     producer.init_transactions()
     while not stop.is_set():
-        batches = consumer.poll(timeout_ms=100, max_records=2000)
+        batches = consumer.poll(timeout_ms=100)
         if not batches:
             continue
         producer.begin_transaction()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -385,6 +386,26 @@ class Producer:
             )
         except Exception as exc:
             raise _wrap("send", exc) from exc
+
+    def load_metadata(self, topics: Iterable[str]) -> None:
+        """Learn the partitions of ``topics`` now, all at once.
+
+        kafka-python fetches a topic's metadata on the first ``send()`` to it, and fetches for
+        one new topic at a time (~100 ms each): a router's first transaction, which touches every
+        output topic, would stall for seconds. Concurrent lookups share one metadata request.
+        """
+        names = sorted(set(topics))
+        if not names:
+            return
+        with ThreadPoolExecutor(len(names), thread_name_prefix="kafka-metadata") as pool:
+            futures = [pool.submit(self._producer.partitions_for, name) for name in names]
+        for name, future in zip(names, futures, strict=True):
+            try:
+                future.result()
+            except Exception as exc:
+                raise _wrap(
+                    f"load metadata of {name} (does it exist? see `greenchannel topics init`)", exc
+                ) from exc
 
     def send_and_wait(
         self,

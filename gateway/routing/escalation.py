@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from gateway.routing.rules import SIGNALS
 
 _NAMESPACE = uuid.UUID("8a6f3f0e-2c1b-5d8e-9a47-12315c0ffee0")
-_SHANGHAI = timedelta(hours=8)
+_SHANGHAI_MS = 8 * 3_600_000
+_DAY_MS = 86_400_000
 
 
 def escalation_id(complaint_id: str, city: str) -> str:
@@ -20,14 +22,21 @@ def escalation_id(complaint_id: str, city: str) -> str:
 
 
 def handling_deadline_ms(received_ms: int, working_days: int) -> int:
-    """``working_days`` working days (Mon-Fri, China Standard Time) after receipt (12315 ODR)."""
-    local = datetime.fromtimestamp(received_ms / 1000, tz=UTC) + _SHANGHAI
-    remaining = working_days
-    while remaining > 0:
-        local += timedelta(days=1)
-        if local.weekday() < 5:
-            remaining -= 1
-    return int((local - _SHANGHAI).timestamp() * 1000)
+    """``working_days`` working days (Mon-Fri, China Standard Time) after receipt (12315 ODR):
+    the same time of day, that many weekdays later (China has no daylight saving time)."""
+    local_day = (received_ms + _SHANGHAI_MS) // _DAY_MS  # days since 1970-01-01, a Thursday
+    return received_ms + _calendar_days((local_day + 3) % 7, working_days) * _DAY_MS
+
+
+@functools.cache
+def _calendar_days(weekday: int, working_days: int) -> int:
+    """Calendar days from a ``weekday`` (0 = Monday) until ``working_days`` weekdays passed."""
+    days = 0
+    while working_days > 0:
+        days += 1
+        if (weekday + days) % 7 < 5:
+            working_days -= 1
+    return days
 
 
 def build_escalation(

@@ -77,6 +77,14 @@ class RecordRouter:
             for d in classifier.decisions
         }
 
+    def output_topics(self) -> list[str]:
+        """Every topic :meth:`route` can send to."""
+        return [
+            *(topic for topic, _ in self._targets.values()),
+            *(self.topics.escalations(city) for city in sorted(self.green)),
+            self.topics.dlq_complaints,
+        ]
+
     def route(self, record: Record) -> Routed:
         try:
             return self._route(record)
@@ -187,6 +195,8 @@ class Router:
     def run(self, stop: threading.Event) -> None:
         with self.watchdog.guard("init_transactions"):
             self.producer.init_transactions()
+        with self.watchdog.guard("load_metadata"):
+            self.producer.load_metadata(self.rr.output_topics())
         try:
             while not stop.is_set():
                 self.watchdog.beat("router")

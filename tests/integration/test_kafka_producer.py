@@ -7,6 +7,7 @@ import time
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
+from gateway.errors import KafkaUnavailable
 from gateway.kafka import Producer
 from tests.conftest import TopicFactory
 from tests.helpers import read_all
@@ -57,3 +58,19 @@ def test_keyed_records_land_on_the_java_clients_partition(topic_factory: TopicFa
         assert r.key is not None
         assert r.partition == (kafka_python_murmur2(r.key) & 0x7FFFFFFF) % 6
     assert len({r.partition for r in got}) == 6
+
+
+def test_load_metadata_learns_every_topic_and_names_a_missing_one(
+    topic_factory: TopicFactory,
+) -> None:
+    topics = topic_factory.create(*(f"m{i}" for i in range(12)), partitions=2)
+    producer = Producer(topic_factory.kafka_settings(), max_block_ms=3_000)
+    try:
+        producer.load_metadata(topics)
+        cluster = producer._producer._metadata
+        assert all(cluster.partitions_for_topic(t) == {0, 1} for t in topics)
+        missing = topic_factory.name("never-created")
+        with pytest.raises(KafkaUnavailable, match="never-created"):
+            producer.load_metadata([*topics, missing])
+    finally:
+        producer.close()

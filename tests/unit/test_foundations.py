@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,31 @@ def test_handling_deadline_skips_weekends() -> None:
     friday = int(datetime(2026, 11, 27, 2, 0, tzinfo=UTC).timestamp() * 1000)
     deadline = datetime.fromtimestamp(handling_deadline_ms(friday, 10) / 1000, tz=UTC)
     assert deadline == datetime(2026, 12, 11, 2, 0, tzinfo=UTC)
+
+
+def test_handling_deadline_matches_a_walk_over_the_cst_calendar() -> None:
+    cst = timezone(timedelta(hours=8))
+    rnd = random.Random(5)
+    starts = [rnd.randrange(1_600_000_000_000, 1_900_000_000_000) for _ in range(2000)]
+    # the minutes around CST midnight, where the UTC and CST dates differ
+    starts += [
+        int(datetime(2026, 11, d, 23, 59, 59, 999000, tzinfo=cst).timestamp() * 1000)
+        for d in range(20, 28)
+    ]
+    starts += [
+        int(datetime(2026, 11, d, 0, 0, tzinfo=cst).timestamp() * 1000) for d in range(20, 28)
+    ]
+    for received in starts:
+        for days in (1, 5, 7, 10, 15):
+            local = datetime.fromtimestamp(received / 1000, tz=cst)
+            remaining = days
+            while remaining:
+                local += timedelta(days=1)
+                remaining -= local.weekday() < 5
+            expected = received + round(
+                (local - datetime.fromtimestamp(received / 1000, tz=cst)).total_seconds() * 1000
+            )
+            assert handling_deadline_ms(received, days) == expected, (received, days)
 
 
 def test_masking() -> None:
