@@ -39,10 +39,11 @@ import copy
 import functools
 import io
 import json
+import struct
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, NamedTuple, cast, get_args
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint as _fastavro_fingerprint
@@ -50,6 +51,7 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
 from gateway import cities
+from gateway.avro_reader import AvroReadError, Reader, compile_reader
 from gateway.config import CodecSettings
 from gateway.errors import (
     ConfigError,
@@ -79,8 +81,9 @@ _MAX_REFUSED_IDS = 10_000
 """Registry ids remembered as unknown or refused (hostile ids must not each cost a request)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decoded:
+class Decoded(NamedTuple):
+    """A decoded message (a tuple: built once per record on the router's hot path)."""
+
     kind: Kind
     record: dict[str, Any]
     writer_fingerprint: bytes
@@ -182,6 +185,9 @@ class _Writer:
     reader: dict[str, Any] | None
     """The current schema when it differs from the writer's, else None (no resolution)."""
     fingerprint: bytes
+    compiled: Reader | None = None
+    """Generated reader (:mod:`gateway.avro_reader`) when no resolution is needed and the
+    schema compiles; else fastavro reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,15 +217,16 @@ def current_schemas() -> Mapping[Kind, SchemaInfo]:
         text = schema_text(kind)
         raw = json.loads(text)
         fp = fingerprint(raw)
+        plain = _parse(strip_logical_types(raw))
         out[kind] = SchemaInfo(
             kind=kind,
             text=text,
             parsed=_parse(copy.deepcopy(raw)),
             write=_parse(strip_logical_types(raw)),
-            plain_read=_parse(strip_logical_types(raw)),
+            plain_read=plain,
             fingerprint=fp,
             header=SINGLE_OBJECT_MAGIC + fp,
-            writer=_Writer(kind, _read_schema(raw), None, fp),
+            writer=_Writer(kind, _read_schema(raw), None, fp, compile_reader(plain)),
         )
     return out
 
@@ -341,6 +348,16 @@ class Codec:
             start = _CF_HEADER
         else:
             raise _bad_header(data)
+        if writer.compiled is not None:
+            try:
+                record, end = writer.compiled(data, start)
+            except Exception as exc:
+                raise _decode_error(exc) from exc
+            if end > size:
+                raise DecodeError("body truncated", reason="truncated")
+            if end != size:
+                raise TrailingBytes(f"{size - end} bytes after the {writer.kind} record")
+            return Decoded(writer.kind, record, writer.fingerprint, schema_id)
         src = io.BytesIO(data)
         src.seek(start)
         try:
@@ -439,16 +456,27 @@ def _bad_header(data: bytes) -> DecodeError:
     return DecodeError(f"unknown wire format (first bytes {data[:2].hex()})", reason="bad_magic")
 
 
+_COMPILED_READER_ERRORS = {
+    # the same reasons fastavro's failures map to below
+    "bad_index": ("enum or union index out of range", "bad_index"),
+    "negative_length": ("negative string or bytes length", "truncated"),
+    "truncated": ("body truncated inside a string, bytes or fixed", "truncated"),
+    "varint_too_long": ("body truncated inside a number (varint over 64 bits)", "truncated"),
+    "bad_boolean": ("malformed body: boolean byte not 0 or 1", "malformed"),
+}
+
+
 def _decode_error(exc: Exception) -> DecodeError:
     name = type(exc).__name__
+    if isinstance(exc, AvroReadError):
+        text, reason = _COMPILED_READER_ERRORS.get(exc.reason, (exc.reason, "malformed"))
+        return DecodeError(text, reason=reason)
     if isinstance(exc, UnicodeDecodeError):
         return DecodeError(f"invalid UTF-8 in a string at byte {exc.start}", reason="invalid_utf8")
-    if isinstance(exc, EOFError):
-        return DecodeError(f"body truncated: {exc}", reason="truncated")
-    if isinstance(exc, IndexError):
-        if "list" in str(exc):  # symbols[index] / union[index]
-            return DecodeError("enum or union index out of range", reason="bad_index")
-        return DecodeError("body truncated inside a number", reason="truncated")
+    if isinstance(exc, IndexError) and "list" in str(exc):  # symbols[index] / union[index]
+        return DecodeError("enum or union index out of range", reason="bad_index")
+    if isinstance(exc, EOFError | IndexError | struct.error):
+        return DecodeError(f"body truncated ({name})", reason="truncated")
     if name == "SchemaResolutionError":
         return DecodeError(
             f"cannot resolve writer to reader schema: {exc}", reason="schema_resolution"

@@ -1,0 +1,201 @@
+"""Avro binary readers compiled from a writer schema: one generated Python function per schema.
+
+fastavro's reader interprets the schema for every record (a type dispatch per field); for the
+router, which decodes every complaint, that was the largest single cost. :func:`compile_reader`
+turns a schema into straight-line code instead (one assignment per field, a varint fast path
+inlined), ~1.5x faster on a complaint, with the same result as fastavro (property-tested).
+
+Only what the gateway's own schemas need is compiled: records, enums, unions, fixed and the
+primitive types. A schema with arrays, maps or a recursive type gets ``None`` and the codec
+keeps using fastavro, whose decode-cost protections cover the repeated types. Names never enter
+the generated source (field names are ``repr`` literals, symbols are bound values), so a schema
+cannot inject code. Malformed input raises :class:`AvroReadError`, ``IndexError`` or
+``struct.error`` (truncated inside a number) or ``UnicodeDecodeError``; the codec turns each
+into a typed ``DecodeError``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
+"""``reader(buffer, start) -> (record, end)``: ``end`` is the offset after the record."""
+
+_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
+_MAX_VARINT_SHIFT = 63
+
+
+class AvroReadError(ValueError):
+    """Bytes that are not a valid encoding of the schema (``reason`` is a stable slug)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Unsupported(Exception):
+    pass
+
+
+def _varint(b: bytes, p: int) -> tuple[int, int]:
+    """A zig-zag varint's raw (unsigned) value and the offset after it; multi-byte path."""
+    acc = 0
+    shift = 0
+    while True:
+        n = b[p]
+        p += 1
+        acc |= (n & 0x7F) << shift
+        if n < 0x80:
+            return acc, p
+        shift += 7
+        if shift > _MAX_VARINT_SHIFT:
+            raise AvroReadError("varint_too_long")
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {
+            "_varint": _varint,
+            "_Err": AvroReadError,
+            "_BOOL": (False, True),
+            "_FLOAT": struct.Struct("<f").unpack_from,
+            "_DOUBLE": struct.Struct("<d").unpack_from,
+        }
+        self.names: dict[str, dict[str, Any]] = {}
+        self.active: set[str] = set()
+        self.count = 0
+
+    def var(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def long(self, indent: int, target: str) -> None:
+        self.emit(indent, f"{target} = b[p]")
+        self.emit(indent, f"if {target} < 128:")
+        self.emit(indent + 1, "p += 1")
+        self.emit(indent, "else:")
+        self.emit(indent + 1, f"{target}, p = _varint(b, p)")
+        self.emit(indent, f"{target} = ({target} >> 1) ^ -({target} & 1)")
+
+    def read(self, indent: int, schema: Any, target: str) -> None:
+        if isinstance(schema, list):
+            self.union(indent, schema, target)
+            return
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                self.primitive(indent, schema, target)
+                return
+            if schema not in self.names:
+                raise _Unsupported(f"unknown named type {schema}")
+            schema = self.names[schema]
+        kind = schema["type"]
+        if kind in _PRIMITIVES:
+            self.primitive(indent, kind, target)
+        elif kind == "record":
+            self.record(indent, schema, target)
+        elif kind == "enum":
+            self.register(schema)
+            symbols = self.var("SYMBOLS")
+            self.env[symbols] = tuple(schema["symbols"])
+            index = self.var("i")
+            self.long(indent, index)
+            self.emit(indent, f"if not 0 <= {index} < {len(schema['symbols'])}:")
+            self.emit(indent + 1, "raise _Err('bad_index')")
+            self.emit(indent, f"{target} = {symbols}[{index}]")
+        elif kind == "fixed":
+            self.register(schema)
+            size = int(schema["size"])
+            self.emit(indent, f"if p + {size} > end:")
+            self.emit(indent + 1, "raise _Err('truncated')")
+            self.emit(indent, f"{target} = b[p:p + {size}]")
+            self.emit(indent, f"p += {size}")
+        else:
+            raise _Unsupported(kind)
+
+    def register(self, schema: dict[str, Any]) -> None:
+        name = schema.get("name")
+        if isinstance(name, str):
+            self.names.setdefault(name, schema)
+
+    def primitive(self, indent: int, kind: str, target: str) -> None:
+        if kind == "null":
+            self.emit(indent, f"{target} = None")
+        elif kind == "boolean":
+            self.emit(indent, f"{target} = b[p]")
+            self.emit(indent, f"if {target} > 1:")
+            self.emit(indent + 1, "raise _Err('bad_boolean')")
+            self.emit(indent, f"{target} = _BOOL[{target}]")
+            self.emit(indent, "p += 1")
+        elif kind in ("int", "long"):
+            self.long(indent, target)
+        elif kind == "float":
+            self.emit(indent, f"{target} = _FLOAT(b, p)[0]")
+            self.emit(indent, "p += 4")
+        elif kind == "double":
+            self.emit(indent, f"{target} = _DOUBLE(b, p)[0]")
+            self.emit(indent, "p += 8")
+        else:  # string, bytes
+            size = self.var("n")
+            self.long(indent, size)
+            self.emit(indent, f"if {size} < 0:")
+            self.emit(indent + 1, "raise _Err('negative_length')")
+            self.emit(indent, f"if p + {size} > end:")
+            self.emit(indent + 1, "raise _Err('truncated')")
+            value = f"b[p:p + {size}]"
+            self.emit(
+                indent,
+                f"{target} = {value}.decode()" if kind == "string" else f"{target} = {value}",
+            )
+            self.emit(indent, f"p += {size}")
+
+    def record(self, indent: int, schema: dict[str, Any], target: str) -> None:
+        name = schema.get("name")
+        if isinstance(name, str):
+            if name in self.active:
+                raise _Unsupported(f"recursive type {name}")
+            self.active.add(name)
+            self.register(schema)
+        values = []
+        for field in schema["fields"]:
+            value = self.var("f")
+            self.read(indent, field["type"], value)
+            values.append(f"{field['name']!r}: {value}")
+        self.emit(indent, f"{target} = {{{', '.join(values)}}}")
+        if isinstance(name, str):
+            self.active.discard(name)
+
+    def union(self, indent: int, branches: list[Any], target: str) -> None:
+        index = self.var("u")
+        self.long(indent, index)
+        for i, branch in enumerate(branches):
+            self.emit(indent, f"{'if' if i == 0 else 'elif'} {index} == {i}:")
+            self.read(indent + 1, branch, target)
+        self.emit(indent, "else:")
+        self.emit(indent + 1, "raise _Err('bad_index')")
+
+
+def compile_reader(schema: dict[str, Any]) -> Reader | None:
+    """A reader for records written with ``schema`` (parsed by fastavro, logical types
+    stripped), or ``None`` when the schema uses what is not compiled (arrays, maps, recursion).
+    """
+    compiler = _Compiler()
+    compiler.emit(0, "def read(b, p):")
+    compiler.emit(1, "end = len(b)")
+    try:
+        compiler.read(1, schema, "out")
+    except _Unsupported:
+        return None
+    compiler.emit(1, "return out, p")
+    env = dict(compiler.env)
+    exec(compile("\n".join(compiler.lines), "<avro-reader>", "exec"), env)  # noqa: S102 - names are repr literals or bound values
+    reader: Reader = env["read"]
+    return reader
+
+
+__all__ = ["AvroReadError", "Reader", "compile_reader"]
