@@ -1,9 +1,9 @@
 """Baseline for bench/route.py: the plainest transactional kafka-python pipe.
 
 consume bytes (read_committed) -> produce the same bytes -> send_offsets_to_transaction ->
-commit, batch by batch, with the same client settings as the router (batch of up to 5,000
-records, 6 MiB fetches, linger 5 ms, 256 KiB batches, acks=all, idempotence, 10 ms retry
-backoff). It is plain kafka-python: none of the fixes in gateway/kafka.py (key partitioner,
+commit, batch by batch, with the same client settings as the router (batch of up to 10,000
+records, the router's fetch sizes, linger 5 ms, 256 KiB batches, acks=all, idempotence, 10 ms
+retry backoff). It is plain kafka-python: none of the fixes in gateway/kafka.py (key partitioner,
 ending the flush kafka-python leaves on after a commit). Runs until SIGTERM.
 """
 
@@ -34,9 +34,9 @@ def main() -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=5000,
-        fetch_max_bytes=6 * 1024 * 1024,
-        max_partition_fetch_bytes=512 * 1024,
+        max_poll_records=10_000,
+        fetch_max_bytes=10_000 * 1280,  # gateway.routing.router.fetch_bytes_for(10_000)
+        max_partition_fetch_bytes=1024 * 1024,
         partition_assignment_strategy=[CooperativeStickyAssignor],
     )
     producer = KafkaProducer(

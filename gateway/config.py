@@ -140,7 +140,9 @@ class RouterSettings(_Strict):
             "nanjing",
         ]
     )
-    max_batch: int = Field(5000, ge=1)
+    max_batch: int = Field(10_000, ge=1, le=50_000)
+    """Most complaints per transaction (one poll). Bigger transactions amortise the per-partition
+    transaction work (~60 output partitions): 10,000 routed ~20 % faster than 5,000."""
     poll_timeout_ms: int = Field(100, ge=1)
     transaction_timeout_ms: int = Field(60_000, ge=1_000)
     watchdog_s: float = Field(30.0, gt=0)
