@@ -1,8 +1,8 @@
 """Baseline for bench/route.py: the plainest transactional kafka-python pipe.
 
 consume bytes (read_committed) -> produce the same bytes -> send_offsets_to_transaction ->
-commit, batch by batch, with the same client settings as the router (batch of up to 10,000
-records, the router's fetch sizes, linger 5 ms, 256 KiB batches, acks=all, idempotence, 10 ms
+commit, batch by batch, with the same client settings as the router (batch of up to 8,000
+records, the router's fetch sizes, linger 500 ms, 256 KiB batches, acks=all, idempotence, 10 ms
 retry backoff). It is plain kafka-python: none of the fixes in gateway/kafka.py (key partitioner,
 ending the flush kafka-python leaves on after a commit). Runs until SIGTERM.
 """
@@ -34,8 +34,8 @@ def main() -> None:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=10_000,
-        fetch_max_bytes=10_000 * 1280,  # gateway.routing.router.fetch_bytes_for(10_000)
+        max_poll_records=8_000,
+        fetch_max_bytes=8_000 * 800,  # gateway.routing.router.fetch_bytes_for(8_000)
         max_partition_fetch_bytes=1024 * 1024,
         partition_assignment_strategy=[CooperativeStickyAssignor],
     )
@@ -44,7 +44,7 @@ def main() -> None:
         transactional_id=f"{args.group}-tx",
         acks="all",
         enable_idempotence=True,
-        linger_ms=5,
+        linger_ms=500,
         batch_size=256 * 1024,
         max_request_size=4 * 1024 * 1024,
         retry_backoff_ms=10,
