@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -94,28 +95,52 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A consumer group's committed progress through a run, with the process's CPU time."""
+
+    first_s: float
+    """monotonic time the first commit was seen"""
+    first_done: int
+    """records committed by then"""
+    first_cpu_s: float
+    end_s: float
+    end_done: int
+    end_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        """Records per second between the first and the last commit seen."""
+        return (self.end_done - self.first_done) / (self.end_s - self.first_s)
+
+    @property
+    def cpu_ms_per_1000(self) -> float:
+        """Process CPU per 1,000 records over the same window (start-up excluded)."""
+        return (self.end_cpu_s - self.first_cpu_s) / (self.end_done - self.first_done) * 1e6
+
+
 def wait_committed(
     bootstrap: str,
     group: str,
     topic: str,
     target: int,
     timeout_s: float,
-    proc: subprocess.Popen[bytes] | None = None,
-) -> tuple[float, float]:
-    """Wait until the group committed ``target`` records of ``topic``; returns (first progress
-    time, done time) as monotonic seconds."""
-    first = None
+    proc: subprocess.Popen[bytes],
+) -> Progress:
+    """Wait until the group committed ``target`` records of ``topic``, sampling the committed
+    total every 0.1 s; the window starts at the first commit, so start-up is not counted."""
+    first: tuple[float, int, float] | None = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         done = committed_total(bootstrap, group, topic)
         now = time.monotonic()
         if done > 0 and first is None:
-            first = now
-        if done >= target:
-            return first or now, now
-        if proc is not None and proc.poll() is not None:
+            first = (now, done, cpu_seconds(proc.pid))
+        if done >= target and first is not None and done > first[1]:
+            return Progress(*first, now, done, cpu_seconds(proc.pid))
+        if proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
-        time.sleep(0.25)
+        time.sleep(0.1)
     raise TimeoutError(f"{group}: committed {committed_total(bootstrap, group, topic)} of {target}")
 
 
