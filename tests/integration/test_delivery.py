@@ -282,7 +282,10 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
         assert statuses[429] <= max(1, len(times) // 100), (city, statuses)
         # sliding 1 s windows: the bucket allows rate + burst; one more for arrival jitter
         assert worst <= limit + burst + 1, (city, worst, limit)
-        achieved = (len(times) - burst) / (times[-1] - times[0])
+        # over the whole run: at most burst + rate * duration requests; one more for arrival
+        # jitter (the first request also pays for connecting, so it can arrive late and
+        # shorten the measured duration: 20.45/s measured once for a 20/s bucket)
+        achieved = (len(times) - burst - 1) / (times[-1] - times[0])
         assert achieved <= limit * 1.02, (city, achieved)
     assert_each_accepted_exactly_once(sim, stream)
 
