@@ -222,10 +222,6 @@ class CitySettings(_Strict):
 class DeliverySettings(_Strict):
     group_id: str = "greenchannel-deliver"
     poll_timeout_ms: int = Field(100, ge=1)
-    linger_ms: int = Field(500, ge=0, le=10_000)
-    """How long the router's producer may hold a batch. Committing a transaction sends
-    everything at once, so this adds no latency; it keeps a transaction's records for one
-    partition in one batch instead of many small ones (~15 % less CPU than 5 ms)."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     endpoint_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*"])
     """``host:port`` patterns bureau endpoints (and redirects) must match; ``*`` for any port."""
