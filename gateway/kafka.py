@@ -26,7 +26,13 @@ from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, KafkaUnavailable
-from gateway.kafka_compat import finish_interrupted_joins, first_connection_error
+from gateway.kafka_compat import (
+    drop_parked_records,
+    end_sender_flush,
+    finish_interrupted_joins,
+    first_connection_error,
+    sender_flushes,
+)
 from gateway.kafka_partitioner import KeyHashPartitioner
 
 Headers = Sequence[tuple[str, bytes]]
@@ -269,17 +275,7 @@ class Consumer:
     def resume(self, tps: Iterable[TopicPartition]) -> None:
         ktps = [_KTP(t, p) for t, p in tps]
         self._consumer.resume(*ktps)
-        # kafka-python 3.0.12 parks records fetched for a paused partition (KAFKA-7548) but only
-        # restores them while no other partition's records are in line ("is None" on an
-        # exhausted, non-None batch), and never re-fetches a partition with parked records: a
-        # resumed partition can stall for good. Parked records were never returned, so the
-        # position is unchanged: dropping them makes the fetcher read them again.
-        parked = getattr(
-            getattr(self._consumer, "_fetcher", None), "_paused_partition_records", None
-        )
-        if isinstance(parked, dict):
-            for tp in ktps:
-                parked.pop(tp, None)
+        drop_parked_records(self._consumer, ktps)
 
     def paused(self) -> set[TopicPartition]:
         return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.paused()}
@@ -453,40 +449,22 @@ class Producer:
             raise _wrap("send_offsets_to_transaction", exc) from exc
 
     def commit(self) -> None:
-        flushes = self._flushes_in_progress()
+        flushes = sender_flushes(self._producer)
         try:
             self._producer.commit_transaction()
         except Exception as exc:
             raise _wrap("commit_transaction", exc) from exc
         finally:
-            self._end_sender_flush(flushes)
+            end_sender_flush(self._producer, flushes)
 
     def abort(self) -> None:
-        flushes = self._flushes_in_progress()
+        flushes = sender_flushes(self._producer)
         try:
             self._producer.abort_transaction()
         except Exception as exc:
             raise _wrap("abort_transaction", exc) from exc
         finally:
-            self._end_sender_flush(flushes)
-
-    # kafka-python 3.0.12's sender begins a flush of the record accumulator to complete a
-    # transaction but never ends it: after the first commit the producer stays in "flush in
-    # progress" mode for good, linger_ms is ignored and every record that opens a batch wakes
-    # the sender, so a transaction over many partitions goes out as many small batches. Ending
-    # the flush the sender began once the transaction call returns restores batching (should
-    # the sender still need one, it begins it again).
-    def _flush_counter(self) -> Any:
-        return getattr(getattr(self._producer, "_accumulator", None), "_flushes_in_progress", None)
-
-    def _flushes_in_progress(self) -> int:
-        counter = self._flush_counter()
-        return int(counter.get()) if counter is not None else 0
-
-    def _end_sender_flush(self, before: int) -> None:
-        counter = self._flush_counter()
-        if counter is not None and counter.get() > before:
-            counter.decrement()
+            end_sender_flush(self._producer, flushes)
 
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(Exception):  # closing is best effort

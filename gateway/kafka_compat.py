@@ -9,6 +9,11 @@
 * :func:`first_connection_error`: kafka-python retries a failed SASL or TLS handshake until its
   bootstrap timeout and then reports only "Unable to bootstrap"; one direct connection attempt
   tells why.
+* :func:`drop_parked_records`: records fetched for a paused partition are parked and, after
+  ``resume()``, may never be returned nor fetched again (the partition stalls for good).
+* :func:`sender_flushes` / :func:`end_sender_flush`: the producer's sender begins a flush to
+  complete a transaction and never ends it, so after the first commit linger is ignored and a
+  transaction over many partitions goes out as many small batches.
 
 Each reaches into kafka-python internals; they are version-guarded or fail safe (do nothing).
 """
@@ -48,6 +53,40 @@ def finish_interrupted_joins(consumer: Any) -> None:
         return bool(need_rejoin()) or getattr(coordinator, "state", None) is MemberState.REBALANCING
 
     coordinator.need_rejoin = need_rejoin_or_unfinished
+
+
+def drop_parked_records(consumer: Any, partitions: list[Any]) -> None:
+    """Forget records parked for ``partitions`` (call right after ``resume()``).
+
+    kafka-python 3.0.12 parks records fetched for a paused partition (KAFKA-7548) but only
+    restores them while no other partition's records are in line ("is None" on an exhausted,
+    non-None batch), and never re-fetches a partition with parked records. Parked records were
+    never returned, so the position is unchanged: dropping them makes the fetcher read them
+    again.
+    """
+    parked = getattr(getattr(consumer, "_fetcher", None), "_paused_partition_records", None)
+    if isinstance(parked, dict):
+        for tp in partitions:
+            parked.pop(tp, None)
+
+
+def _flush_counter(producer: Any) -> Any:
+    return getattr(getattr(producer, "_accumulator", None), "_flushes_in_progress", None)
+
+
+def sender_flushes(producer: Any) -> int:
+    """Flushes of the producer's record accumulator in progress (0 if unknown)."""
+    counter = _flush_counter(producer)
+    return int(counter.get()) if counter is not None else 0
+
+
+def end_sender_flush(producer: Any, before: int) -> None:
+    """After ``commit_transaction``/``abort_transaction`` returned, end the flush the sender
+    began for it (``before``: :func:`sender_flushes` taken before the call). Should the sender
+    still need a flush, it begins it again."""
+    counter = _flush_counter(producer)
+    if counter is not None and counter.get() > before:
+        counter.decrement()
 
 
 async def _read_from_sock(self: Any) -> None:
