@@ -2,7 +2,10 @@
 
 (a) bench/raw_pipe.py and (b) `greenchannel route` each consume the same N (>= 200,000) ~1 KB
 complaints from one input topic with their own consumer group and the same transactional
-settings, in interleaved rounds (a, b, a, b, ...: the machine's load drifts). Throughput =
+settings, in interleaved rounds (a, a', b, a, a', b, ...: the machine's load drifts). (a') is the
+raw pipe producing through the gateway's own producer (`Producer.send_all`, the router's produce
+path): b/a' is the cost of the router's own work, b/a the issue's ratio against plain
+kafka-python. Throughput =
 records committed after the first commit / time from the first to the last commit, read from
 the groups' committed offsets every 0.1 s; CPU per 1,000 over the same window. Then, with
 the last router still running, complaints are published at 1,000/s and the
@@ -123,7 +126,9 @@ class Run:
     rss_mib: float
 
 
-def run_raw(bootstrap: str, topics: Topics, sink: str, group: str, count: int) -> Run:
+def run_raw(
+    bootstrap: str, topics: Topics, sink: str, group: str, count: int, *, gateway_producer: bool
+) -> Run:
     raw = subprocess.Popen(
         [
             sys.executable,
@@ -136,6 +141,7 @@ def run_raw(bootstrap: str, topics: Topics, sink: str, group: str, count: int) -
             sink,
             "--group",
             group,
+            *(["--gateway-producer"] if gateway_producer else []),
         ],
         cwd=REPO,
     )
@@ -169,6 +175,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     args = ap.parse_args()
     raws: list[Run] = []
+    pipes: list[Run] = []
     routers: list[Run] = []
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-route-") as tmpdir:
         tmp = Path(tmpdir)
@@ -187,9 +194,16 @@ def main() -> None:
             # Interleaved rounds over the same input (each with fresh consumer groups): the
             # machine's load drifts, a ratio is only meaningful between neighbouring runs.
             for i in range(args.rounds):
-                raw = run_raw(bootstrap, topics, sink, f"{prefix}raw{i}", args.count)
+                raw = run_raw(
+                    bootstrap, topics, sink, f"{prefix}raw{i}", args.count, gateway_producer=False
+                )
                 raws.append(raw)
                 print(f"round {i + 1} (a) raw pipe: {raw.rate:,.0f} msg/s", flush=True)
+                pipe = run_raw(
+                    bootstrap, topics, sink, f"{prefix}pipe{i}", args.count, gateway_producer=True
+                )
+                pipes.append(pipe)
+                print(f"round {i + 1} (a') raw pipe, gateway producer: {pipe.rate:,.0f} msg/s")
                 if router is not None:
                     router.terminate()
                     router.wait(30)
@@ -202,7 +216,7 @@ def main() -> None:
                 )
                 print(
                     f"round {i + 1} (b) router: {routers[-1].rate:,.0f} msg/s, "
-                    f"ratio {routers[-1].rate / raw.rate:.2f}",
+                    f"b/a {routers[-1].rate / raw.rate:.2f}, b/a' {routers[-1].rate / pipe.rate:.2f}",
                     flush=True,
                 )
             assert router is not None
@@ -213,26 +227,31 @@ def main() -> None:
             if router is not None:
                 router.terminate()
                 router.wait(30)
-    report(args, avg_size, raws, routers, lat, max(rss, *(r.rss_mib for r in routers)))
+    report(args, avg_size, raws, pipes, routers, lat, max(rss, *(r.rss_mib for r in routers)))
 
 
 def report(
     args: argparse.Namespace,
     avg_size: float,
     raws: list[Run],
+    pipes: list[Run],
     routers: list[Run],
     lat: list[float],
     rss: float,
 ) -> None:
     ratios = [b.rate / a.rate for a, b in zip(raws, routers, strict=True)]
+    own = [b.rate / a.rate for a, b in zip(pipes, routers, strict=True)]
     p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
     expected = int(args.rate * args.seconds)
-    rounds = "| round | (a) raw pipe | (b) router | b/a | CPU per 1,000: raw / router |\n"
-    rounds += "|---|---|---|---|---|\n"
-    for i, (a, b, r) in enumerate(zip(raws, routers, ratios, strict=True), 1):
+    rounds = (
+        "| round | (a) raw pipe | (a') raw pipe, gateway producer | (b) router | b/a | b/a' "
+        "| CPU per 1,000: a / a' / b |\n|---|---|---|---|---|---|---|\n"
+    )
+    for i, (a, a2, b) in enumerate(zip(raws, pipes, routers, strict=True), 1):
         rounds += (
-            f"| {i} | {a.rate:,.0f} msg/s | {b.rate:,.0f} msg/s | {r:.2f} | "
-            f"{a.cpu_ms_per_1000:.0f} ms / {b.cpu_ms_per_1000:.0f} ms |\n"
+            f"| {i} | {a.rate:,.0f} msg/s | {a2.rate:,.0f} msg/s | {b.rate:,.0f} msg/s "
+            f"| {ratios[i - 1]:.2f} | {own[i - 1]:.2f} | {a.cpu_ms_per_1000:.0f} / "
+            f"{a2.cpu_ms_per_1000:.0f} / {b.cpu_ms_per_1000:.0f} ms |\n"
         )
     rows = [
         (
@@ -246,6 +265,12 @@ def report(
             ">= 10,000 msg/s",
         ),
         ("ratio b/a, median of the rounds", f"{median(ratios):.2f}", ">= 0.7"),
+        (
+            "(a') raw pipe through the gateway's producer (`send_all`), median",
+            f"{median(a.rate for a in pipes):,.0f} msg/s",
+            "",
+        ),
+        ("ratio b/a' (the router's own work), median of the rounds", f"{median(own):.2f}", ""),
         (f"publish-to-department p50 at {args.rate:,.0f}/s", f"{p50:.1f} ms", ""),
         (f"publish-to-department p99 at {args.rate:,.0f}/s", f"{p99:.1f} ms", "<= 250 ms"),
         ("records measured for latency", f"{len(lat):,} of {expected:,}", ""),
@@ -257,7 +282,7 @@ def report(
     body = (
         f"### Routing (`python -m bench.route --count {args.count} --rounds {args.rounds}`)\n\n"
         f"{args.count:,} complaints of {avg_size:.0f} bytes (Avro single-object), 12 input "
-        f"partitions, one process each; {args.rounds} interleaved rounds (a, b, a, b, ...) over "
+        f"partitions, one process each; {args.rounds} interleaved rounds (a, a', b, a, a', b, ...) over "
         f"the same input, each with fresh consumer groups.\n\n{rounds}\n{table}\n"
     )
     print(rounds)

@@ -25,7 +25,8 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
-from gateway.errors import ConfigError, FatalError, KafkaUnavailable
+from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
+from gateway.kafka_append import batch_appender
 from gateway.kafka_compat import (
     drop_parked_records,
     end_sender_flush,
@@ -160,6 +161,16 @@ def _security_error(settings: KafkaSettings, error: BaseException) -> ConfigErro
     )
 
 
+def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
+    """A consumed record's headers with null values as ``b""``: Kafka allows a null header
+    value, kafka-python cannot produce one (``send()`` raises TypeError), and every record we
+    consume may be forwarded or dead-lettered with its headers."""
+    for _, value in raw:
+        if value is None:
+            return tuple((k, b"" if v is None else v) for k, v in raw)
+    return raw  # type: ignore[return-value]  # no None left
+
+
 def _wrap(action: str, exc: Exception) -> Exception:
     if isinstance(exc, kerrors.KafkaError) and getattr(exc, "retriable", False):
         return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
@@ -248,7 +259,15 @@ class Consumer:
         out: list[Record] = []
         for records in batches.values():
             out.extend(
-                Record(r.topic, r.partition, r.offset, r.key, r.value, r.headers or (), r.timestamp)
+                Record(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value,
+                    _headers(r.headers) if r.headers else (),
+                    r.timestamp,
+                )
                 for r in records
             )
         return out
@@ -365,6 +384,7 @@ class Producer:
             self._producer = KafkaProducer(**conf)
         except Exception as exc:
             raise _wrap("create producer", exc) from exc
+        self._appender = batch_appender(self._producer)
 
     def send(
         self,
@@ -380,6 +400,25 @@ class Producer:
             return self._producer.send(
                 topic, value=value, key=key, headers=list(headers or ()), partition=partition
             )
+        except Exception as exc:
+            raise _wrap("send", exc) from exc
+
+    def send_all(self, records: Iterable[tuple[str, bytes | None, bytes, Headers]]) -> None:
+        """Queue ``(topic, key, value, headers)`` records, in order, as :meth:`send` would: same
+        partitions, same errors, ~15 µs less CPU per record (see :mod:`gateway.kafka_append`).
+        Delivery errors surface where the caller waits: ``flush`` or ``commit``."""
+
+        def send_one(topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+            self.send(topic, value, key=key, headers=headers)
+
+        if self._appender is None:
+            for topic, key, value, headers in records:
+                send_one(topic, value, key, headers)
+            return
+        try:
+            self._appender.append_all(records, send_one)
+        except GreenChannelError:
+            raise
         except Exception as exc:
             raise _wrap("send", exc) from exc
 

@@ -72,9 +72,19 @@ class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
         if partitions is None:
             partitions = self._load(topic, cluster)
         if serialized_key is not None:
-            return partitions[(murmur2(serialized_key) & 0x7FFFFFFF) % len(partitions)]
+            return partitions[self.index(serialized_key, len(partitions))]
         available: set[int] | None = cluster.available_partitions_for_topic(topic)
         return random.choice(sorted(available) if available else partitions)
+
+    @staticmethod
+    def index(key: bytes, count: int) -> int:
+        """Where ``key`` goes among ``count`` partitions (the Java client's rule)."""
+        return (murmur2(key) & 0x7FFFFFFF) % count
+
+    def cached_partitions(self, topic: str) -> list[int] | None:
+        """``topic``'s partitions as last looked up by :meth:`partition`; ``None`` until then
+        and after each metadata update."""
+        return self._partitions.get(topic)
 
     def _load(self, topic: str, cluster: Any) -> list[int]:
         if id(cluster) not in self._watching:

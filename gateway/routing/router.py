@@ -232,10 +232,7 @@ class Router:
             with self.watchdog.guard("transaction"):
                 producer = self.producer
                 producer.begin()
-                send = producer.send
-                for result in routed:
-                    for topic, key, value, headers in result.outputs:
-                        send(topic, value, key=key, headers=headers)
+                producer.send_all([o for result in routed for o in result.outputs])
                 producer.send_offsets(next_offsets, self.consumer.group_metadata())
                 producer.commit()
         except GreenChannelError as exc:

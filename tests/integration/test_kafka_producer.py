@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from gateway.errors import KafkaUnavailable
-from gateway.kafka import Producer
+from gateway.errors import FatalError, KafkaUnavailable
+from gateway.kafka import Headers, Producer, Record
+from gateway.kafka_append import batch_appender
+from gateway.kafka_partitioner import KeyHashPartitioner
 from tests.conftest import TopicFactory
 from tests.helpers import read_all
 
@@ -74,3 +77,118 @@ def test_load_metadata_learns_every_topic_and_names_a_missing_one(
             producer.load_metadata([*topics, missing])
     finally:
         producer.close()
+
+
+def _records(topic: str, count: int, prefix: str = "C") -> list[tuple[str, bytes, bytes, Headers]]:
+    return [
+        (
+            topic,
+            f"{prefix}{i:06d}".encode(),
+            f"value {i}".encode(),
+            (("gc-rule", b"r"), ("n", b"%d" % i)),
+        )
+        for i in range(count)
+    ]
+
+
+def test_send_all_places_orders_and_labels_records_exactly_as_send_does(
+    topic_factory: TopicFactory,
+) -> None:
+    one, many = topic_factory.create("one-by-one", "send-all", partitions=6)
+    producer = Producer(topic_factory.kafka_settings(), transactional_id=topic_factory.name("tx"))
+    assert producer._appender is not None, "the fast path must be active on this kafka-python"
+    try:
+        producer.init_transactions()
+        producer.begin()
+        for topic, key, value, headers in _records(one, 400):
+            producer.send(topic, value, key=key, headers=headers)
+        producer.send_all(_records(many, 400))
+        producer.commit()
+    finally:
+        producer.close()
+    got = read_all(topic_factory.bootstrap, [one, many], expect=800, timeout_s=60)
+    by_topic: dict[str, list[Record]] = {one: [], many: []}
+    for r in got:
+        by_topic[r.topic].append(r)
+    placed = {t: {r.key: r.partition for r in rs} for t, rs in by_topic.items()}
+    assert len(placed[many]) == 400
+    assert placed[many] == placed[one]
+    assert len(set(placed[many].values())) == 6
+    for r in by_topic[many]:
+        assert r.key is not None
+        i = int(r.key[1:])
+        assert r.value == f"value {i}".encode()
+        assert list(r.headers) == [("gc-rule", b"r"), ("n", b"%d" % i)]
+    for partition in range(6):  # order kept within each partition
+        offsets_order = [
+            int(r.key[1:])
+            for r in sorted(by_topic[many], key=lambda r: r.offset)
+            if r.key and r.partition == partition
+        ]
+        assert offsets_order == sorted(offsets_order)
+
+
+def test_send_all_in_an_aborted_transaction_is_never_read(topic_factory: TopicFactory) -> None:
+    (topic,) = topic_factory.create("aborted", partitions=3)
+    producer = Producer(topic_factory.kafka_settings(), transactional_id=topic_factory.name("tx"))
+    try:
+        producer.init_transactions()
+        producer.begin()
+        producer.send_all(_records(topic, 300, prefix="A"))
+        producer.abort()
+        producer.begin()
+        producer.send_all(_records(topic, 100, prefix="B"))
+        producer.commit()
+    finally:
+        producer.close()
+    got = read_all(topic_factory.bootstrap, [topic], expect=100, timeout_s=30)
+    assert sorted(r.key for r in got if r.key) == [f"B{i:06d}".encode() for i in range(100)]
+    assert len(got) == 100
+
+
+def test_send_all_sends_what_it_is_not_sure_about_through_send(
+    topic_factory: TopicFactory,
+) -> None:
+    """Cold partition cache, no key, odd header types and near-limit sizes take send(); the
+    rest the fast path. Oversized records fail exactly as send() fails them."""
+    (topic,) = topic_factory.create("slow-path", partitions=3)
+    producer = Producer(topic_factory.kafka_settings(), max_request_size=64 * 1024)
+    appender = batch_appender(producer._producer)
+    assert appender is not None
+    slow: list[tuple[str, bytes | None]] = []
+
+    def send_one(t: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        slow.append((t, key))
+        producer.send(t, value, key=key, headers=headers)
+
+    batch: list[tuple[str, bytes | None, bytes, Headers]] = [
+        (topic, b"k0", b"first: partitions not cached yet", ()),
+        (topic, b"k1", b"fast", (("h", b"v"),)),
+        (topic, None, b"no key", ()),
+        (topic, b"k3", b"near the limit".ljust(65_420, b"."), ()),  # within 128 B
+        (topic, b"k4", b"fast too", [("h", b"v")]),
+    ]
+    try:
+        assert appender.append_all(batch, send_one) == 3
+        assert slow == [(topic, b"k0"), (topic, None), (topic, b"k3")]
+        producer.flush(30)
+        with pytest.raises(FatalError, match="MessageSizeTooLarge"):
+            producer.send_all([(topic, b"k5", b"x" * 70 * 1024, ())])
+    finally:
+        producer.close()
+    got = read_all(topic_factory.bootstrap, [topic], expect=5, timeout_s=30)
+    assert sorted(r.value[:5] for r in got if r.value) == [
+        b"fast",
+        b"fast ",
+        b"first",
+        b"near ",
+        b"no ke",
+    ]
+
+
+def test_batch_appender_declines_producers_it_was_not_written_for() -> None:
+    class Unknown:
+        config: ClassVar[dict[str, object]] = {"partitioner": KeyHashPartitioner()}
+
+    assert batch_appender(Unknown()) is None
+    assert batch_appender(object()) is None

@@ -16,7 +16,7 @@ from gateway import kafka_compat
 from gateway.config import BrokerSettings, KafkaSettings
 from gateway.dev.broker import BrokerError, server_properties
 from gateway.errors import ConfigError
-from gateway.kafka import _security_error, check_connection, client_config
+from gateway.kafka import _headers, _security_error, check_connection, client_config
 
 pytestmark = pytest.mark.unit
 SECURE = KafkaSettings(
@@ -134,3 +134,10 @@ def test_clients_refuse_to_start_without_the_sasl_password_or_a_tls_file(tmp_pat
     (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
     conf = client_config(SECURE.model_copy(update={"ssl_cafile": tmp_path / "ca.pem"}))
     assert conf["sasl_plain_password"] == "pw-never-shown"
+
+
+def test_null_header_values_are_read_as_empty_bytes_so_they_can_be_forwarded() -> None:
+    """kafka-python's send() rejects a None header value, which Kafka allows on the wire."""
+    plain = [("a", b"1"), ("b", b"")]
+    assert _headers(plain) is plain
+    assert _headers([("a", None), ("b", b"2")]) == (("a", b""), ("b", b"2"))
