@@ -76,9 +76,14 @@ class _Compiler:
         self.lines.append("    " * indent + line)
 
     def long(self, indent: int, target: str) -> None:
+        # one- and two-byte varints inline (small ints, enum and union indexes, lengths of
+        # strings up to 8 KiB); longer ones (timestamps, amounts) through _varint
         self.emit(indent, f"{target} = b[p]")
         self.emit(indent, f"if {target} < 128:")
         self.emit(indent + 1, "p += 1")
+        self.emit(indent, "elif b[p + 1] < 128:")
+        self.emit(indent + 1, f"{target} = ({target} & 127) | (b[p + 1] << 7)")
+        self.emit(indent + 1, "p += 2")
         self.emit(indent, "else:")
         self.emit(indent + 1, f"{target}, p = _varint(b, p)")
         self.emit(indent, f"{target} = ({target} >> 1) ^ -({target} & 1)")
