@@ -111,8 +111,10 @@ def batch_appender(producer: Any) -> BatchAppender | None:
     try:
         partitioner = producer.config["partitioner"]
         params = tuple(inspect.signature(producer._accumulator.append).parameters)
-        if not isinstance(partitioner, KeyHashPartitioner) or params[:5] != _APPEND_PARAMS:
-            return None
+        if not isinstance(partitioner, KeyHashPartitioner):
+            return None  # another partitioner was configured: only send() knows its placement
+        if params[:5] != _APPEND_PARAMS:
+            raise TypeError(f"RecordAccumulator.append{params}")
         for needed in ("_sender", "_transaction_manager"):
             getattr(producer, needed)
         return BatchAppender(producer, partitioner)

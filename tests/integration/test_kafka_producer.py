@@ -190,5 +190,13 @@ def test_batch_appender_declines_producers_it_was_not_written_for() -> None:
     class Unknown:
         config: ClassVar[dict[str, object]] = {"partitioner": KeyHashPartitioner()}
 
+    class Accumulator:
+        def append(self, tp: object, key: bytes, value: bytes) -> None: ...
+
+    class ChangedAppend(Unknown):
+        _accumulator = Accumulator()
+        _sender = _transaction_manager = None
+
     assert batch_appender(Unknown()) is None
+    assert batch_appender(ChangedAppend()) is None
     assert batch_appender(object()) is None
