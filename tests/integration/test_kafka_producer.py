@@ -174,6 +174,8 @@ def test_send_all_sends_what_it_is_not_sure_about_through_send(
         producer.flush(30)
         with pytest.raises(FatalError, match="MessageSizeTooLarge"):
             producer.send_all([(topic, b"k5", b"x" * 70 * 1024, ())])
+        with pytest.raises(FatalError, match="headers"):  # send()'s check, not a broken batch
+            producer.send_all([(topic, b"k6", b"v", (("h", None),))])
     finally:
         producer.close()
     got = read_all(topic_factory.bootstrap, [topic], expect=5, timeout_s=30)
