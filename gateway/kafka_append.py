@@ -9,9 +9,10 @@ partition (a lock and two set lookups) for every record.
 :class:`BatchAppender` appends straight to the producer's record accumulator. It keeps what
 matters: the same partition as ``send()`` (the producer's :class:`KeyHashPartitioner`), the
 partition added to the open transaction before its first record, the sender woken when a batch
-fills or starts, and the record-size limit. Any record the fast path is not sure about (no key,
-a topic whose partitions are not known yet, a record near the size limit, a header that is not
-``(str, bytes)``) goes through ``send()`` itself, so its errors are exactly ``send()``'s.
+filled or started (once per call, not per batch), and the record-size limit. Any record the fast
+path is not sure about (no key, a topic whose partitions are not known yet, a record near the
+size limit, a header that is not ``(str, bytes)``) goes through ``send()`` itself, so its errors
+are exactly ``send()``'s.
 
 This reaches into kafka-python internals (3.0.x): :func:`batch_appender` checks they are there
 and returns ``None`` otherwise, and :meth:`gateway.kafka.Producer.send_all` then sends one by one.
@@ -78,6 +79,9 @@ class BatchAppender:
                 added.add(tp)
             _, full, created, _ = append(tp, None, key, value, headers)
             wake = wake or full or created
+        # Once, at the end: send() wakes the sender thread for every new or full batch (~90 per
+        # 8,000-record transaction), and each wake-up runs its Python against ours for the GIL
+        # (measured: ~10 % less router throughput). A commit sends everything anyway.
         if wake:
             self._wakeup()
         return slow
