@@ -222,7 +222,7 @@ def current_schemas() -> Mapping[Kind, SchemaInfo]:
             kind=kind,
             text=text,
             parsed=_parse(copy.deepcopy(raw)),
-            write=_parse(strip_logical_types(raw)),
+            write=plain,
             plain_read=plain,
             fingerprint=fp,
             header=SINGLE_OBJECT_MAGIC + fp,

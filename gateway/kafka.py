@@ -26,7 +26,7 @@ from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
-from gateway.kafka_append import batch_appender
+from gateway.kafka_append import Outgoing, batch_appender
 from gateway.kafka_compat import (
     drop_parked_records,
     end_sender_flush,
@@ -403,7 +403,7 @@ class Producer:
         except Exception as exc:
             raise _wrap("send", exc) from exc
 
-    def send_all(self, records: Iterable[tuple[str, bytes | None, bytes, Headers]]) -> None:
+    def send_all(self, records: Iterable[Outgoing]) -> None:
         """Queue ``(topic, key, value, headers)`` records, in order, as :meth:`send` would: same
         partitions, same errors, ~15 µs less CPU per record (see :mod:`gateway.kafka_append`).
         Delivery errors surface where the caller waits: ``flush`` or ``commit``."""

@@ -38,7 +38,8 @@ _OVERHEAD = 128
 _PER_HEADER = 12
 _APPEND_PARAMS = ("tp", "timestamp_ms", "key", "value", "headers")
 
-Output = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+Outgoing = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+"""A record to produce: (topic, key, value, headers)."""
 SendOne = Callable[[str, bytes, bytes | None, Sequence[tuple[str, bytes]]], Any]
 
 
@@ -56,7 +57,7 @@ class BatchAppender:
         self._limit = int(producer.config["max_request_size"])
         self._tps: dict[str, list[_KTP]] = {}
 
-    def append_all(self, records: Iterable[Output], send_one: SendOne) -> int:
+    def append_all(self, records: Iterable[Outgoing], send_one: SendOne) -> int:
         """Queue ``records`` (topic, key, value, headers) in order; returns how many went through
         ``send_one`` instead of the fast path (``send_one(topic, value, key, headers)``)."""
         partitions_of = self._partitioner.cached_partitions
@@ -127,4 +128,4 @@ def batch_appender(producer: Any) -> BatchAppender | None:
         return None
 
 
-__all__ = ["BatchAppender", "batch_appender"]
+__all__ = ["BatchAppender", "Outgoing", "batch_appender"]

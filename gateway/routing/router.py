@@ -230,11 +230,10 @@ class Router:
             # The whole transaction runs under one deadline: begin, sends (which can block on
             # metadata), send_offsets_to_transaction and commit_transaction.
             with self.watchdog.guard("transaction"):
-                producer = self.producer
-                producer.begin()
-                producer.send_all([o for result in routed for o in result.outputs])
-                producer.send_offsets(next_offsets, self.consumer.group_metadata())
-                producer.commit()
+                self.producer.begin()
+                self.producer.send_all([o for result in routed for o in result.outputs])
+                self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
+                self.producer.commit()
         except GreenChannelError as exc:
             self._abort(exc, first_offsets)
             self.observer.on_transaction(self.clock() - started, len(records), committed=False)
@@ -267,7 +266,7 @@ class Router:
             [
                 now - r.timestamp_ms / 1000
                 for r, x in zip(records, routed, strict=True)
-                if x.decision
+                if x.decision is not None
             ]
         )
         for d, n in routed_by.items():
