@@ -17,12 +17,12 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from gateway.codec import Codec, current_schemas, fingerprint
+from gateway.avro.codec import Codec, current_schemas, fingerprint
+from gateway.avro.schema_rules import strip_logical_types
+from gateway.avro.schemas_path import schema_text
 from gateway.config import CodecSettings
 from gateway.dev.registry import RegistryServer
 from gateway.dev.samples import bench_pool
-from gateway.schema_rules import strip_logical_types
-from gateway.schemas_path import schema_text
 
 
 def best_us(fn: Callable[[], Any], items: int, repeat: int = 7) -> float:

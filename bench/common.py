@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kafka import KafkaAdminClient
 
 from gateway.config import BrokerSettings, KafkaSettings
 from gateway.dev.broker import LocalBroker, free_ports
-from gateway.kafka import client_config
+from gateway.kafka.admin import Admin
 
 REPO = Path(__file__).resolve().parent.parent
 REPORT = REPO / "docs" / "benchmarks.md"
@@ -78,21 +77,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-_ADMINS: dict[str, KafkaAdminClient] = {}
+_ADMINS: dict[str, Admin] = {}
 
 
 def committed_total(bootstrap: str, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on ``topic`` (0 while the group does not exist)."""
     admin = _ADMINS.get(bootstrap)
     if admin is None:
-        admin = _ADMINS[bootstrap] = KafkaAdminClient(
-            **client_config(KafkaSettings(bootstrap_servers=bootstrap))
-        )
+        admin = _ADMINS[bootstrap] = Admin(KafkaSettings(bootstrap_servers=bootstrap))
     try:
-        offsets = admin.list_group_offsets({group: None}).get(group, {})
+        offsets = admin.group_offsets(group)
     except Exception:  # the coordinator may not know the group yet
         return 0
-    return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset >= 0)
+    return sum(offset for (name, _), offset in offsets.items() if name == topic)
 
 
 @dataclass(frozen=True)

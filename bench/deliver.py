@@ -36,11 +36,11 @@ from bench.common import (
     write_config,
     write_section,
 )
-from gateway.admin import Admin
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import KafkaSettings, load_settings
 from gateway.dev.broker import free_ports
 from gateway.dev.bureaus import RemoteBureaus
+from gateway.kafka.admin import Admin
 from gateway.topics import Topics
 from tests.integration.delivery_kit import EscalationStream
 

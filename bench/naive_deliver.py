@@ -18,7 +18,7 @@ import uuid
 import httpx
 from kafka import KafkaConsumer
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import load_settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.convert import to_escalation

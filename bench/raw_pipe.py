@@ -3,11 +3,11 @@
 consume bytes (read_committed) -> produce the same bytes -> send_offsets_to_transaction ->
 commit, batch by batch, with the same client settings as the router (batch of up to 8,000
 records, the router's fetch sizes, linger 500 ms, 256 KiB batches, acks=all, idempotence, 10 ms
-retry backoff). It is plain kafka-python: none of the fixes in gateway/kafka.py (key partitioner,
+retry backoff). It is plain kafka-python: none of the fixes in gateway/kafka/clients.py (key partitioner,
 ending the flush kafka-python leaves on after a commit). Runs until SIGTERM.
 
 With ``--gateway-producer`` it produces through the gateway's own ``Producer.send_all`` (see
-gateway/kafka_append.py) instead: the same produce path as the router, so the router's ratio to
+gateway/kafka/append.py) instead: the same produce path as the router, so the router's ratio to
 it is the cost of the router's own work alone.
 """
 
@@ -22,8 +22,8 @@ from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssi
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from gateway.config import KafkaSettings
-from gateway.kafka import Producer
-from gateway.kafka import TopicPartition as GatewayTP
+from gateway.kafka.clients import Producer
+from gateway.kafka.clients import TopicPartition as GatewayTP
 
 
 def main() -> None:

@@ -41,12 +41,12 @@ from bench.common import (
     write_config,
     write_section,
 )
-from gateway.admin import Admin
+from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL
-from gateway.codec import Codec
 from gateway.config import CodecSettings, KafkaSettings
 from gateway.dev.samples import Pacer, bench_complaints
-from gateway.kafka import Consumer, Producer
+from gateway.kafka.admin import Admin
+from gateway.kafka.clients import Consumer, Producer
 from gateway.topics import Department, Desk, Topics, TopicSpec
 
 SENT_HEADER = "bench-sent-at"

@@ -18,16 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
-from gateway.health import OpsServer
-from gateway.metrics import Metrics
+from gateway.ops.health import OpsServer
+from gateway.ops.metrics import Metrics
+from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
-from gateway.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4

@@ -53,11 +53,26 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = {"config_path": config_path}
 
 
+# Third-party modules only the development tools (``gateway.dev``) need, and the extra that
+# installs them.
+DEV_ONLY_MODULES = {"cryptography": "sim"}
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
     except GreenChannelError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        extra = DEV_ONLY_MODULES.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        click.echo(
+            f"error: this command needs the '{extra}' extra ({exc.name} is not installed): "
+            f"pip install 'greenchannel[{extra}]'",
+            err=True,
+        )
         sys.exit(2)
 
 

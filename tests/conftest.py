@@ -31,9 +31,9 @@ from typing import Any
 
 import pytest
 
-from gateway.admin import Admin
 from gateway.config import BrokerSettings, KafkaSettings, Settings, load_settings
 from gateway.dev.broker import LocalBroker, free_ports
+from gateway.kafka.admin import Admin
 from gateway.topics import Topics, TopicSpec
 
 _TIERS = ("unit", "contract", "integration", "e2e")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from gateway.config import KafkaSettings
-from gateway.kafka import Consumer, Record
+from gateway.kafka.clients import Consumer, Record
 
 REPO = Path(__file__).resolve().parent.parent
 

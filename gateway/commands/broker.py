@@ -142,7 +142,7 @@ def perf_ceiling(
 
     The ceiling the Python pipeline is compared against.
     """
-    from gateway.admin import Admin
+    from gateway.kafka.admin import Admin
     from gateway.topics import TopicSpec
 
     settings = settings_from(ctx)

@@ -1,6 +1,6 @@
 """``greenchannel connectors``: list the registered city connectors and certify them.
 
-``certify`` runs the conformance kit (:mod:`gateway.conformance`) for each connector against
+``certify`` runs the conformance kit (:mod:`gateway.dev.conformance`) for each connector against
 the bureau simulator: an in-process one on free ports by default, or a running
 ``greenchannel bureaus`` when ``--admin-url`` is given. Exit status 1 when any check fails.
 """
@@ -13,8 +13,8 @@ import click
 
 from gateway.commands.common import settings_from
 from gateway.config import Settings
-from gateway.conformance import Check, certify, summary
 from gateway.connectors_registry import describe_connectors, load_connectors
+from gateway.dev.conformance import Check, certify, summary
 from gateway.sdk import Connector
 
 

@@ -1,4 +1,4 @@
-"""``greenchannel dlq list | show | replay``: inspect dead letters and replay them (gateway/dlq.py).
+"""``greenchannel dlq list | show | replay``: inspect dead letters and replay them (gateway/deadletters/replay.py).
 
 Every command reads the whole dead-letter topic of a stage (``--stage escalations``, the
 default, or ``complaints``) up to its end offsets at start. Output masks personal data;
@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.commands.common import settings_from
 from gateway.config import Settings
-from gateway.dlq import (
+from gateway.deadletters.replay import (
     DEFAULT_MAX_REPLAYS,
     STAGES,
     DeadLetter,
@@ -36,7 +36,7 @@ from gateway.dlq import (
     scan,
 )
 from gateway.errors import DecodeError
-from gateway.kafka import Producer
+from gateway.kafka.clients import Producer
 from gateway.pii import mask_text
 from gateway.topics import Topics
 

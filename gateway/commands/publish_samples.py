@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.commands.common import settings_from
 from gateway.dev.samples import Pacer, SampleFactory, publish, utc_now_ms
-from gateway.kafka import Producer
+from gateway.kafka.clients import Producer
 from gateway.topics import Topics
 
 

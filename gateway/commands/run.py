@@ -8,7 +8,7 @@ import click
 
 from gateway.commands.common import settings_from
 from gateway.errors import GreenChannelError
-from gateway.logs import setup_logging
+from gateway.ops.logs import setup_logging
 
 _instance = click.option(
     "--instance",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from gateway.admin import Admin, TopicInfo
 from gateway.commands.common import settings_from
+from gateway.kafka.admin import Admin, TopicInfo
 from gateway.topics import DAY_MS, Topics, TopicSpec
 
 

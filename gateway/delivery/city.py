@@ -21,13 +21,13 @@ from datetime import UTC, datetime, timedelta
 from tenacity import RetryCallState
 
 from gateway.config import CitySettings
-from gateway.delivery.breaker import CircuitBreaker
-from gateway.delivery.policy import Hold, RetryLaterError, build_retrying
-from gateway.delivery.ratelimit import TokenBucket
 from gateway.errors import BureauUnavailable, TransientError
 from gateway.http import TokenCache, Transport
-from gateway.observer import Observer
+from gateway.ops.observer import Observer
 from gateway.pii import mask_text, readable, trim
+from gateway.policies.breaker import CircuitBreaker
+from gateway.policies.ratelimit import TokenBucket
+from gateway.policies.retry import Hold, RetryLaterError, build_retrying
 from gateway.sdk import (
     Accepted,
     BureauResponse,

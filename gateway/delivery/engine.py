@@ -20,18 +20,18 @@ import threading
 import time
 from collections.abc import Callable
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.delivery.city import CityDelivery
 from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.offsets import OffsetTracker
 from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
-from gateway.kafka import Consumer, Producer, Record, TopicPartition, offset_ranges
-from gateway.observer import Observer
+from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
+from gateway.ops.observer import Observer
+from gateway.ops.watchdog import Watchdog
 from gateway.sdk import Connector, Credentials
 from gateway.topics import Topics
-from gateway.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[str], Transport]

@@ -16,13 +16,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
+from gateway.deadletters.headers import dead_letter_headers, iso
 from gateway.delivery.city import Attempts, CityDelivery, Result, response_excerpt
 from gateway.delivery.convert import to_escalation
-from gateway.dlq_headers import dead_letter_headers, iso
 from gateway.errors import GreenChannelError, RecordError, RejectedByBureau
-from gateway.kafka import Producer, Record, TopicPartition
-from gateway.observer import Observer
+from gateway.kafka.clients import Producer, Record, TopicPartition
+from gateway.ops.observer import Observer
 from gateway.sdk import Escalation
 from gateway.topics import Topics
 

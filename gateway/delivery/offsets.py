@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 
-from gateway.kafka import TopicPartition
+from gateway.kafka.clients import TopicPartition
 
 
 class PartitionOffsets:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gateway.admin import Admin
 from gateway.config import BrokerSettings, KafkaSettings
 from gateway.errors import FatalError, GreenChannelError
+from gateway.kafka.admin import Admin
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"

@@ -44,7 +44,7 @@ from gateway.errors import GreenChannelError
 
 def _setup_logging() -> None:
     """Our own and the Kafka client's log lines go to a file: the terminal is the view's."""
-    from gateway.logs import MaskingTextFormatter
+    from gateway.ops.logs import MaskingTextFormatter
 
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(DEMO_DIR / "demo.log", mode="w", encoding="utf-8")

@@ -15,8 +15,8 @@ from gateway.errors import GreenChannelError
 from gateway.topics import Topics
 
 if TYPE_CHECKING:
-    from gateway.codec import Codec
-    from gateway.kafka import Producer
+    from gateway.avro.codec import Codec
+    from gateway.kafka.clients import Producer
 
 log = logging.getLogger("gateway.dev.demo")
 
@@ -28,7 +28,7 @@ class Publisher:
 
     def __init__(self, settings: Settings, options: Options) -> None:
         from gateway.dev.samples import Pacer, SampleFactory, utc_now_ms
-        from gateway.kafka import Producer
+        from gateway.kafka.clients import Producer
 
         self.topic = Topics(settings.topics.prefix).complaints
         self.count = options.count
@@ -46,7 +46,7 @@ class Publisher:
         self.done = threading.Event()
         self._stop = threading.Event()
         self._closed = False
-        from gateway.codec import Codec
+        from gateway.avro.codec import Codec
 
         self.codec: Codec = Codec(settings.codec)
         self.producer: Producer = Producer(settings.kafka, linger_ms=20)

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from gateway.admin import Admin
 from gateway.config import KafkaSettings, Settings, load_settings
 from gateway.dev.broker import LocalBroker, free_ports, port_in_use
 from gateway.dev.bureaus import DEFAULT_ADMIN_PORT, BureauSimulator, default_tls_dir
@@ -27,6 +26,7 @@ from gateway.dev.demo_options import DEMO_DIR, DemoError, Options
 from gateway.dev.demo_publisher import Publisher
 from gateway.dev.demo_view import Scrape, Screen, Status, Style, frame, parse_metrics, summary_line
 from gateway.errors import GreenChannelError
+from gateway.kafka.admin import Admin
 from gateway.topics import Topics
 
 

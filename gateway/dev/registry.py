@@ -1,7 +1,7 @@
 """A minimal Confluent-compatible schema registry for tests and development (in memory).
 
 Endpoints (Confluent REST API v1, Avro only, BACKWARD compatibility against the latest version
-checked with :func:`gateway.schema_rules.check_backward`)::
+checked with :func:`gateway.avro.schema_rules.check_backward`)::
 
     POST /subjects/{subject}/versions                         register -> {"id"}
     GET  /schemas/ids/{id}                                    -> {"schema"}
@@ -30,8 +30,8 @@ from urllib.parse import unquote
 
 from fastavro import parse_schema
 
-from gateway.registry import CONTENT_TYPE
-from gateway.schema_rules import check_backward
+from gateway.avro.registry import CONTENT_TYPE
+from gateway.avro.schema_rules import check_backward
 
 
 class _Error(Exception):

@@ -11,7 +11,7 @@ seed and a start time.
 
 :func:`bench_complaints` repeats a pre-generated pool of ~1 KB complaints with fresh ids, for
 benchmarks that must not measure the generator. :func:`publish` sends complaints to Kafka
-through :class:`gateway.kafka.Producer`, paced by :class:`Pacer` (injectable clock and sleep).
+through :class:`gateway.kafka.clients.Producer`, paced by :class:`Pacer` (injectable clock and sleep).
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from gateway.avro.codec import Codec
 from gateway.cities import CITIES, GREEN_CHANNEL, City
-from gateway.codec import Codec
 from gateway.dev import sample_data as D
 from gateway.errors import KafkaUnavailable
-from gateway.kafka import Producer
+from gateway.kafka.clients import Producer
 
 CHINA = timezone(timedelta(hours=8))
 DEFAULT_START_MS = 1_735_660_800_000  # 2025-01-01T00:00:00+08:00

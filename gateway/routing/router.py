@@ -21,17 +21,17 @@ from collections import Counter
 from collections.abc import Callable
 from typing import NamedTuple
 
+from gateway.avro.codec import Codec, validate_complaint
 from gateway.cities import city_key
-from gateway.codec import Codec, validate_complaint
 from gateway.config import Settings
-from gateway.dlq_headers import dead_letter_headers
+from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import FatalError, GreenChannelError, RecordError, UnknownCity
-from gateway.kafka import Consumer, Headers, Producer, Record, TopicPartition, offset_ranges
-from gateway.observer import Observer
+from gateway.kafka.clients import Consumer, Headers, Producer, Record, TopicPartition, offset_ranges
+from gateway.ops.observer import Observer
+from gateway.ops.watchdog import Watchdog
 from gateway.routing.escalation import build_escalation
 from gateway.routing.rules import Classifier, Decision
 from gateway.topics import Department, Topics
-from gateway.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 

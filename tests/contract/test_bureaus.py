@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from connectors import beijing, chongqing, hefei, suzhou
-from gateway.conformance import BureauClient, credentials_of, sample_escalation
 from gateway.dev.bureau_tls import ensure_tls
 from gateway.dev.bureaus import BureauSimulator, RemoteBureaus
+from gateway.dev.conformance import BureauClient, credentials_of, sample_escalation
 from gateway.errors import BureauUnavailable
 from gateway.sdk import Accepted, BureauRequest, Rejected, RetryLater
 

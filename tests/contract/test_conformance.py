@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.conformance import certify
 from gateway.connectors_registry import load_connectors
 from gateway.dev.bureaus import BureauSimulator
+from gateway.dev.conformance import certify
 
 CONNECTORS = load_connectors()
 

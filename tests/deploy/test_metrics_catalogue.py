@@ -1,4 +1,4 @@
-"""docs/metrics.md documents exactly what gateway.metrics exposes, with bounded labels only."""
+"""docs/metrics.md documents exactly what gateway.ops.metrics exposes, with bounded labels only."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.metrics import Metrics
-from gateway.observer import Observer
+from gateway.ops.metrics import Metrics
+from gateway.ops.observer import Observer
 from tests.deploy.catalogue import (
     METRICS_MD,
     alerting_rules,

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.health import OpsServer
-from gateway.metrics import Metrics
+from gateway.ops.health import OpsServer
+from gateway.ops.metrics import Metrics
 from tests.deploy.catalogue import ALERTS, RULES, alerting_rules, recording_rules, tool
 from tests.deploy.test_dashboard import VARIABLES, _exprs
 from tests.deploy.test_metrics_catalogue import EVENTS

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from gateway.admin import Admin
 from gateway.config import KafkaSettings
 from gateway.dev.broker import free_ports
 from gateway.dev.demo_view import Status, Style, frame, parse_metrics
-from gateway.metrics import Metrics
+from gateway.kafka.admin import Admin
+from gateway.ops.metrics import Metrics
 
 CITIES = [
     "beijing", "guangzhou", "shenzhen", "chongqing", "hangzhou",

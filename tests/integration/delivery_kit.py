@@ -12,13 +12,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.app import App
+from gateway.avro.codec import Codec
 from gateway.cities import CITIES, city_key
-from gateway.codec import Codec
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import SampleFactory
-from gateway.kafka import Producer
-from gateway.metrics import Metrics
+from gateway.kafka.clients import Producer
+from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import build_escalation
 from gateway.topics import Topics
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.avro.codec import Codec
 from gateway.cities import city_key
-from gateway.codec import Codec
 from gateway.config import Settings
 from gateway.dev.broker import free_ports
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import Pacer, Sample, publish
-from gateway.kafka import Producer
+from gateway.kafka.clients import Producer
 from gateway.routing.escalation import escalation_id
 from gateway.routing.rules import load_rules
 from gateway.topics import Topics

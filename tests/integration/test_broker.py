@@ -11,11 +11,11 @@ import yaml
 from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 
-from gateway.admin import Admin
 from gateway.cli import cli
 from gateway.config import KafkaSettings, Settings
 from gateway.dev.broker import LocalBroker, free_ports
 from gateway.errors import ConfigError, KafkaUnavailable
+from gateway.kafka.admin import Admin
 from gateway.topics import DAY_MS, Topics, TopicSpec
 from tests.conftest import TopicFactory
 

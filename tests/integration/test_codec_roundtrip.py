@@ -14,14 +14,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from gateway.avro.codec import Codec, current_schemas, fingerprint
+from gateway.avro.schemas_path import schema_text
 from gateway.cli import cli
-from gateway.codec import Codec, current_schemas, fingerprint
 from gateway.config import CodecSettings, KafkaSettings
 from gateway.dev.registry import RegistryServer
 from gateway.dev.samples import SampleFactory, publish
 from gateway.errors import DecodeError
-from gateway.kafka import Consumer, Producer, Record
-from gateway.schemas_path import schema_text
+from gateway.kafka.clients import Consumer, Producer, Record
 from tests.conftest import TopicFactory
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
 from tests.conftest import TopicFactory

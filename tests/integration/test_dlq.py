@@ -19,16 +19,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from connectors.hangzhou import CATEGORIES as HANGZHOU_CATEGORIES
+from gateway.avro.codec import Codec
 from gateway.cli import cli
-from gateway.codec import Codec
 from gateway.config import Settings
+from gateway.deadletters.headers import dead_letter_headers
+from gateway.deadletters.replay import DeadLetter, scan
 from gateway.dev.bureau_profiles import profile_for
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import SampleFactory
-from gateway.dlq import DeadLetter, scan
-from gateway.dlq_headers import dead_letter_headers
 from gateway.errors import UnknownSchema
-from gateway.kafka import Consumer, Producer, Record, TopicPartition
+from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition
 from tests.conftest import TopicFactory
 from tests.helpers import header, read_all, write_config
 from tests.integration.delivery_kit import (

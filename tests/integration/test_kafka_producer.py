@@ -9,9 +9,9 @@ import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from gateway.errors import FatalError, KafkaUnavailable
-from gateway.kafka import Headers, Producer, Record
-from gateway.kafka_append import batch_appender
-from gateway.kafka_partitioner import KeyHashPartitioner
+from gateway.kafka.append import batch_appender
+from gateway.kafka.clients import Headers, Producer, Record
+from gateway.kafka.partitioner import KeyHashPartitioner
 from tests.conftest import TopicFactory
 from tests.helpers import read_all
 

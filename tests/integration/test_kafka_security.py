@@ -1,7 +1,7 @@
 """Kafka over SASL_SSL (SCRAM-SHA-512, TLS verified with the generated CA), for real.
 
 A second LocalBroker with a SASL_SSL listener runs for this module (its own data dir, ports and
-development CA). The gateway's own clients (gateway.kafka, gateway.admin) and a real
+development CA). The gateway's own clients (gateway.kafka.clients, gateway.kafka.admin) and a real
 ``greenchannel run`` process use the KafkaSettings security fields against it.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from gateway.admin import Admin
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import BrokerSettings, KafkaSettings, load_settings
 from gateway.dev.broker import LocalBroker, free_ports
 from gateway.dev.bureau_tls import ensure_tls
 from gateway.dev.samples import SampleFactory, publish
 from gateway.errors import ConfigError, GreenChannelError
-from gateway.kafka import Consumer, Producer
+from gateway.kafka.admin import Admin
+from gateway.kafka.clients import Consumer, Producer
 from gateway.topics import Topics, TopicSpec
 from tests.helpers import gateway_process, stop_process, write_config
 from tests.integration.run_kit import GatewayRun

@@ -29,14 +29,14 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
+from gateway.avro.codec import Codec
 from gateway.cities import CITIES
-from gateway.codec import Codec
 from gateway.config import Settings
 from gateway.dev.bureau_city import CityBureau
 from gateway.dev.bureau_protocols import Answer, Verdict, render
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import Sample, SampleFactory, id_check_digit
-from gateway.kafka import Producer, Record
+from gateway.kafka.clients import Producer, Record
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
 from tests.helpers import REPO, read_all

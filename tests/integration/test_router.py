@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.app import App
+from gateway.avro.codec import Codec
 from gateway.cities import city_key
-from gateway.codec import Codec
 from gateway.config import Settings
 from gateway.dev.samples import SampleFactory, publish
-from gateway.kafka import Producer
-from gateway.metrics import Metrics
+from gateway.kafka.clients import Producer
+from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import escalation_id
 from gateway.routing.rules import load_rules
 from gateway.topics import Department, Desk, Topics

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.dev.broker import LocalBroker
 from gateway.dev.samples import Pacer, SampleFactory, publish
-from gateway.kafka import Producer
+from gateway.kafka.clients import Producer
+from gateway.ops.watchdog import EXIT_STUCK
 from gateway.topics import Topics
-from gateway.watchdog import EXIT_STUCK
 from tests.conftest import TopicFactory
 from tests.helpers import gateway_process, read_all, stop_process, write_config
 from tests.integration.test_router import department_topics

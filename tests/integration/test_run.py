@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from gateway.app import EXIT_DRAIN_TIMEOUT, EXIT_OK
-from gateway.codec import Codec
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.dev.broker import LocalBroker
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import SampleFactory
-from gateway.kafka import Consumer
+from gateway.kafka.clients import Consumer
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
 from tests.helpers import read_all

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from gateway.avro_reader import AvroReadError, compile_reader
-from gateway.codec import Codec, current_schemas
+from gateway.avro.codec import Codec, current_schemas
+from gateway.avro.reader import AvroReadError, compile_reader
 from gateway.config import CodecSettings
 from gateway.dev.samples import SampleFactory
 from gateway.errors import DecodeError

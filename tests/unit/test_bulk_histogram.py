@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from gateway.metrics import LATENCY_BUCKETS, Metrics, _BulkHistogram
+from gateway.ops.metrics import LATENCY_BUCKETS, Metrics, _BulkHistogram
 
 
 def _exposition(registry: CollectorRegistry) -> list[str]:

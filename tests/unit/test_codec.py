@@ -1,4 +1,4 @@
-"""gateway.codec: both wire formats, schema evolution, and hostile input."""
+"""gateway.avro.codec: both wire formats, schema evolution, and hostile input."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import httpx
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from gateway.codec import (
+from gateway.avro.codec import (
     Codec,
     Decoded,
     current_schemas,
     fingerprint,
     validate_complaint,
 )
+from gateway.avro.registry import SchemaRegistry
+from gateway.avro.schemas_path import schema_text
 from gateway.config import CodecSettings
 from gateway.dev.registry import RegistryServer
 from gateway.dev.samples import SampleFactory
@@ -34,8 +36,6 @@ from gateway.errors import (
     UnknownCity,
     UnknownSchema,
 )
-from gateway.registry import SchemaRegistry
-from gateway.schemas_path import schema_text
 
 pytestmark = pytest.mark.unit
 

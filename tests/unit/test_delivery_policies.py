@@ -8,12 +8,12 @@ import pytest
 from tenacity import RetryError
 
 from gateway.config import RetrySettings
-from gateway.delivery.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from gateway.delivery.offsets import OffsetTracker
-from gateway.delivery.policy import Hold, RetryLaterError, build_retrying
-from gateway.delivery.ratelimit import TokenBucket
 from gateway.errors import BureauUnavailable
-from gateway.kafka import TopicPartition
+from gateway.kafka.clients import TopicPartition
+from gateway.policies.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from gateway.policies.ratelimit import TokenBucket
+from gateway.policies.retry import Hold, RetryLaterError, build_retrying
 
 pytestmark = pytest.mark.unit
 

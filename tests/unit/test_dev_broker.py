@@ -8,11 +8,11 @@ import pytest
 from kafka import errors as kerrors
 from pydantic import SecretStr
 
-from gateway.admin import client_config, wrap_kafka_error
 from gateway.commands.topics import _retention
 from gateway.config import BrokerSettings, KafkaSettings
 from gateway.dev.broker import LocalBroker, free_ports, port_in_use, server_properties
 from gateway.errors import ConfigError, FatalError, KafkaUnavailable
+from gateway.kafka.admin import client_config, wrap_kafka_error
 
 pytestmark = pytest.mark.unit
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.dlq import (
+from gateway.deadletters.headers import dead_letter_headers, iso
+from gateway.deadletters.replay import (
     DeadLetter,
     Decision,
     Filter,
@@ -23,9 +24,8 @@ from gateway.dlq import (
     replay,
     replay_headers,
 )
-from gateway.dlq_headers import dead_letter_headers, iso
 from gateway.errors import FatalError, KafkaUnavailable, RejectedByBureau
-from gateway.kafka import Headers, Record
+from gateway.kafka.clients import Headers, Record
 from gateway.topics import Topics
 
 pytestmark = pytest.mark.unit

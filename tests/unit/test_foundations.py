@@ -14,11 +14,11 @@ import pytest
 
 from gateway.config import is_allowed, load_settings
 from gateway.errors import ConfigError, StuckError
-from gateway.logs import JsonFormatter
+from gateway.ops.logs import JsonFormatter
+from gateway.ops.watchdog import Watchdog
 from gateway.pii import mask_name, mask_text
 from gateway.routing.escalation import escalation_id, handling_deadline_ms
 from gateway.topics import Topics
-from gateway.watchdog import Watchdog
 
 pytestmark = pytest.mark.unit
 

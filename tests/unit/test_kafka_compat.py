@@ -12,11 +12,11 @@ from kafka.coordinator.base import MemberState
 from kafka.net import transport
 from pydantic import SecretStr
 
-from gateway import kafka_compat
 from gateway.config import BrokerSettings, KafkaSettings
 from gateway.dev.broker import BrokerError, server_properties
 from gateway.errors import ConfigError
-from gateway.kafka import _headers, _security_error, check_connection, client_config
+from gateway.kafka import compat as kafka_compat
+from gateway.kafka.clients import _headers, _security_error, check_connection, client_config
 
 pytestmark = pytest.mark.unit
 SECURE = KafkaSettings(

@@ -9,7 +9,7 @@ import pytest
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from gateway.kafka_partitioner import KeyHashPartitioner, murmur2
+from gateway.kafka.partitioner import KeyHashPartitioner, murmur2
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed Java ints)
 JAVA_VECTORS = {

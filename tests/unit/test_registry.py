@@ -1,4 +1,4 @@
-"""gateway.registry (client) against gateway.dev.registry (server), and error wrapping."""
+"""gateway.avro.registry (client) against gateway.dev.registry (server), and error wrapping."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.avro.registry import SchemaRegistry
+from gateway.avro.schemas_path import schema_text
 from gateway.dev.registry import RegistryServer
 from gateway.errors import ConfigError, FatalError, TransientError, UnknownSchema
-from gateway.registry import SchemaRegistry
-from gateway.schemas_path import schema_text
 
 pytestmark = pytest.mark.unit
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from gateway.avro.codec import Codec, validate_complaint
 from gateway.cities import BY_CODE, CITIES, GREEN_CHANNEL, city_key, green_channel_key, require
-from gateway.codec import Codec, validate_complaint
 from gateway.config import CodecSettings
 from gateway.dev.samples import (
     MAJOR_HEADER,

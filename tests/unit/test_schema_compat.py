@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema
 
-from gateway.schema_rules import (
+from gateway.avro.schema_rules import (
     backward_problems,
     check_backward,
     decode_cost_problems,

@@ -18,7 +18,7 @@ are not converted, so a record decodes exactly to what was encoded and no dateti
 Writers and readers: a record written with an older or newer version of a schema, known by
 fingerprint (:meth:`Codec.add_writer`) or by registry id, is read with the current schema (Avro
 schema resolution: added fields take their defaults, removed ones are skipped). Writer schemas
-are admitted only if the current schema can read them (:mod:`gateway.schema_rules`) and if
+are admitted only if the current schema can read them (:mod:`gateway.avro.schema_rules`) and if
 their decode cost is bounded.
 
 Hostile input. Before decoding: the size cap (``codec.max_message_bytes``,
@@ -51,7 +51,10 @@ from fastavro.schema import to_parsing_canonical_form
 from fastavro.validation import validate
 
 from gateway import cities
-from gateway.avro_reader import AvroReadError, Reader, compile_reader
+from gateway.avro.reader import AvroReadError, Reader, compile_reader
+from gateway.avro.registry import SchemaRegistry, subject_for
+from gateway.avro.schema_rules import backward_problems, decode_cost_problems, strip_logical_types
+from gateway.avro.schemas_path import schema_text
 from gateway.config import CodecSettings
 from gateway.errors import (
     ConfigError,
@@ -62,9 +65,6 @@ from gateway.errors import (
     TrailingBytes,
     UnknownSchema,
 )
-from gateway.registry import SchemaRegistry, subject_for
-from gateway.schema_rules import backward_problems, decode_cost_problems, strip_logical_types
-from gateway.schemas_path import schema_text
 
 Kind = Literal["complaint", "escalation", "receipt"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
@@ -186,7 +186,7 @@ class _Writer:
     """The current schema when it differs from the writer's, else None (no resolution)."""
     fingerprint: bytes
     compiled: Reader | None = None
-    """Generated reader (:mod:`gateway.avro_reader`) when no resolution is needed and the
+    """Generated reader (:mod:`gateway.avro.reader`) when no resolution is needed and the
     schema compiles; else fastavro reads."""
 
 

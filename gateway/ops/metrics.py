@@ -1,6 +1,6 @@
 """Every Prometheus metric of the gateway, defined in one place (catalogue: docs/metrics.md).
 
-:class:`Metrics` implements :class:`gateway.observer.Observer` against an injected
+:class:`Metrics` implements :class:`gateway.ops.observer.Observer` against an injected
 ``CollectorRegistry``. Consumer lag, the age of the oldest undelivered escalation and loop
 heartbeat ages are custom collectors computed at scrape time from snapshots the loops publish.
 """

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
-from gateway.kafka import Headers, Record
+from gateway.kafka.clients import Headers, Record
 from gateway.pii import mask_text, trim
 
 PREFIX = "gc-dlq-"

@@ -15,7 +15,7 @@ size limit, a header that is not ``(str, bytes)``) goes through ``send()`` itsel
 are exactly ``send()``'s.
 
 This reaches into kafka-python internals (3.0.x): :func:`batch_appender` checks they are there
-and returns ``None`` otherwise, and :meth:`gateway.kafka.Producer.send_all` then sends one by one.
+and returns ``None`` otherwise, and :meth:`gateway.kafka.clients.Producer.send_all` then sends one by one.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from kafka.structs import TopicPartition as _KTP
 
-from gateway.kafka_partitioner import KeyHashPartitioner
+from gateway.kafka.partitioner import KeyHashPartitioner
 
 log = logging.getLogger(__name__)
 

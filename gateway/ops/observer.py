@@ -1,7 +1,7 @@
-"""Events business code emits; :mod:`gateway.metrics` turns them into Prometheus metrics.
+"""Events business code emits; :mod:`gateway.ops.metrics` turns them into Prometheus metrics.
 
 Business code never touches a metric object: it calls an :class:`Observer`. Tests pass a
-:class:`~gateway.metrics.Metrics` built on a fresh registry and read the values back.
+:class:`~gateway.ops.metrics.Metrics` built on a fresh registry and read the values back.
 Every label value passed here must come from a bounded set (department, desk, rule id, city,
 outcome, reason) — never ids, URLs or error text.
 """

@@ -32,7 +32,7 @@ from kafka.net.compat import KafkaNetClient
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
-from gateway.kafka import check_connection, client_config
+from gateway.kafka.clients import check_connection, client_config
 from gateway.topics import TopicSpec
 
 __all__ = ["Admin", "TopicInfo", "client_config", "kafka_errors", "wrap_kafka_error"]
@@ -266,3 +266,9 @@ class Admin:
             for t in metadata
             if t["error_code"] == 0
         ]
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """A consumer group's committed offsets as ``{(topic, partition): offset}`` ({} if none)."""
+        with kafka_errors(f"list offsets of group {group}"):
+            offsets = self._admin().list_group_offsets({group: None}).get(group, {})
+        return {(tp.topic, tp.partition): o.offset for tp, o in offsets.items() if o.offset >= 0}

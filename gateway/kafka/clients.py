@@ -26,15 +26,15 @@ from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
-from gateway.kafka_append import Outgoing, batch_appender
-from gateway.kafka_compat import (
+from gateway.kafka.append import Outgoing, batch_appender
+from gateway.kafka.compat import (
     drop_parked_records,
     end_sender_flush,
     finish_interrupted_joins,
     first_connection_error,
     sender_flushes,
 )
-from gateway.kafka_partitioner import KeyHashPartitioner
+from gateway.kafka.partitioner import KeyHashPartitioner
 
 Headers = Sequence[tuple[str, bytes]]
 _REBALANCING = (
@@ -405,7 +405,7 @@ class Producer:
 
     def send_all(self, records: Iterable[Outgoing]) -> None:
         """Queue ``(topic, key, value, headers)`` records, in order, as :meth:`send` would: same
-        partitions, same errors, ~15 µs less CPU per record (see :mod:`gateway.kafka_append`).
+        partitions, same errors, ~15 µs less CPU per record (see :mod:`gateway.kafka.append`).
         Delivery errors surface where the caller waits: ``flush`` or ``commit``."""
 
         def send_one(topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
@@ -465,7 +465,7 @@ class Producer:
             raise _wrap("flush", exc) from exc
 
     # Transactions. These calls can block without a timeout in kafka-python: callers guard
-    # them with gateway.watchdog.
+    # them with gateway.ops.watchdog.
     def init_transactions(self) -> None:
         try:
             self._producer.init_transactions()

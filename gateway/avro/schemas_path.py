@@ -24,7 +24,7 @@ def schemas_dir() -> Path:
     packaged = Path(str(resources.files("gateway").joinpath("schemas")))
     if (packaged / SCHEMA_FILES["complaint"]).is_file():
         return packaged
-    checkout = Path(__file__).resolve().parent.parent / "schemas"
+    checkout = Path(__file__).resolve().parents[2] / "schemas"
     if (checkout / SCHEMA_FILES["complaint"]).is_file():
         return checkout
     raise FileNotFoundError(f"no Avro schemas in {packaged} or {checkout}")

@@ -1,4 +1,4 @@
-"""Workarounds for kafka-python 3.0.12 bugs, used only by :mod:`gateway.kafka` and :mod:`gateway.admin`.
+"""Workarounds for kafka-python 3.0.12 bugs, used only by :mod:`gateway.kafka.clients` and :mod:`gateway.kafka.admin`.
 
 * :func:`finish_interrupted_joins`: a consumer whose ``poll()`` timeout ends between JoinGroup
   and SyncGroup of a metadata-triggered rebalance stays REBALANCING for good (every commit fails

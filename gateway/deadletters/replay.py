@@ -3,7 +3,7 @@
 Reading. :func:`scan` reads a dead-letter topic from the beginning up to the end offsets captured
 when it starts (so it terminates while the topic keeps growing), ``read_committed``, in a
 throwaway consumer group that commits nothing. Each record becomes a typed :class:`DeadLetter`
-decoded from its ``gc-dlq-*`` headers (the contract is :mod:`gateway.dlq_headers`).
+decoded from its ``gc-dlq-*`` headers (the contract is :mod:`gateway.deadletters.headers`).
 
 ========================  ===========================  ==========================================
 stage                     dead-letter topic            replayed to (``gc-dlq-source-topic``)
@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from gateway.admin import Admin
 from gateway.config import KafkaSettings
-from gateway.delivery.ratelimit import TokenBucket
-from gateway.dlq_headers import PREFIX, REPLAY_COUNT, headers_dict, replay_count
+from gateway.deadletters.headers import PREFIX, REPLAY_COUNT, headers_dict, replay_count
 from gateway.errors import ConfigError, GreenChannelError, KafkaUnavailable
-from gateway.kafka import Consumer, Headers, Record, TopicPartition
+from gateway.kafka.admin import Admin
+from gateway.kafka.clients import Consumer, Headers, Record, TopicPartition
 from gateway.pii import mask_text
+from gateway.policies.ratelimit import TokenBucket
 from gateway.topics import Topics
 
 Stage = Literal["complaints", "escalations"]
@@ -379,7 +379,7 @@ def plan(
 
 
 class Sender(Protocol):
-    """What :func:`replay` needs from a producer (:class:`gateway.kafka.Producer` fits)."""
+    """What :func:`replay` needs from a producer (:class:`gateway.kafka.clients.Producer` fits)."""
 
     def send_and_wait(
         self,

@@ -1,0 +1,8 @@
+"""The Kafka adapter: the only package that imports kafka-python.
+
+Owns the typed client wrappers (``clients``: consumer, transactional producer, records),
+topic administration (``admin``), the workarounds for kafka-python 3.0.x (``compat``), the
+Java-compatible key partitioner (``partitioner``) and the fast batch append into kafka-python's
+record accumulator (``append``). May import: ``gateway.config``, ``gateway.errors``,
+``gateway.topics`` and the standard library. Everything above sees only the types defined here.
+"""
