@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from gateway.avro.codec import Codec
+from gateway.avro.store import SchemaStore
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
+from gateway.kafka.follow import TopicFollower
 from gateway.ops.health import OpsServer
 from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
+from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -50,6 +53,24 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def open_schema_store(settings: Settings, codec: Codec) -> tuple[SchemaStore, TopicFollower | None]:
+    """The schema store of ``codec``: the configured directory, then the store topic read to
+    its end and followed (see :mod:`gateway.avro.store`)."""
+    conf = settings.codec.schema_store
+    store = SchemaStore(codec, wait_s=conf.wait_s)
+    if conf.directory is not None:
+        store.load_directory(conf.directory)
+    if not conf.follow_topic:
+        return store, None
+    topic = Topics(settings.topics.prefix).schemas
+    follower = TopicFollower(settings.kafka, topic, store.on_record)
+    if not follower.start(conf.start_timeout_s):
+        log.warning("schema store topic %s does not exist (greenchannel topics init)", topic)
+        return store, None
+    store.catch_up = follower.catch_up
+    return store, follower
+
+
 @dataclass
 class App:
     settings: Settings
@@ -64,7 +85,9 @@ class App:
         s = self.settings
         self.stop = threading.Event()
         self.watchdog = Watchdog(s.router.watchdog_s)
-        self.codec = Codec(s.codec)  # builds its registry client from codec.registry_url
+        # builds its registry client from codec.registry_url
+        self.codec = Codec(s.codec, kind_topics={"receipt": Topics(s.topics.prefix).receipts})
+        self.schema_store, self.schema_follower = open_schema_store(s, self.codec)
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
@@ -137,6 +160,8 @@ class App:
         deadline = time.monotonic() + shutdown_timeout_s + 5
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.schema_follower is not None:
+            self.schema_follower.stop()
         if ops is not None:
             ops.stop()
         gave_up = self.engine is not None and not self.engine.drained

@@ -22,6 +22,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("gateway.commands.run", "check_config"),
     ("gateway.commands.publish_samples", "publish_samples"),
     ("gateway.commands.dlq", "dlq"),
+    ("gateway.commands.registry", "registry"),
+    ("gateway.commands.schemas", "schemas"),
 ]
 
 

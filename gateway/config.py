@@ -99,10 +99,29 @@ class TopicSettings(_Strict):
     replication_factor: int = Field(1, ge=1)
 
 
+class SchemaStoreSettings(_Strict):
+    """Writer schemas upstream teams add without a gateway release (single-object encoding)."""
+
+    follow_topic: bool = True
+    """Read the compacted ``{prefix}schemas.v1`` topic at start and follow it while running
+    (``greenchannel schemas register FILE`` publishes to it)."""
+    directory: Path | None = None
+    """Also load every ``*.avsc`` file of this directory at start."""
+    wait_s: float = Field(5.0, ge=0, le=60)
+    """How long a record with an unknown fingerprint waits for the store to catch up (to the
+    topic's end) before it is dead-lettered as ``unknown_schema``."""
+    start_timeout_s: float = Field(30.0, gt=0)
+
+
 class CodecSettings(_Strict):
     wire_format: Literal["single_object", "confluent"] = "single_object"
     registry_url: str | None = None
     max_message_bytes: int = Field(256 * 1024, ge=1024)
+    subject_name_strategy: Literal[
+        "TopicNameStrategy", "RecordNameStrategy", "TopicRecordNameStrategy"
+    ] = "TopicNameStrategy"
+    """Registry subjects of what the gateway writes in Confluent framing (Confluent's names)."""
+    schema_store: SchemaStoreSettings = Field(default_factory=SchemaStoreSettings)
 
 
 class BrokerSettings(_Strict):

@@ -11,10 +11,14 @@ topic                                  partitions  retention    role
 ``{p}receipts.v1``                     6           90 days      DeliveryReceipts (bureau case numbers)
 ``{p}dlq.complaints.v1``               3           90 days      complaints the router could not process
 ``{p}dlq.escalations.v1``              3           90 days      escalations a bureau rejected permanently
+``{p}schemas.v1``                      1           compacted    writer schemas upstream registered
 =====================================  ==========  ===========  ==========================================
 
-``{p}`` is the configurable prefix (default ``gc.``). All topics use ``cleanup.policy=delete``;
-keys are the complaint id, so one complaint's records stay ordered in one partition.
+``{p}`` is the configurable prefix (default ``gc.``). The record topics use
+``cleanup.policy=delete``; their keys are the complaint id, so one complaint's records stay
+ordered in one partition. The schema store (:mod:`gateway.avro.store`) is compacted
+(``cleanup.policy=compact``, never deleted by age, as Confluent's registry keeps ``_schemas``):
+key = the writer schema's fingerprint as Avro tools print it, value = the schema's JSON.
 """
 
 from __future__ import annotations
@@ -48,10 +52,13 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     role: str
+    cleanup_policy: str = "delete"
 
     @property
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+        if self.cleanup_policy == "compact":
+            return {"cleanup.policy": "compact", "retention.ms": "-1"}
+        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,11 @@ class Topics:
     def dlq_escalations(self) -> str:
         return f"{self.prefix}dlq.escalations.v1"
 
+    @property
+    def schemas(self) -> str:
+        """The schema store: writer schemas by fingerprint (compacted)."""
+        return f"{self.prefix}schemas.v1"
+
     def all(self, cities: list[str]) -> list[TopicSpec]:
         """Every topic with its partitions and retention, for ``topics init``."""
         specs = [
@@ -114,5 +126,6 @@ class Topics:
             TopicSpec(self.receipts, 6, 90 * DAY_MS, "delivery receipts"),
             TopicSpec(self.dlq_complaints, 3, 90 * DAY_MS, "dead-lettered complaints"),
             TopicSpec(self.dlq_escalations, 3, 90 * DAY_MS, "dead-lettered escalations"),
+            TopicSpec(self.schemas, 1, -1, "writer schemas (compacted)", cleanup_policy="compact"),
         ]
         return specs

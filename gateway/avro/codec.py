@@ -6,8 +6,8 @@ wire format               bytes
 ``single_object``         ``C3 01`` + 8-byte little-endian CRC-64-AVRO fingerprint of the
 (default)                 schema's Parsing Canonical Form + Avro body. Needs no registry.
 ``confluent``             ``00`` + 4-byte big-endian schema id + Avro body. Ids come from a
-                          Confluent-compatible registry, subject ``<topic>-value`` (or the
-                          record's full name when encoding without a topic).
+                          Confluent-compatible registry; the subject follows
+                          ``codec.subject_name_strategy`` (see below).
 ========================  ===================================================================
 
 :meth:`Codec.encode` writes the configured format; :meth:`Codec.decode` accepts both and tells
@@ -15,11 +15,22 @@ them apart by the first byte. The schemas (``schemas/*.avsc``) are parsed once p
 Timestamps (``timestamp-millis``) stay ``int`` epoch milliseconds on both sides: logical types
 are not converted, so a record decodes exactly to what was encoded and no datetime is built.
 
+Subjects (Confluent framing), as Confluent's serializers name them
+(``codec.subject_name_strategy``): ``TopicNameStrategy`` (default) ``<topic>-value``,
+``RecordNameStrategy`` the record's full name (``com.greenchannel.v1.Escalation``),
+``TopicRecordNameStrategy`` ``<topic>-<full name>``. A kind always written to one topic (the
+receipts) may be given it once (``kind_topics``); encoding without any topic falls back to the
+record's full name.
+
 Writers and readers: a record written with an older or newer version of a schema, known by
-fingerprint (:meth:`Codec.add_writer`) or by registry id, is read with the current schema (Avro
-schema resolution: added fields take their defaults, removed ones are skipped). Writer schemas
-are admitted only if the current schema can read them (:mod:`gateway.avro.schema_rules`) and if
-their decode cost is bounded.
+fingerprint (:meth:`Codec.add_writer`, fed by the schema store, :mod:`gateway.avro.store`) or
+by registry id, is read with the current schema (Avro schema resolution: added fields take
+their defaults, removed ones are skipped). Writer schemas are admitted only if the current
+schema can read them (:mod:`gateway.avro.schema_rules`) and if their decode cost is bounded.
+An unknown fingerprint asks ``schema_source`` (the store: it waits briefly to catch up) before
+it is :class:`UnknownSchema`. Fingerprints are printed as Avro's tools print them: the 64-bit
+value in hex, most significant byte first (:func:`fingerprint_text`; the wire holds them
+little-endian).
 
 Hostile input. Before decoding: the size cap (``codec.max_message_bytes``,
 :class:`OversizedRecord`). Decode cost is bounded by the admitted writer schemas: no recursive
@@ -41,7 +52,7 @@ import io
 import json
 import struct
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, cast, get_args
 
@@ -52,7 +63,7 @@ from fastavro.validation import validate
 
 from gateway import cities
 from gateway.avro.reader import AvroReadError, Reader, compile_reader
-from gateway.avro.registry import SchemaRegistry, subject_for
+from gateway.avro.registry import SchemaRegistry, subject_name
 from gateway.avro.schema_rules import backward_problems, decode_cost_problems, strip_logical_types
 from gateway.avro.schemas_path import schema_text
 from gateway.config import CodecSettings
@@ -96,6 +107,21 @@ def fingerprint(schema: Any) -> bytes:
     """CRC-64-AVRO (Rabin) fingerprint of a schema's Parsing Canonical Form, little-endian."""
     parsed = parse_schema(copy.deepcopy(schema))
     return bytes.fromhex(_fastavro_fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+def fingerprint_text(fp: bytes) -> str:
+    """A fingerprint as Avro's tools print it: the 64-bit value in hex (Java's
+    ``Long.toHexString(SchemaNormalization.parsingFingerprint64(s))``, zero-padded), i.e. the
+    wire's little-endian bytes reversed."""
+    return fp[::-1].hex()
+
+
+def parse_fingerprint(text: str) -> bytes:
+    """The wire bytes of a fingerprint printed by :func:`fingerprint_text`; ValueError if bad."""
+    raw = bytes.fromhex(text.strip().removeprefix("0x"))
+    if len(raw) != 8:
+        raise ValueError(f"a fingerprint is 16 hex digits, got {len(raw) * 2}")
+    return raw[::-1]
 
 
 # --- schemas, parsed once ----------------------------------------------------------------------
@@ -240,6 +266,9 @@ class Codec:
     ``registry`` is required for ``wire_format: confluent`` and used to resolve unknown schema
     ids; when omitted, one is built from ``settings.registry_url`` if that is set. ``writers``
     are extra (older or newer) writer schemas to accept in single-object messages.
+    ``kind_topics``: the topic a kind is always written to, for its subject when :meth:`encode`
+    is given no topic. ``schema_source``: asked about an unknown single-object fingerprint
+    (it may add the writer and return True; see :class:`gateway.avro.store.SchemaStore`).
     """
 
     def __init__(
@@ -248,6 +277,7 @@ class Codec:
         registry: SchemaRegistry | None = None,
         *,
         writers: Iterable[tuple[Kind, str | Mapping[str, Any]]] = (),
+        kind_topics: Mapping[Kind, str] | None = None,
     ) -> None:
         self._owns_registry = registry is None and settings.registry_url is not None
         if registry is None and settings.registry_url:
@@ -255,6 +285,9 @@ class Codec:
         if settings.wire_format == "confluent" and registry is None:
             raise ConfigError("codec.wire_format is confluent but codec.registry_url is not set")
         self.wire_format = settings.wire_format
+        self.subject_name_strategy = settings.subject_name_strategy
+        self.kind_topics: dict[Kind, str] = dict(kind_topics or {})
+        self.schema_source: Callable[[bytes], bool] | None = None
         self.max_message_bytes = settings.max_message_bytes
         self.registry = registry
         self._schemas = current_schemas()
@@ -283,8 +316,9 @@ class Codec:
     def encode(self, kind: Kind, record: Mapping[str, Any], topic: str | None = None) -> bytes:
         """Encode one record in the configured wire format.
 
-        With Confluent framing the schema is registered (once) under ``<topic>-value``; without
-        a topic, under the record's full name (RecordNameStrategy). Raises
+        With Confluent framing the schema is registered (once) under the subject the naming
+        strategy gives for ``topic`` (or ``kind_topics[kind]``); without any topic, under the
+        record's full name. Raises
         :class:`RecordError` (``unencodable``) when the record does not fit the schema and
         :class:`OversizedRecord` when the message would exceed the size cap.
         """
@@ -311,13 +345,21 @@ class Codec:
         """The registry id of the current ``kind`` schema for ``topic`` (registers it once)."""
         return int.from_bytes(self._confluent(kind, topic)[1:], "big")
 
+    def subject(self, kind: Kind, topic: str | None = None) -> str:
+        """The registry subject of ``kind`` written to ``topic`` (naming strategy)."""
+        name = str(self._schemas[kind].parsed["name"])
+        topic = topic if topic is not None else self.kind_topics.get(kind)
+        if topic is None:
+            return name
+        return subject_name(self.subject_name_strategy, topic, name)
+
     def _confluent(self, kind: Kind, topic: str | None) -> bytes:
         header = self._headers.get((topic, kind))
         if header is None:
             if self.registry is None:
                 raise ConfigError("Confluent framing needs codec.registry_url")
             info = self._schemas[kind]
-            subject = subject_for(topic) if topic is not None else str(info.parsed["name"])
+            subject = self.subject(kind, topic)
             schema_id = self.registry.register(subject, info.text)
             self._by_id[schema_id] = info.writer
             header = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
@@ -338,9 +380,7 @@ class Codec:
             raise OversizedRecord(f"message is {size} bytes (cap {self.max_message_bytes})")
         schema_id = None
         if data[:2] == SINGLE_OBJECT_MAGIC:
-            writer = self._by_fp.get(data[2:_SO_HEADER])
-            if writer is None:
-                raise _unknown_fingerprint(data)
+            writer = self._by_fp.get(data[2:_SO_HEADER]) or self._ask_source(data)
             start = _SO_HEADER
         elif data[:1] == CONFLUENT_MAGIC and size >= _CF_HEADER:
             schema_id = int.from_bytes(data[1:_CF_HEADER], "big")
@@ -386,6 +426,23 @@ class Codec:
         writer = _admit(self._schemas, kind, schema)
         self._by_fp.setdefault(writer.fingerprint, writer)
         return writer.fingerprint
+
+    def knows(self, fp: bytes) -> bool:
+        """Whether single-object messages with this fingerprint (wire bytes) can be read."""
+        return fp in self._by_fp
+
+    def writer_fingerprints(self) -> list[bytes]:
+        """Fingerprints of every accepted writer schema (current ones included)."""
+        return list(self._by_fp)
+
+    def _ask_source(self, data: bytes) -> _Writer:
+        """An unknown fingerprint: ask the schema source (which may wait), then give up."""
+        fp = data[2:_SO_HEADER]
+        if len(fp) == 8 and self.schema_source is not None and self.schema_source(fp):
+            writer = self._by_fp.get(fp)
+            if writer is not None:
+                return writer
+        raise _unknown_fingerprint(data)
 
     def _fetch(self, schema_id: int) -> _Writer:
         if self.registry is None:
@@ -445,7 +502,10 @@ def _unknown_fingerprint(data: bytes) -> DecodeError:
         return DecodeError(
             f"single-object header truncated ({len(data)} bytes)", reason="truncated"
         )
-    return UnknownSchema(f"unknown schema fingerprint {data[2:_SO_HEADER].hex()}")
+    return UnknownSchema(
+        f"unknown schema fingerprint {fingerprint_text(data[2:_SO_HEADER])} "
+        "(register the writer schema: greenchannel schemas register FILE)"
+    )
 
 
 def _bad_header(data: bytes) -> DecodeError:

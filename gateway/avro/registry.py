@@ -1,6 +1,7 @@
 """Client of a Confluent-compatible schema registry (REST API v1), with caches.
 
-Only what the codec needs: register a schema under a subject (``<topic>-value``), fetch a
+Only what the codec needs: register a schema under a subject (named by
+:func:`subject_name`, Confluent's strategies), fetch a
 schema by id, read a subject's latest version and ask whether a schema is compatible with it.
 Schemas by id never change, so they are cached forever; so are registrations.
 
@@ -20,7 +21,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -40,9 +41,23 @@ class RegisteredSchema:
     """The schema's JSON text as the registry stores it."""
 
 
+SubjectNameStrategy = Literal["TopicNameStrategy", "RecordNameStrategy", "TopicRecordNameStrategy"]
+
+
 def subject_for(topic: str) -> str:
     """The default (TopicNameStrategy) subject of a topic's values."""
     return f"{topic}-value"
+
+
+def subject_name(strategy: SubjectNameStrategy, topic: str, record_name: str) -> str:
+    """The subject of a record value written to ``topic``, as Confluent's serializers name it:
+    ``<topic>-value`` (TopicNameStrategy), ``<record full name>`` (RecordNameStrategy) or
+    ``<topic>-<record full name>`` (TopicRecordNameStrategy)."""
+    if strategy == "TopicNameStrategy":
+        return subject_for(topic)
+    if strategy == "RecordNameStrategy":
+        return record_name
+    return f"{topic}-{record_name}"
 
 
 def schema_json(schema: str | Mapping[str, Any]) -> str:

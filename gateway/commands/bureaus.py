@@ -26,6 +26,13 @@ FLAKY: dict[str, Any] = {"error_5xx_ratio": 0.25, "latency_ms": 150, "busy_ratio
 @click.option("--flaky", multiple=True, metavar="CITY", help="Make CITY unreliable (repeatable).")
 @click.option("--admin-port", type=int, default=18100, show_default=True, help="Admin API port.")
 @click.option(
+    "--port-base",
+    type=click.IntRange(min=0, max=65_000),
+    default=None,
+    help="Admin API on BASE, cities on BASE+1.. in config order (0: any free ports); "
+    "overrides --admin-port and the configured endpoint ports.",
+)
+@click.option(
     "--tls-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -37,6 +44,7 @@ def bureaus(
     cities: tuple[str, ...],
     flaky: tuple[str, ...],
     admin_port: int,
+    port_base: int | None,
     tls_dir: Path | None,
 ) -> None:
     """Run the bureau simulator: one real HTTP(S) server per city, plus an admin API."""
@@ -44,8 +52,17 @@ def bureaus(
 
     settings = settings_from(ctx)
     chosen = list(cities) or None
+    ephemeral = port_base == 0
+    if port_base:
+        from gateway.dev.demo_run import with_port_base
+
+        settings, admin_port = with_port_base(settings, port_base), port_base
     sim = BureauSimulator(
-        settings, tls_dir or default_tls_dir(settings), cities=chosen, admin_port=admin_port
+        settings,
+        tls_dir or default_tls_dir(settings),
+        cities=chosen,
+        admin_port=0 if ephemeral else admin_port,
+        ephemeral_ports=ephemeral,
     )
     sim.start()
     try:
@@ -56,13 +73,13 @@ def bureaus(
             family = sim.city(name).profile.family
             click.echo(f"{name:<10} {family:<11} {sim.endpoint(name)}{note}")
         click.echo(f"admin      {sim.admin_url}  (GET /cities, POST /cities/<c>/faults)")
-        _wait_for_signal()
+        wait_for_signal()
     finally:
         sim.stop()
         click.echo("bureaus stopped")
 
 
-def _wait_for_signal() -> None:
+def wait_for_signal() -> None:
     stop = threading.Event()
 
     def _handler(signum: int, frame: object) -> None:

@@ -2,7 +2,8 @@
 
 The poll loop never sleeps, never does HTTP and never retries. Each iteration it:
 1. takes finished records from the completion queue and commits each partition's commit point
-   (``offset + 1`` of the last contiguous final record; under the watchdog);
+   (the lowest offset still in flight, else the consumer's position, which is past transaction
+   markers and aborted batches: lag reaches 0; under the watchdog);
 2. pauses the partitions of every city that is unavailable (breaker not closed, maintenance
    window) or saturated (too many records in flight), and resumes them when it recovers — only
    that city's partitions, so one city's trouble never holds back another;
@@ -83,6 +84,7 @@ class DeliveryEngine:
             on_revoked=self._on_revoked,
         )
         self._positions: dict[TopicPartition, int] = {}
+        self._next_position_scan = 0.0
         self._lag: dict[str, int] = {}
         observer.watch_lag("deliver", lambda: dict(self._lag))
         observer.watch_oldest(lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()})
@@ -151,14 +153,29 @@ class DeliveryEngine:
                 records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
                 for record in records:
                     self._dispatch(record)
-                self._update_lag(records)
+                self._track_positions(records)
         finally:
             self.shutdown(drain_timeout_s)
         if self._fatal is not None:
             raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
 
-    def _update_lag(self, records: list[Record]) -> None:
-        self._lag = self.consumer.lag_by_topic(self._positions, offset_ranges(records)[1])
+    def _track_positions(self, records: list[Record]) -> None:
+        """Feed the consumer's positions to the commit points and the lag metric.
+
+        Positions of the partitions that returned records, after every poll; of every assigned
+        partition at most once a second, so a commit marker or an aborted batch fetched on its
+        own (no records returned) is committed past too.
+        """
+        assigned = self.consumer.assignment()
+        tps = assigned.intersection(offset_ranges(records)[1])
+        now = time.monotonic()
+        if now >= self._next_position_scan:
+            self._next_position_scan = now + 1.0
+            tps |= assigned - self.consumer.paused()
+        positions = {tp: self.consumer.position(tp) for tp in tps}
+        for tp, offset in positions.items():
+            self.tracker.position(tp, offset)
+        self._lag = self.consumer.lag_by_topic(self._positions, positions)
 
     def _dispatch(self, record: Record) -> None:
         city = self.topics.city_of(record.topic)

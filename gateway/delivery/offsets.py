@@ -1,8 +1,12 @@
 """Which offsets may be committed while escalations finish out of order.
 
 Workers finish records in any order (different cities, different keys); a partition's commit
-point is the lowest offset still in flight, or one past the highest finished offset when
-nothing is in flight. Committing ``offset + 1`` of a record that is not final never happens.
+point is the lowest offset still in flight, or, when nothing is in flight, the consumer's
+*position* (the next offset it will return). On a transactional topic the position is past the
+commit markers and aborted batches that follow the last record: committing ``last + 1``
+instead would leave every marker as lag 1 forever (``kafka-consumer-groups``, Burrow, KEDA and
+the gateway's own lag metric would all see it). Without a known position, ``last + 1``.
+Committing ``offset + 1`` of a record that is not final never happens.
 """
 
 from __future__ import annotations
@@ -17,10 +21,16 @@ class PartitionOffsets:
         self._pending: list[int] = []
         self._done: set[int] = set()
         self._high = -1
+        self._position = -1
 
     def add(self, offset: int) -> None:
         heapq.heappush(self._pending, offset)
         self._high = max(self._high, offset)
+
+    def position(self, offset: int) -> None:
+        """The consumer's position after a poll: every offset below it was returned or skipped
+        (a transaction marker, an aborted record)."""
+        self._position = max(self._position, offset)
 
     def done(self, offset: int) -> None:
         self._done.add(offset)
@@ -31,7 +41,8 @@ class PartitionOffsets:
         """Next offset to commit, or None when nothing was seen."""
         if self._pending:
             return self._pending[0]
-        return self._high + 1 if self._high >= 0 else None
+        point = max(self._high + 1, self._position)
+        return point if point > 0 else None
 
     @property
     def in_flight(self) -> int:
@@ -45,6 +56,11 @@ class OffsetTracker:
 
     def add(self, tp: TopicPartition, offset: int) -> None:
         self.partitions.setdefault(tp, PartitionOffsets()).add(offset)
+
+    def position(self, tp: TopicPartition, offset: int) -> None:
+        """Record the consumer's position of ``tp`` (read after the records it returned were
+        added)."""
+        self.partitions.setdefault(tp, PartitionOffsets()).position(offset)
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         part = self.partitions.get(tp)

@@ -38,9 +38,9 @@ _OVERHEAD = 128
 _PER_HEADER = 12
 _APPEND_PARAMS = ("tp", "timestamp_ms", "key", "value", "headers")
 
-Outgoing = tuple[str, bytes | None, bytes, Sequence[tuple[str, bytes]]]
+Outgoing = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
 """A record to produce: (topic, key, value, headers)."""
-SendOne = Callable[[str, bytes, bytes | None, Sequence[tuple[str, bytes]]], Any]
+SendOne = Callable[[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Any]
 
 
 class BatchAppender:

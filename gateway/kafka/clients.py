@@ -389,7 +389,7 @@ class Producer:
     def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | None,
         *,
         key: bytes | None = None,
         headers: Headers | None = None,
@@ -408,7 +408,7 @@ class Producer:
         partitions, same errors, ~15 µs less CPU per record (see :mod:`gateway.kafka.append`).
         Delivery errors surface where the caller waits: ``flush`` or ``commit``."""
 
-        def send_one(topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        def send_one(topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
             self.send(topic, value, key=key, headers=headers)
 
         if self._appender is None:

@@ -25,7 +25,13 @@ from gateway.avro.codec import Codec, validate_complaint
 from gateway.cities import city_key
 from gateway.config import Settings
 from gateway.deadletters.headers import dead_letter_headers
-from gateway.errors import FatalError, GreenChannelError, RecordError, UnknownCity
+from gateway.errors import (
+    FatalError,
+    GreenChannelError,
+    RecordError,
+    TransientError,
+    UnknownCity,
+)
 from gateway.kafka.clients import Consumer, Headers, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
@@ -39,7 +45,8 @@ log = logging.getLogger(__name__)
 class Output(NamedTuple):
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None
+    """None only for a dead-lettered tombstone."""
     headers: Headers
 
 
@@ -125,20 +132,21 @@ class RecordRouter:
             now_ms=self.clock_ms(),
             working_days=self.working_days,
         )
-        value = self.codec.encode("escalation", escalation)
+        topic = self.topics.escalations(city)
+        value = self.codec.encode("escalation", escalation, topic)  # the topic names its subject
         headers = [
             ("gc-rule", decision.rule_id.encode()),
             ("gc-escalation-id", str(escalation["escalation_id"]).encode()),
         ]
-        return Output(self.topics.escalations(city), key, value, headers)
+        return Output(topic, key, value, headers)
 
     def _dead_letter(self, record: Record, error: GreenChannelError, reason: str) -> Routed:
         headers = dead_letter_headers(
             record, stage="router", error=error, reason=reason, now_ms=self.clock_ms()
         )
-        value = record.value if record.value is not None else b""
+        # a tombstone stays a tombstone (null value), not an empty value
         return Routed(
-            [Output(self.topics.dlq_complaints, record.key, value, headers)], None, reason
+            [Output(self.topics.dlq_complaints, record.key, record.value, headers)], None, reason
         )
 
 
@@ -194,6 +202,7 @@ class Router:
         )
         self._lag: dict[str, int] = {}
         self._positions: dict[TopicPartition, int] = {}
+        self._next_skip_check = 0.0
         self.ready = threading.Event()
         observer.watch_lag("router", lambda: dict(self._lag))
 
@@ -215,6 +224,8 @@ class Router:
                 records = self.consumer.poll(self.settings.router.poll_timeout_ms)
                 if records:
                     self.process(records)
+                else:
+                    self._commit_skipped()
         finally:
             self.consumer.close()
             self.producer.close()
@@ -226,6 +237,9 @@ class Router:
         # one batch per partition (interleaving routing and sending split them: ~25 % more CPU).
         routed = [route(r) for r in records]
         first_offsets, next_offsets = offset_ranges(records)
+        # Commit the consumer's position, not last + 1: on a transactional input topic it is
+        # past the commit marker (else the marker stays as lag 1 in every lag monitor).
+        next_offsets = {tp: max(o, self.consumer.position(tp)) for tp, o in next_offsets.items()}
         try:
             # The whole transaction runs under one deadline: begin, sends (which can block on
             # metadata), send_offsets_to_transaction and commit_transaction.
@@ -239,6 +253,29 @@ class Router:
             self.observer.on_transaction(self.clock() - started, len(records), committed=False)
             return
         self._committed(records, routed, started, next_offsets)
+
+    def _commit_skipped(self) -> None:
+        """After an empty poll, at most once a second: commit positions that moved without
+        returning records (a commit marker or an aborted batch fetched on its own)."""
+        now = time.monotonic()
+        if now < self._next_skip_check:
+            return
+        self._next_skip_check = now + 1.0
+        assigned = self.consumer.assignment()
+        moved = {
+            tp: pos
+            for tp in assigned
+            if (pos := self.consumer.position(tp)) > self._positions.get(tp, -1)
+        }
+        if not moved:
+            return
+        try:
+            with self.watchdog.guard("commit"):
+                self.consumer.commit(moved)
+        except TransientError as exc:  # a rebalance: the next empty poll tries again
+            log.info("router: commit of skipped offsets deferred: %s", exc)
+            return
+        self._lag = self.consumer.lag_by_topic(self._positions, moved)
 
     def _abort(self, exc: GreenChannelError, first_offsets: dict[TopicPartition, int]) -> None:
         log.warning("router: transaction failed, aborting and re-reading the batch: %s", exc)

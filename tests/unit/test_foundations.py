@@ -153,7 +153,9 @@ def test_json_logs_mask_personal_data() -> None:
 def test_topics_named_in_one_place() -> None:
     t = Topics("gc.")
     names = [spec.name for spec in t.all(["wuhu", "hefei"])]
-    assert len(names) == len(set(names)) == 3 + 6 + 2 + 3
+    assert len(names) == len(set(names)) == 3 + 6 + 2 + 3 + 1
+    store = next(spec for spec in t.all([]) if spec.name == t.schemas)
+    assert store.configs == {"cleanup.policy": "compact", "retention.ms": "-1"}
     assert t.city_of(t.escalations("wuhu")) == "wuhu"
     with pytest.raises(ValueError, match="not an escalation topic"):
         t.city_of(t.receipts)
