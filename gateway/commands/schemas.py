@@ -44,8 +44,11 @@ def register(ctx: click.Context, file: Path, dry_run: bool, timeout_s: float) ->
     except UnknownSchema as exc:
         click.echo(f"refused ({exc.reason}): {exc}", err=True)
         ctx.exit(1)
-    name = str(json.loads(text).get("name", "?"))
+    raw = json.loads(text)
+    name = str(raw.get("name", "?"))
     kind = RECORD_NAMES.get(name.rsplit(".", 1)[-1], "?")
+    if "." not in name and raw.get("namespace"):
+        name = f"{raw['namespace']}.{name}"
     current = fp in {i.fingerprint for i in current_schemas().values()}
     what = "the current" if current else "a compatible"
     click.echo(f"{fingerprint_text(fp)}  {name}: {what} {kind} writer schema")

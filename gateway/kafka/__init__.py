@@ -2,7 +2,8 @@
 
 Owns the typed client wrappers (``clients``: consumer, transactional producer, records),
 topic administration (``admin``), the workarounds for kafka-python 3.0.x (``compat``), the
-Java-compatible key partitioner (``partitioner``) and the fast batch append into kafka-python's
-record accumulator (``append``). May import: ``gateway.config``, ``gateway.errors``,
+Java-compatible key partitioner (``partitioner``), the fast batch append into kafka-python's
+record accumulator (``append``) and a follower of compacted topics (``follow``: the schema
+store). May import: ``gateway.config``, ``gateway.errors``,
 ``gateway.topics`` and the standard library. Everything above sees only the types defined here.
 """
