@@ -18,7 +18,10 @@ read it (BACKWARD: :mod:`gateway.avro.schema_rules`) and its decode cost must be
 A record with an unknown fingerprint waits (at most ``codec.schema_store.wait_s``) for the
 store to catch up with the topic's end: a schema registered just before the records that use
 it is found. A fingerprint still unknown after a catch-up is not waited for again until the
-store learns a new schema, so a stream of unknown records costs one wait, not one per record.
+store learns a new schema, so a stream of unknown records costs one wait, not one per record;
+and one catch-up answers every miss for the next :data:`CATCH_UP_INTERVAL_S` (the follower
+reads the topic continuously anyway), so records with ever new random fingerprints cannot
+stall the router for more than a catch-up (~a poll) per interval.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 CatchUp = Callable[[float], bool]
 """Blocks until the store's source was read to its end (as of the call), or the timeout."""
 _MAX_MISSES = 10_000
+CATCH_UP_INTERVAL_S = 1.0
 
 
 def store_record(schema: str | dict[str, Any]) -> tuple[bytes, bytes]:
@@ -49,10 +54,19 @@ def store_record(schema: str | dict[str, Any]) -> tuple[bytes, bytes]:
 class SchemaStore:
     """Feeds writer schemas into a codec and answers its unknown-fingerprint questions."""
 
-    def __init__(self, codec: Codec, *, wait_s: float, catch_up: CatchUp | None = None) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        *,
+        wait_s: float,
+        catch_up: CatchUp | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.codec = codec
         self.wait_s = wait_s
         self.catch_up = catch_up
+        self._clock = clock
+        self._caught_up_at = -CATCH_UP_INTERVAL_S
         self._lock = threading.Lock()
         self._generation = 0
         self._missed: dict[bytes, int] = {}
@@ -109,8 +123,10 @@ class SchemaStore:
             generation = self._generation
             if self._missed.get(fp) == generation:
                 return False
-        if self.catch_up is not None and self.wait_s > 0:
+        recent = self._clock() - self._caught_up_at < CATCH_UP_INTERVAL_S
+        if self.catch_up is not None and self.wait_s > 0 and not recent:
             self.catch_up(self.wait_s)
+            self._caught_up_at = self._clock()
         if self.codec.knows(fp):
             return True
         with self._lock:

@@ -34,7 +34,7 @@ class TopicFollower:
         topic: str,
         on_record: OnRecord,
         *,
-        poll_ms: int = 200,
+        poll_ms: int = 50,
     ) -> None:
         self.topic = topic
         self._settings = settings

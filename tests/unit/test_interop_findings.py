@@ -120,17 +120,35 @@ def test_what_the_gateway_writes_is_registered_under_topic_value() -> None:
 def test_store_waits_for_an_unknown_fingerprint_once_per_store_change() -> None:
     codec = Codec(CodecSettings())
     calls: list[float] = []
-    store = SchemaStore(codec, wait_s=0.25, catch_up=lambda s: calls.append(s) or True)
+    now = [100.0]
+    store = SchemaStore(
+        codec, wait_s=0.25, catch_up=lambda s: calls.append(s) or True, clock=lambda: now[0]
+    )
     unknown = SINGLE_OBJECT_MAGIC + b"\x01" * 8 + b"\x00"
     for _ in range(3):
+        now[0] += 5
         with pytest.raises(UnknownSchema):
             codec.decode(unknown)
     assert calls == [0.25]  # one wait, not one per record
     key, value = store_record(complaint_v2())
     store.on_record(key, value)  # the store changed: the next miss waits again
+    now[0] += 5
     with pytest.raises(UnknownSchema):
         codec.decode(unknown)
     assert calls == [0.25, 0.25]
+
+
+def test_one_catch_up_answers_every_miss_for_a_second() -> None:
+    """Ever new random fingerprints (a hostile stream) cost one catch-up per interval."""
+    codec = Codec(CodecSettings())
+    calls: list[float] = []
+    now = [100.0]
+    SchemaStore(codec, wait_s=5.0, catch_up=lambda s: calls.append(s) or True, clock=lambda: now[0])
+    for i in range(1000):
+        now[0] += 0.01  # 10 s in all
+        with pytest.raises(UnknownSchema):
+            codec.decode(SINGLE_OBJECT_MAGIC + i.to_bytes(8, "little") + b"\x00")
+    assert 9 <= len(calls) <= 11
 
 
 def test_store_finds_a_schema_that_arrives_while_the_record_waits() -> None:
