@@ -12,6 +12,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,7 @@ from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.registry import RegistryServer
 from gateway.dev.samples import SampleFactory
 from tests.conftest import TopicFactory
+from tests.helpers import REPO
 from tests.integration.delivery_kit import accepted_ids, sim_city_overrides, wait_until
 from tests.interop.kit import running_gateway
 
@@ -254,3 +259,28 @@ def consume(
         consumer.close()
     assert len(out) == expect, f"{len(out)} of {expect} read from {topics}"
     return out
+
+
+def test_greenchannel_registry_command_serves_the_api() -> None:
+    """``greenchannel registry`` (as the README says) is the registry the client talks to."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "registry", "--port", "0"],
+        cwd=REPO,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("schema registry on http://127.0.0.1:"), line
+        url = line.split()[-1]
+        client = SchemaRegistryClient({"url": url})
+        schema_id = client.register_schema("x-value", Schema(COMPLAINT, "AVRO"))
+        assert client.get_latest_version("x-value").schema_id == schema_id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
