@@ -261,13 +261,13 @@ class Router:
         if now < self._next_skip_check:
             return
         self._next_skip_check = now + 1.0
-        assigned = self.consumer.assignment()
-        moved = {
-            tp: pos
-            for tp in assigned
-            if (pos := self.consumer.position(tp)) > self._positions.get(tp, -1)
-        }
-        if not moved:
+        moved = {}
+        for tp in self.consumer.assignment():
+            pos = self.consumer.position(tp)
+            known = self._positions.setdefault(tp, pos)  # first seen: where the group already is
+            if pos > known:
+                moved[tp] = pos
+        if not moved:  # nothing to commit: no call that could block on a frozen broker
             return
         try:
             with self.watchdog.guard("commit"):

@@ -142,6 +142,8 @@ def test_evolved_writer_registered_while_the_router_runs_is_routed(
         escalations = read_all(
             settings.kafka.bootstrap_servers, [t.escalations(c) for c in CITIES], idle_s=1.0
         )
+    print(result.output, end="")
+    print(f"routed {len(routed)} of {len(samples)} evolved complaints, dead-lettered {len(dead)}")
     assert dead == [], [header(d, "gc-dlq-reason") for d in dead]
     assert len(routed) == len(samples)
     assert {r.key for r in routed} == {s.record["complaint_id"].encode() for s in samples}
