@@ -137,6 +137,11 @@ def test_evolved_writer_registered_while_the_router_runs_is_routed(
             ],
         )
         routed = outputs(settings, len(samples))
+        listing = CliRunner().invoke(
+            cli, ["--config", str(config_file(tmp_path, settings)), "schemas", "list"]
+        )
+        assert listing.exit_code == 0, listing.output
+        assert fp_text in listing.output.split(), listing.output
         # everything was routed (read above): nothing can still reach the DLQ
         dead = read_all(settings.kafka.bootstrap_servers, [t.dlq_complaints], timeout_s=5.0)
         escalations = read_all(
