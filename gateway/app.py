@@ -53,22 +53,28 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def open_schema_store(settings: Settings, codec: Codec) -> tuple[SchemaStore, TopicFollower | None]:
-    """The schema store of ``codec``: the configured directory, then the store topic read to
-    its end and followed (see :mod:`gateway.avro.store`)."""
+def open_schema_store(settings: Settings, codec: Codec) -> SchemaStore:
+    """The schema store of ``codec`` with the configured directory loaded (a file the gateway
+    cannot accept is a :class:`ConfigError`); see :mod:`gateway.avro.store`."""
     conf = settings.codec.schema_store
     store = SchemaStore(codec, wait_s=conf.wait_s)
     if conf.directory is not None:
         store.load_directory(conf.directory)
+    return store
+
+
+def follow_schema_store(settings: Settings, store: SchemaStore) -> TopicFollower | None:
+    """Read the store topic to its end, then follow it (None when off or missing)."""
+    conf = settings.codec.schema_store
     if not conf.follow_topic:
-        return store, None
+        return None
     topic = Topics(settings.topics.prefix).schemas
     follower = TopicFollower(settings.kafka, topic, store.on_record)
     if not follower.start(conf.start_timeout_s):
         log.warning("schema store topic %s does not exist (greenchannel topics init)", topic)
-        return store, None
+        return None
     store.catch_up = follower.catch_up
-    return store, follower
+    return follower
 
 
 @dataclass
@@ -87,7 +93,8 @@ class App:
         self.watchdog = Watchdog(s.router.watchdog_s)
         # builds its registry client from codec.registry_url
         self.codec = Codec(s.codec, kind_topics={"receipt": Topics(s.topics.prefix).receipts})
-        self.schema_store, self.schema_follower = open_schema_store(s, self.codec)
+        self.schema_store = open_schema_store(s, self.codec)
+        self.schema_follower: TopicFollower | None = None  # started by run(), before the loops
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
@@ -137,6 +144,9 @@ class App:
 
     def run(self, shutdown_timeout_s: float = 20.0, with_ops: bool = True) -> int:
         obs = self.settings.observability
+        # the writer schemas the store holds now, before the first record is decoded (here, not
+        # in __init__: a SIGTERM while it reads finds the signal handlers installed)
+        self.schema_follower = follow_schema_store(self.settings, self.schema_store)
         ops = None
         if with_ops:
             ops = OpsServer(
