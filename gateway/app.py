@@ -23,11 +23,13 @@ from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
+from gateway.http import HttpxTransport, preflight
 from gateway.ops.health import OpsServer
 from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
+from gateway.sdk import Connector
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -78,10 +80,36 @@ class App:
             if unknown:
                 raise ConfigError(f"--city names unknown cities: {', '.join(unknown)}")
             connectors = load_connectors({s.connector_of(c) for c in cities})
+            self._check_delivery(connectors, cities)
             self.engine = DeliveryEngine(
-                s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
+                s,
+                connectors,
+                self.codec,
+                self.metrics,
+                self.watchdog,
+                cities=cities,
+                transport_factory=lambda city: HttpxTransport(
+                    city,
+                    s.city(city),
+                    s.delivery.endpoint_allowlist,
+                    connectors[s.connector_of(city)].transport,
+                ),
             )
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
+
+    def _check_delivery(self, connectors: dict[str, Connector], cities: list[str]) -> None:
+        """Transport policy, secret and TLS files, before anything is consumed (ConfigError)."""
+        now = self.clock()
+        certs, _ = preflight(self.settings, connectors, cities, now)
+        warn_s = self.settings.delivery.certificate_warn_days * 86_400
+        for cert in certs:
+            self.metrics.on_client_certificate(cert.city, cert.not_after_s)
+            if cert.not_after_s - now < warn_s:
+                log.warning(
+                    "cities.%s.tls.cert_file expires in %.1f days: rotate it",
+                    cert.city,
+                    (cert.not_after_s - now) / 86_400,
+                )
 
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}
