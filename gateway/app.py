@@ -70,17 +70,18 @@ class App:
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
-        if self.route:
-            classifier = load_rules(s.router.rules_file)
-            rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
-            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
-        if self.deliver:
+        if self.deliver:  # refuse a configuration that cannot deliver before touching Kafka
             cities = self.cities or [c for c, cs in s.cities.items() if cs.enabled]
             unknown = [c for c in cities if c not in s.cities]
             if unknown:
                 raise ConfigError(f"--city names unknown cities: {', '.join(unknown)}")
             connectors = load_connectors({s.connector_of(c) for c in cities})
             self._check_delivery(connectors, cities)
+        if self.route:
+            classifier = load_rules(s.router.rules_file)
+            rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
+            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
+        if self.deliver:
             self.engine = DeliveryEngine(
                 s,
                 connectors,
@@ -145,7 +146,13 @@ class App:
         ops = None
         if with_ops:
             ops = OpsServer(
-                obs.host, obs.port, self.metrics.registry, self.watchdog.heartbeat_ages, self.ready
+                obs.host,
+                obs.port,
+                self.metrics.registry,
+                self.watchdog.heartbeat_ages,
+                self.ready,
+                max_connections=obs.max_connections,
+                request_timeout_s=obs.request_timeout_s,
             )
             ops.start()
             log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", obs.host, ops.port)

@@ -320,8 +320,9 @@ class ObservabilitySettings(_Strict):
     name. Loopback by default; a container behind a Service needs its pod address or 0.0.0.0
     (docs/security.md)."""
     port: int = Field(9308, ge=0, le=65_535)
-    max_connections: int = Field(32, ge=1, le=1024)
-    """Connections the ops endpoint serves at once; more wait in the listen backlog."""
+    max_connections: int = Field(64, ge=1, le=1024)
+    """Connections the ops endpoint holds open at once; when full, the one that has waited
+    longest for its request is closed to make room."""
     request_timeout_s: float = Field(5.0, gt=0, le=60)
     """Idle and header timeout per connection: a client must send its request within this."""
 

@@ -199,8 +199,10 @@ def client_certificate(
         if (path := getattr(tls, name)) is not None
         and (p := _readable(f"cities.{key}.tls.{name}", path)) is not None
     ]
-    if problems:
+    if any(".tls.cert_file" in p or ".tls.key_file" in p for p in problems):
         return None, problems
+    if problems:  # only the CA file is unusable: still check the client certificate
+        tls = tls.model_copy(update={"ca_file": None})
     try:
         client_context(tls, TransportPolicy())
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError

@@ -52,6 +52,9 @@ def _start(
         settings = settings.model_copy(update={"observability": obs})
     setup_logging(settings.observability.log_level, settings.observability.log_format)
     from gateway.app import App, tune_gc
+    from gateway.ops.health import check_bind
+
+    check_bind(settings.observability.host, settings.observability.port)  # before Kafka
 
     app = App(
         settings, route=route, deliver=deliver, cities=list(cities) or None, instance_id=instance
