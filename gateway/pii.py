@@ -68,7 +68,7 @@ _MOBILE = re.compile(
 _LANDLINE = re.compile(
     r"(?<![\dA-Za-z+＋\-])"
     + rf"(?:{_CC}\(?|\(?[0０])([1-9１-９]{_D}{{1,2}})\)?{_SEP}*"
-    + rf"({_D}{{3,4}}){_SEP}?({_D}{{4}})(?:\s*(?:-|－|转|ext\.?|x)\s*{_D}{{1,6}})?"
+    + rf"({_D}{{3,4}}){_SEP}?({_D}{{3,4}})(?:\s*(?:-|－|转|ext\.?|x)\s*{_D}{{1,6}})?"
     + _NOT_DIGIT_AFTER
 )
 _EMAIL = re.compile(

@@ -278,6 +278,8 @@ def check_bind(host: str, port: int) -> None:
 
 def _listen(host: str, port: int, backlog: int) -> socket.socket:
     """A listening socket on ``host:port``; ConfigError naming the keys when that fails."""
+    if not 0 <= port <= 65_535:  # getaddrinfo would wrap it around silently
+        raise ConfigError(f"observability.host/observability.port: port {port} is out of range")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
