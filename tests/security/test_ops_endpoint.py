@@ -157,5 +157,5 @@ def test_an_oversized_request_head_is_dropped(ops: OpsServer) -> None:
 def test_an_address_it_cannot_listen_on_is_a_config_error_naming_the_keys(
     host: str, port: int
 ) -> None:
-    with pytest.raises(ConfigError, match="observability.host/observability.port"):
+    with pytest.raises(ConfigError, match=r"observability\.host/observability\.port"):
         OpsServer(host, port, CollectorRegistry(), dict, dict)
