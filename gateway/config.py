@@ -78,6 +78,19 @@ class KafkaSettings(_Strict):
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for raw in value.split(","):
+            entry = raw.strip()
+            if "@" in entry or "://" in entry:
+                raise ValueError("must be host:port[,host:port...] without a scheme or credentials")
+            host, _, port = entry.rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+            if not valid_host(host) or not port.isdigit() or not 1 <= int(port) <= 65_535:
+                raise ValueError(f"{entry!r} is not host:port with a port in 1-65535")
+        return value
+
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
         """Reject combinations a client would silently ignore or fail on, naming the key."""
@@ -130,6 +143,18 @@ class CodecSettings(_Strict):
     wire_format: Literal["single_object", "confluent"] = "single_object"
     registry_url: str | None = None
     max_message_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
+
+    @field_validator("registry_url")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{redact_url(value)!r} is not an http(s) URL with a host")
+        if "@" in parts.netloc:
+            raise ValueError(f"{redact_url(value)!r} carries credentials: they are refused in URLs")
+        return value
 
 
 class BrokerSettings(_Strict):
