@@ -44,6 +44,8 @@ POLL_S = 0.2
 """How often the reading loop looks at deadlines and the stop flag."""
 WORKERS = 4
 """Threads that answer complete requests (``/metrics`` is the only slow one)."""
+SEND_BUFFER_BYTES = 512 * 1024
+"""Socket send buffer for answers (the kernel may cap it)."""
 
 Answer = tuple[int, bytes, str]
 """(status, body, content type) of one ops request."""
@@ -169,6 +171,9 @@ class OpsServer:
         self._sock.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+        self._queued = 0
+        """Complete requests handed to the workers and not finished yet."""
         self.thread = threading.Thread(target=self._loop, name="ops-http", daemon=True)
 
     @property
@@ -237,6 +242,11 @@ class OpsServer:
         if b"\r\n\r\n" in pending.head or b"\n\n" in pending.head:
             self._selector.unregister(conn)
             del self._pending[conn.fileno()]
+            with self._lock:
+                if self._queued >= self._max_open:  # answers queue up: shed this one
+                    conn.close()
+                    return
+                self._queued += 1
             self._pool.submit(self._answer, pending)
         elif len(pending.head) > MAX_HEAD_BYTES:
             self._drop(pending)
@@ -259,6 +269,8 @@ class OpsServer:
             conn.setblocking(True)
             conn.settimeout(self._timeout_s)  # a client that does not read its answer
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # an answer fits the send buffer: a client that reads slowly cannot hold a worker
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
             handler = type(
                 "OpsHandler", (_Handler,), {"routes": self._routes, "head": pending.head}
             )
@@ -269,6 +281,8 @@ class OpsServer:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_WR)
             conn.close()
+            with self._lock:
+                self._queued -= 1
 
 
 def check_bind(host: str, port: int) -> None:
