@@ -273,16 +273,21 @@ def preflight(
     now_s: float,
     *,
     missing_tls_ok: bool = False,
+    missing_secrets_ok: bool = False,
 ) -> tuple[list[ClientCertificate], list[str]]:
     """The start-up checks of delivery (``run``, ``deliver`` and ``check-config``): transport
     policy, secret files, TLS files. Raises ConfigError naming every bad key; returns the
-    client certificates found and notes (TLS files missing here, when ``missing_tls_ok``:
-    ``check-config`` may run where the mounts are not)."""
+    client certificates found and notes: files missing here, when ``missing_tls_ok`` /
+    ``missing_secrets_ok`` (``check-config`` may run where the TLS mounts are not, and with
+    ``--elsewhere`` where no mount is). A file that exists but is unusable is always refused."""
     keys = list(cities)
     check_transport(settings, connectors, keys)
-    problems = settings.file_problems(keys)
+    problems: list[str] = []
     certs: list[ClientCertificate] = []
     notes: list[str] = []
+    for problem in settings.file_problems(keys):
+        missing = problem.endswith("does not exist")
+        (notes if missing and missing_secrets_ok else problems).append(problem)
     for key in keys:
         cert, found = client_certificate(key, settings.city(key).tls, now_s)
         for problem in found:

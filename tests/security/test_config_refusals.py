@@ -193,7 +193,6 @@ def test_known_variables_and_new_city_blocks_are_accepted(tmp_path: Path) -> Non
             "cities.wuhu.breaker",
         ),
         ({"cities": {"wuhu": {"retry": {"initial_s": 30, "max_wait_s": 5}}}}, "cities.wuhu.retry"),
-        ({"cities": {"wuhu": {"timeout_s": 120}}}, "cities.wuhu.timeout_s"),
         (
             {"cities": {"wuhu": {"maintenance": [{"start": "02:00", "end": "02:00"}]}}},
             "cities.wuhu.maintenance",
@@ -228,6 +227,21 @@ def test_an_unusable_secret_file_fails_check_config(tmp_path: Path, kind: str) -
         secret.write_text("\n", encoding="utf-8")
     config = {"cities": {"wuhu": {"credentials": {"secret": None, "secret_file": str(secret)}}}}
     refused(check(tmp_path, config), "cities.wuhu.credentials.secret_file")
+
+
+def test_check_config_elsewhere_notes_secret_files_missing_here(tmp_path: Path) -> None:
+    config = {"cities": {"wuhu": {"credentials": {"secret": None, "secret_file": "/run/x/s"}}}}
+    path = tmp_path / "gc.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(path), "check-config", "--elsewhere"])
+    assert result.exit_code == 0, result.output
+    assert "note: cities.wuhu.credentials.secret_file: /run/x/s does not exist" in result.stderr
+    directory = tmp_path / "dir"
+    directory.mkdir()
+    config["cities"]["wuhu"]["credentials"]["secret_file"] = str(directory)
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--config", str(path), "check-config", "--elsewhere"])
+    refused(result, "cities.wuhu.credentials.secret_file", "not a regular file")
 
 
 def _run(tmp_path: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
