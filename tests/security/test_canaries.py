@@ -207,8 +207,9 @@ def test_no_canary_leaves_the_gateway_in_clear(
             "escalations",
         ),
     }
-    assert "greenchannel_delivery_dead_letters_total" in surfaces["/metrics"] or (
-        "greenchannel_" in surfaces["/metrics"]
-    )
+    metrics = surfaces["/metrics"]
+    assert "greenchannel_delivery_dead_letters_total" in metrics
+    # the client certificate was checked at start and its expiry exported (Shenzhen: mTLS)
+    assert 'greenchannel_client_certificate_expiry_timestamp_seconds{city="shenzhen"}' in metrics
     found = [leak for name, text in surfaces.items() for leak in leaks(name, text, stack.people)]
     assert not found, "personal data in clear:\n  " + "\n  ".join(sorted(set(found)))
