@@ -6,13 +6,13 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean deploy-check
+.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean deploy-check lock audit kafka-drift
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,sim]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,sim]"
 	@touch $@
 
 lint: venv ## ruff lint + format check, mypy strict
@@ -25,6 +25,23 @@ test: venv lint ## the whole suite, real Kafka broker included (started by the t
 
 test-unit: venv ## offline unit tests only
 	$(PYTEST) -m unit $(PYTEST_ARGS)
+
+lock: venv ## rewrite constraints.txt from the venv (after changing pyproject.toml)
+	@head -n 3 constraints.txt > constraints.txt.new
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check >> constraints.txt.new
+	mv constraints.txt.new constraints.txt
+
+audit: ## pip-audit the locked set (constraints.txt) against PyPI's / OSV's vulnerability data
+	bash .ci/audit constraints.txt
+
+KAFKA_LATEST := .venv-kafka-latest
+kafka-drift: ## the newest kafka-python release: fast-path self-check, compat tests, Kafka integration tests
+	@test -x $(KAFKA_LATEST)/bin/python || $(PYTHON) -m venv $(KAFKA_LATEST)
+	$(KAFKA_LATEST)/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev,sim]"
+	$(KAFKA_LATEST)/bin/python -m pip install -q --disable-pip-version-check --upgrade kafka-python
+	$(KAFKA_LATEST)/bin/python -c "import kafka; print('kafka-drift: kafka-python', kafka.__version__, '(locked: $$(grep -i ^kafka-python== constraints.txt))')"
+	$(KAFKA_LATEST)/bin/python -c "import gateway.kafka.append as a; check = getattr(a, 'self_check', None); result = check() if check else 'absent: the compat tests below cover it'; assert result is not False, 'fast-path self-check failed'; print('kafka-drift: self-check', result)"
+	$(KAFKA_LATEST)/bin/pytest -p no:cacheprovider -q tests/unit/test_kafka_compat.py tests/unit/test_kafka_partitioner.py tests/integration/test_kafka_producer.py
 
 demo: venv ## broker + bureau simulator + gateway, with sample complaints
 	$(BIN)/python -m gateway.dev.demo $(ARGS)

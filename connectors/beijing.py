@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, JsonValue, local_time, yuan
 from connectors.families.json_hmac import JsonHmacConnector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "0101",
@@ -78,6 +78,7 @@ def body(e: Escalation) -> dict[str, JsonValue]:
 
 connector = JsonHmacConnector(
     name="beijing",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="110000",
     path="/api/12315/v1/complaints",
     body=body,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, local_time
 from connectors.families.soap import SoapConnector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 NAMESPACE = "http://12315.cq.gov.cn/tousu"
 CATEGORIES = {
@@ -58,6 +58,7 @@ def fields(e: Escalation) -> list[tuple[str, str]]:
 
 connector = SoapConnector(
     name="chongqing",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="500000",
     path="/services/TousuService",
     namespace=NAMESPACE,

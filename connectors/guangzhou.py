@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, iso_local, local_time, yuan
 from connectors.families.soap import SoapConnector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 NAMESPACE = "urn:gz12315:complaint:v1"
 CATEGORIES = {
@@ -62,6 +62,7 @@ def fields(e: Escalation) -> list[tuple[str, str]]:
 
 connector = SoapConnector(
     name="guangzhou",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="440100",
     path="/ws/ComplaintService",
     namespace=NAMESPACE,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, JsonValue, iso_local, local_time
 from connectors.families.json_hmac import JsonHmacConnector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "ZL",
@@ -64,6 +64,7 @@ def body(e: Escalation) -> dict[str, JsonValue]:
 
 connector = JsonHmacConnector(
     name="hangzhou",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="330100",
     path="/openapi/v2/complaint/submit",
     body=body,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, local_time
 from connectors.families.form_sm3 import FormSm3Connector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "11",
@@ -59,6 +59,7 @@ def params(e: Escalation) -> dict[str, str]:
 
 connector = FormSm3Connector(
     name="hefei",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="340100",
     path="/api/ts/add",
     params=params,

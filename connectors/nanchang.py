@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, local_time, yuan
 from connectors.families.form_sm3 import FormSm3Connector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "NC01",
@@ -64,6 +64,7 @@ def timestamp(ms: int) -> str:
 
 connector = FormSm3Connector(
     name="nanchang",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="360100",
     path="/gateway/tousu/create",
     params=params,

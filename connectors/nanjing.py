@@ -1,7 +1,8 @@
 """Nanjing Administration for Market Regulation, 12315 interface (JSON + HMAC).
 
 ``POST /12315/api/tousu`` on the :mod:`connectors.families.json_hmac` family
-(``X-Idempotency-Key`` and ``ywlsh`` carry the escalation id).
+(``X-Idempotency-Key`` and ``ywlsh`` carry the escalation id). Transport: HTTPS with TLS 1.3
+only (``transport``).
 
 Body (pinyin initials)::
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, JsonValue, local_time, yuan
 from connectors.families.json_hmac import JsonHmacConnector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "1",
@@ -63,6 +64,7 @@ def body(e: Escalation) -> dict[str, JsonValue]:
 
 connector = JsonHmacConnector(
     name="nanjing",
+    transport=TransportPolicy(min_tls="TLSv1.3"),
     city_code="320100",
     path="/12315/api/tousu",
     body=body,

@@ -1,6 +1,6 @@
 """Shenzhen Administration for Market Regulation, open platform (OAuth2 + JSON over mTLS).
 
-Transport: HTTPS with a **client certificate** (``requires_client_cert``): the engine builds its
+Transport: HTTPS, TLS 1.2 or later, with a **client certificate** (``transport``): the engine builds its
 TLS context from ``cities.shenzhen.tls`` (``ca_file``, ``cert_file``, ``key_file``).
 Token: ``POST /oauth2/token`` (client credentials, HTTP Basic, ``scope=complaint.write``).
 Request: ``POST /api/v2/complaints`` on the :mod:`connectors.families.oauth_json` family with
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, JsonValue, iso_local
 from connectors.families.oauth_json import OAuthJsonConnector
-from gateway.sdk import Escalation, TokenGrant
+from gateway.sdk import Escalation, TokenGrant, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "PRODUCT_QUALITY",
@@ -70,7 +70,7 @@ connector = OAuthJsonConnector(
     path="/api/v2/complaints",
     body=body,
     token_grant=TokenGrant(path="/oauth2/token", scope="complaint.write"),
-    requires_client_cert=True,
+    transport=TransportPolicy(client_cert=True, min_tls="TLSv1.2"),
     codes=AnswerCodes(
         code_field="status",
         case_field="caseId",

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, JsonValue, local_time, yuan
 from connectors.families.oauth_json import OAuthJsonConnector
-from gateway.sdk import Escalation, TokenGrant
+from gateway.sdk import Escalation, TokenGrant, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "T01",
@@ -61,6 +61,7 @@ def body(e: Escalation) -> dict[str, JsonValue]:
 
 connector = OAuthJsonConnector(
     name="suzhou",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="320500",
     path="/sz12315/v1/cases",
     body=body,

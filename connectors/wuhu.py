@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from connectors.families.common import AnswerCodes, local_time, yuan
 from connectors.families.form_sm3 import FormSm3Connector
-from gateway.sdk import Escalation
+from gateway.sdk import Escalation, TransportPolicy
 
 CATEGORIES = {
     "QUALITY": "Q",
@@ -63,6 +63,7 @@ def seconds(ms: int) -> str:
 
 connector = FormSm3Connector(
     name="wuhu",
+    transport=TransportPolicy(min_tls="TLSv1.2"),
     city_code="340200",
     path="/12315/complaint.do",
     params=params,

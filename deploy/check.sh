@@ -214,7 +214,8 @@ validate_render() {  # validate_render RENDERED WORKDIR
     promtool check rules "$work/rules/prometheusrule.yml" >/dev/null
   fi
   if [[ -x $ROOT/.venv/bin/greenchannel ]]; then
-    "$ROOT/.venv/bin/greenchannel" --config "$work/config.yaml" check-config
+    # the chart's secret files are mounted in the pod, not here
+    "$ROOT/.venv/bin/greenchannel" --config "$work/config.yaml" check-config --elsewhere
   fi
 }
 

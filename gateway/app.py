@@ -24,12 +24,14 @@ from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
+from gateway.http import HttpxTransport, preflight
 from gateway.kafka.follow import TopicFollower
 from gateway.ops.health import OpsServer
 from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
+from gateway.sdk import Connector
 from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -98,20 +100,47 @@ class App:
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
-        if self.route:
-            classifier = load_rules(s.router.rules_file)
-            rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
-            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
-        if self.deliver:
+        if self.deliver:  # refuse a configuration that cannot deliver before touching Kafka
             cities = self.cities or [c for c, cs in s.cities.items() if cs.enabled]
             unknown = [c for c in cities if c not in s.cities]
             if unknown:
                 raise ConfigError(f"--city names unknown cities: {', '.join(unknown)}")
             connectors = load_connectors({s.connector_of(c) for c in cities})
+            self._check_delivery(connectors, cities)
+        if self.route:
+            classifier = load_rules(s.router.rules_file)
+            rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
+            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
+        if self.deliver:
             self.engine = DeliveryEngine(
-                s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
+                s,
+                connectors,
+                self.codec,
+                self.metrics,
+                self.watchdog,
+                cities=cities,
+                transport_factory=lambda city: HttpxTransport(
+                    city,
+                    s.city(city),
+                    s.delivery.endpoint_allowlist,
+                    connectors[s.connector_of(city)].transport,
+                ),
             )
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
+
+    def _check_delivery(self, connectors: dict[str, Connector], cities: list[str]) -> None:
+        """Transport policy, secret and TLS files, before anything is consumed (ConfigError)."""
+        now = self.clock()
+        certs, _ = preflight(self.settings, connectors, cities, now)
+        warn_s = self.settings.delivery.certificate_warn_days * 86_400
+        for cert in certs:
+            self.metrics.on_client_certificate(cert.city, cert.not_after_s)
+            if cert.not_after_s - now < warn_s:
+                log.warning(
+                    "cities.%s.tls.cert_file expires in %.1f days: rotate it",
+                    cert.city,
+                    (cert.not_after_s - now) / 86_400,
+                )
 
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}
@@ -150,7 +179,13 @@ class App:
         ops = None
         if with_ops:
             ops = OpsServer(
-                obs.host, obs.port, self.metrics.registry, self.watchdog.heartbeat_ages, self.ready
+                obs.host,
+                obs.port,
+                self.metrics.registry,
+                self.watchdog.heartbeat_ages,
+                self.ready,
+                max_connections=obs.max_connections,
+                request_timeout_s=obs.request_timeout_s,
             )
             ops.start()
             log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", obs.host, ops.port)

@@ -96,5 +96,6 @@ def require(code: str) -> City:
     if city is not None:
         return city
     if len(code) != 6 or not code.isascii() or not code.isdigit():
-        raise UnknownCity(f"city_code {code!r} is not a six-digit GB/T 2260 code")
+        # never quote it: a producer may have put free text (an address) there
+        raise UnknownCity(f"city_code ({len(code)} characters) is not a six-digit GB/T 2260 code")
     raise UnknownCity(f"city_code {code} is not a known city")

@@ -13,15 +13,27 @@ attributes, never raw dict keys.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
+import re
+from collections.abc import Iterable, Mapping
 from datetime import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,8 +46,23 @@ from gateway.errors import ConfigError
 ENV_PREFIX = "GREENCHANNEL_"
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+TOOL_ENV = frozenset(
+    {
+        "CONFIG",  # the config file (--config)
+        "BOOTSTRAP_SERVERS",  # shortcut for kafka.bootstrap_servers
+        "INSTANCE",  # --instance of route/run
+        "NO_INSTALL",  # deploy/check.sh: do not install validators
+        "TOOLS_DIR",  # deploy/check.sh: where the validators live
+    }
+)
+"""``GREENCHANNEL_*`` variables that are not settings. Names starting ``GREENCHANNEL_TEST_`` are
+reserved for the test harness. Any other ``GREENCHANNEL_*`` variable must name a setting."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: no setting accepts .inf or NaN (YAML `.inf` parses to a float).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaSettings(_Strict):
@@ -49,7 +76,20 @@ class KafkaSettings(_Strict):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
-    request_timeout_ms: int = Field(30_000, ge=1_000)
+    request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for raw in value.split(","):
+            entry = raw.strip()
+            if "@" in entry or "://" in entry:
+                raise ValueError("must be host:port[,host:port...] without a scheme or credentials")
+            host, _, port = entry.rpartition(":")
+            host = host.removeprefix("[").removesuffix("]")
+            if not valid_host(host) or not port.isdigit() or not 1 <= int(port) <= 65_535:
+                raise ValueError(f"{entry!r} is not host:port with a port in 1-65535")
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -96,7 +136,7 @@ class KafkaSettings(_Strict):
 
 class TopicSettings(_Strict):
     prefix: str = "gc."
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, le=16)
 
 
 class SchemaStoreSettings(_Strict):
@@ -110,31 +150,43 @@ class SchemaStoreSettings(_Strict):
     wait_s: float = Field(5.0, ge=0, le=60)
     """How long a record with an unknown fingerprint waits for the store to catch up (to the
     topic's end) before it is dead-lettered as ``unknown_schema``."""
-    start_timeout_s: float = Field(30.0, gt=0)
+    start_timeout_s: float = Field(30.0, gt=0, le=600)
 
 
 class CodecSettings(_Strict):
     wire_format: Literal["single_object", "confluent"] = "single_object"
     registry_url: str | None = None
-    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    max_message_bytes: int = Field(256 * 1024, ge=1024, le=16 * 1024 * 1024)
     subject_name_strategy: Literal[
         "TopicNameStrategy", "RecordNameStrategy", "TopicRecordNameStrategy"
     ] = "TopicNameStrategy"
     """Registry subjects of what the gateway writes in Confluent framing (Confluent's names)."""
     schema_store: SchemaStoreSettings = Field(default_factory=SchemaStoreSettings)
 
+    @field_validator("registry_url")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{redact_url(value)!r} is not an http(s) URL with a host")
+        if "@" in parts.netloc:
+            raise ValueError(f"{redact_url(value)!r} carries credentials: they are refused in URLs")
+        return value
+
 
 class BrokerSettings(_Strict):
     """The embedded development broker (``greenchannel broker``)."""
 
     kafka_version: str = "4.1.1"
-    port: int = 19092
-    controller_port: int = 19093
+    port: int = Field(19092, ge=1, le=65_535)
+    controller_port: int = Field(19093, ge=1, le=65_535)
     data_dir: Path = Path("var/kafka")
     cache_dir: Path = Path.home() / ".cache" / "greenchannel" / "kafka"
     heap: str = "-Xms256m -Xmx768m"
-    start_timeout_s: float = 90.0
-    sasl_ssl_port: int | None = None
+    start_timeout_s: float = Field(90.0, gt=0, le=3600)
+    sasl_ssl_port: int | None = Field(None, ge=1, le=65_535)
     """Also listen with SASL_SSL here: TLS with a generated development CA (``<data_dir>/tls``)
     and SCRAM-SHA-512 for the user below, created when the storage is formatted."""
     scram_username: str = "gateway"
@@ -163,35 +215,51 @@ class RouterSettings(_Strict):
     """Most complaints per transaction (one poll). Bigger transactions amortise the per-partition
     transaction work (~60 output partitions) but hold more in memory (~11 KiB of RSS per record
     in flight, fetch buffers included): 8,000 keeps a router under ~150 MiB."""
-    poll_timeout_ms: int = Field(100, ge=1)
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000)
     linger_ms: int = Field(500, ge=0, le=10_000)
     """How long the router's producer may hold a batch. Committing a transaction sends
     everything at once, so this adds no latency; it keeps a transaction's records for one
     partition in one batch instead of many small ones (~15 % less CPU than 5 ms)."""
-    transaction_timeout_ms: int = Field(60_000, ge=1_000)
-    watchdog_s: float = Field(30.0, gt=0)
+    transaction_timeout_ms: int = Field(60_000, ge=1_000, le=900_000)
+    watchdog_s: float = Field(30.0, gt=0, le=3600)
     static_membership: bool = False
     """Join the group with ``group.instance.id = <group_id>-<instance>`` so a restarted replica
     gets its partitions back at once instead of after the session timeout."""
-    session_timeout_ms: int = Field(10_000, ge=6_000)
-    handling_days: int = Field(10, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    handling_days: int = Field(10, ge=1, le=60)
 
 
 class RetrySettings(_Strict):
     """Per-city retry policy, built once into a tenacity ``Retrying``."""
 
-    max_attempts: int = Field(8, ge=1)
-    initial_s: float = Field(0.2, gt=0)
-    max_wait_s: float = Field(10.0, gt=0)
-    jitter_s: float = Field(0.5, ge=0)
-    budget_s: float = Field(60.0, gt=0)
-    retry_after_cap_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=100)
+    initial_s: float = Field(0.2, gt=0, le=60)
+    max_wait_s: float = Field(10.0, gt=0, le=600)
+    jitter_s: float = Field(0.5, ge=0, le=60)
+    budget_s: float = Field(60.0, gt=0, le=3600)
+    retry_after_cap_s: float = Field(30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _order(self) -> RetrySettings:
+        if self.initial_s > self.max_wait_s:
+            raise ValueError(
+                f"initial_s ({self.initial_s:g}) must not exceed max_wait_s ({self.max_wait_s:g})"
+            )
+        return self
 
 
 class BreakerSettings(_Strict):
-    failure_threshold: int = Field(5, ge=1)
-    open_s: float = Field(10.0, gt=0)
-    max_open_s: float = Field(120.0, gt=0)
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    open_s: float = Field(10.0, gt=0, le=3600)
+    max_open_s: float = Field(120.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _order(self) -> BreakerSettings:
+        if self.open_s > self.max_open_s:
+            raise ValueError(
+                f"open_s ({self.open_s:g}) must not exceed max_open_s ({self.max_open_s:g})"
+            )
+        return self
 
 
 class MaintenanceWindow(_Strict):
@@ -200,12 +268,24 @@ class MaintenanceWindow(_Strict):
     start: time
     end: time
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> MaintenanceWindow:
+        if self.start == self.end:
+            raise ValueError("start and end are equal: the window would be empty")
+        return self
+
 
 class CredentialSettings(_Strict):
     client_id: str = ""
     secret: SecretStr | None = None
     secret_file: Path | None = None
     extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CredentialSettings:
+        if self.secret is not None and self.secret_file is not None:
+            raise ValueError("set secret or secret_file, not both")
+        return self
 
     def resolved_secret(self) -> str:
         if self.secret is not None:
@@ -214,11 +294,37 @@ class CredentialSettings(_Strict):
             return self.secret_file.read_text(encoding="utf-8").strip()
         return ""
 
+    def secret_file_problem(self) -> str | None:
+        """Why ``secret_file`` cannot be used (missing, a directory, unreadable, empty), or None."""
+        path = self.secret_file
+        if path is None:
+            return None
+        if not path.exists():
+            return f"{path} does not exist"
+        if not path.is_file():
+            return f"{path} is not a regular file"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return f"{path} cannot be read: {type(exc).__name__}"
+        return f"{path} is empty" if not text.strip() else None
+
 
 class TlsSettings(_Strict):
+    """TLS towards one bureau. ``cert_file`` (PEM, may also hold the key) and ``key_file`` are
+    the gateway's client certificate (mTLS); ``ca_file`` a private CA for the bureau's server
+    certificate; ``min_version`` may raise, never lower, what the connector requires."""
+
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    min_version: Literal["TLSv1.2", "TLSv1.3"] | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file is set without cert_file (the key alone is useless)")
+        return self
 
 
 class CitySettings(_Strict):
@@ -226,11 +332,13 @@ class CitySettings(_Strict):
     connector: str | None = None
     """Entry-point name of the connector; defaults to the city key."""
     endpoint: str
-    rate_per_s: float = Field(20.0, gt=0)
-    burst: int = Field(2, ge=1)
-    timeout_s: float = Field(5.0, gt=0)
+    allow_plaintext: bool = False
+    """Allow ``http://`` — only to a loopback endpoint (the development simulator)."""
+    rate_per_s: float = Field(20.0, gt=0, le=10_000)
+    burst: int = Field(2, ge=1, le=10_000)
+    timeout_s: float = Field(5.0, gt=0, le=300)
     concurrency: int = Field(4, ge=1, le=64)
-    sla_s: float = Field(3600.0, gt=0)
+    sla_s: float = Field(3600.0, gt=0, le=30 * 86_400)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
@@ -240,16 +348,35 @@ class CitySettings(_Strict):
 
 class DeliverySettings(_Strict):
     group_id: str = "greenchannel-deliver"
-    poll_timeout_ms: int = Field(100, ge=1)
-    max_poll_interval_ms: int = Field(300_000, ge=10_000)
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000)
+    max_poll_interval_ms: int = Field(300_000, ge=10_000, le=3_600_000)
     endpoint_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*"])
     """``host:port`` patterns bureau endpoints (and redirects) must match; ``*`` for any port."""
-    max_in_flight_per_city: int = Field(200, ge=1)
+    max_in_flight_per_city: int = Field(200, ge=1, le=100_000)
+    certificate_warn_days: int = Field(30, ge=1, le=365)
+    """Warn (log, and the alert on the expiry metric) this many days before a client
+    certificate expires."""
 
 
 class ObservabilitySettings(_Strict):
     host: str = "127.0.0.1"
-    port: int = Field(9308, ge=0)
+    """Bind address of the ops endpoint (/metrics /healthz /readyz): an IP address or a host
+    name. Loopback by default; a container behind a Service needs its pod address or 0.0.0.0
+    (docs/security.md)."""
+    port: int = Field(9308, ge=0, le=65_535)
+    max_connections: int = Field(64, ge=1, le=1024)
+    """Connections the ops endpoint holds open at once; when full, the one that has waited
+    longest for its request is closed to make room."""
+    request_timeout_s: float = Field(5.0, gt=0, le=60)
+    """Idle and header timeout per connection: a client must send its request within this."""
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not valid_host(value):
+            raise ValueError(f"{value!r} is neither an IP address nor a valid host name")
+        return value
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -282,39 +409,119 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        poll_interval_s = self.delivery.max_poll_interval_ms / 1000
-        for key, city in self.cities.items():
-            if city.retry.budget_s >= poll_interval_s:
-                raise ValueError(
-                    f"cities.{key}.retry.budget_s ({city.retry.budget_s:g}) must be shorter than "
-                    f"delivery.max_poll_interval_ms ({poll_interval_s:g} s)"
-                )
-        for key, city in self.cities.items():
-            if not is_allowed(city.endpoint, self.delivery.endpoint_allowlist):
-                raise ValueError(
-                    f"cities.{key}.endpoint {city.endpoint!r} is not in delivery.endpoint_allowlist"
-                )
-        for key, city in self.cities.items():
-            secret = city.credentials.secret
-            host = urlsplit(city.endpoint).hostname or ""
-            dev = secret is not None and secret.get_secret_value().startswith("dev-only-")
-            if dev and host not in ("127.0.0.1", "localhost", "::1"):
-                raise ValueError(
-                    f"cities.{key}.credentials.secret is a development-only secret but the "
-                    "endpoint is not on loopback: configure the real secret"
-                )
-        for name in self.router.green_cities:
-            if name not in self.cities:
-                raise ValueError(
-                    f"router.green_cities names {name!r}, which has no cities.{name} block"
-                )
+        problems = [p for key, city in self.cities.items() for p in self._city_problems(key, city)]
+        problems += [
+            f"router.green_cities names {name!r}, which has no cities.{name} block"
+            for name in self.router.green_cities
+            if name not in self.cities
+        ]
+        if problems:
+            raise ValueError("\n  ".join(problems))
         return self
+
+    def _city_problems(self, key: str, city: CitySettings) -> list[str]:
+        """Every cross-field problem of ``cities.<key>``; endpoints shown without userinfo."""
+        problems = []
+        shown = redact_url(city.endpoint)
+        if not is_allowed(city.endpoint, self.delivery.endpoint_allowlist):
+            problems.append(
+                f"cities.{key}.endpoint {shown!r} is not in delivery.endpoint_allowlist"
+            )
+        problem = endpoint_problem(city.endpoint, city.allow_plaintext)
+        if problem is not None:
+            problems.append(f"cities.{key}.endpoint {shown!r}: {problem}")
+        poll_interval_s = self.delivery.max_poll_interval_ms / 1000
+        if city.retry.budget_s >= poll_interval_s:
+            problems.append(
+                f"cities.{key}.retry.budget_s ({city.retry.budget_s:g}) must be shorter than "
+                f"delivery.max_poll_interval_ms ({poll_interval_s:g} s)"
+            )
+        secret = city.credentials.secret
+        host = urlsplit(city.endpoint).hostname or ""
+        dev = secret is not None and secret.get_secret_value().startswith("dev-only-")
+        if dev and not is_loopback(host):
+            problems.append(
+                f"cities.{key}.credentials.secret is a development-only secret but the "
+                "endpoint is not on loopback: configure the real secret"
+            )
+        return problems
 
     def city(self, key: str) -> CitySettings:
         return self.cities[key]
 
+    def file_problems(self, cities: Iterable[str] | None = None) -> list[str]:
+        """Every secret file of the given (default: enabled) cities that cannot be used, as
+        ``cities.<key>.credentials.secret_file: <why>``. ``check-config`` and ``run`` refuse
+        them; the file is read here, so a missing mount fails at start, not at the first
+        delivery."""
+        keys = cities if cities is not None else [k for k, c in self.cities.items() if c.enabled]
+        return [
+            f"cities.{key}.credentials.secret_file: {problem}"
+            for key in keys
+            if (problem := self.cities[key].credentials.secret_file_problem()) is not None
+        ]
+
     def connector_of(self, key: str) -> str:
         return self.cities[key].connector or key
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo (``http://admin:pw@host/`` -> ``http://***@host/``), for
+    every message or log line that shows an endpoint."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_problem(url: str, allow_plaintext: bool) -> str | None:
+    """Why a bureau endpoint is refused (credentials in it, plain HTTP off loopback...), or
+    None. The message never repeats the userinfo."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a bad port)
+    except ValueError:
+        return "is not a valid URL (bad port?)"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host"
+    if "@" in parts.netloc:
+        return (
+            "carries credentials (user:password@): they would be sent as HTTP Basic auth and "
+            "shown in logs; put them in credentials (secret or secret_file) instead"
+        )
+    if parts.scheme == "http":
+        if not is_loopback(parts.hostname):
+            return "plain HTTP is refused for a non-loopback bureau: use https"
+        if not allow_plaintext:
+            return "plain HTTP needs allow_plaintext: true (loopback only, for the simulator)"
+    return None
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def valid_host(host: str) -> bool:
+    """An IP address literal or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = host.rstrip(".").split(".")
+    return 0 < len(host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
 
 
 def is_allowed(url: str, allowlist: list[str]) -> bool:
@@ -367,6 +574,75 @@ def _format_validation(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _unwrap(annotation: Any) -> Any:
+    """The model class or ``dict`` value type an annotation leads to (None for a leaf)."""
+    origin = get_origin(annotation)
+    if origin is dict:
+        return ("dict", get_args(annotation)[1])
+    if origin is not None and origin is not Literal:
+        for arg in get_args(annotation):
+            inner = _unwrap(arg)
+            if inner is not None:
+                return inner
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _env_path_ok(node: Any, parts: list[str]) -> bool:
+    """True when ``parts`` (an env name split at ``__``) names a setting, or a whole subtree."""
+    if not parts:
+        return True
+    if isinstance(node, tuple):  # ("dict", value type): any key, then the value type
+        return _env_path_ok(_unwrap(node[1]) if _unwrap(node[1]) else None, parts[1:])
+    if node is None:  # a leaf, or a dict of plain values (credentials.extra)
+        return False
+    field = node.model_fields.get(parts[0].lower())
+    if field is None:
+        return False
+    inner = _unwrap(field.annotation)
+    if inner is None:
+        return len(parts) == 1 or (get_origin(field.annotation) is dict and len(parts) == 2)
+    return _env_path_ok(inner, parts[1:])
+
+
+def _env_names(node: Any, data: Any, prefix: str) -> Iterable[str]:
+    """Every leaf setting's environment variable name (for did-you-mean)."""
+    if isinstance(node, tuple):
+        keys = data.keys() if isinstance(data, dict) else ()
+        for key in keys:
+            inner = _unwrap(node[1])
+            sub = data[key] if isinstance(data, dict) else None
+            yield from _env_names(inner, sub, f"{prefix}__{str(key).upper()}")
+        return
+    if node is None:
+        yield prefix
+        return
+    for name, field in node.model_fields.items():
+        sub = data.get(name) if isinstance(data, dict) else None
+        yield from _env_names(_unwrap(field.annotation), sub, f"{prefix}__{name.upper()}")
+
+
+def unknown_env(environ: Mapping[str, str], data: Mapping[str, Any]) -> list[str]:
+    """``GREENCHANNEL_*`` variables that name no setting, each with a did-you-mean."""
+    names = [n.removeprefix("__") for n in _env_names(Settings, dict(data), "")]
+    names += sorted(TOOL_ENV)
+    problems = []
+    for var in sorted(environ):
+        if not var.upper().startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].upper()
+        if rest in TOOL_ENV or rest.startswith("TEST_"):
+            continue
+        if _env_path_ok(Settings, rest.split("__")):
+            continue
+        close = difflib.get_close_matches(rest, names, n=1, cutoff=0.6)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        problems.append(f"unknown environment variable {var}: it names no setting{hint}")
+    return problems
+
+
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     """Load defaults, then the YAML file, then env; raise ConfigError naming the bad key."""
     path = path or os.environ.get(f"{ENV_PREFIX}CONFIG")
@@ -384,6 +660,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = _deep_merge(data, loaded)
     data = _deep_merge(data, overrides)
+    unknown = unknown_env(os.environ, data)
+    if unknown:
+        raise ConfigError("invalid environment:\n  " + "\n  ".join(unknown))
     bootstrap = os.environ.get(f"{ENV_PREFIX}BOOTSTRAP_SERVERS")
     if bootstrap:
         data = _deep_merge(data, {"kafka": {"bootstrap_servers": bootstrap}})

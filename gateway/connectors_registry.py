@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from gateway.errors import ConnectorError
-from gateway.sdk import Connector, TokenGrant
+from gateway.sdk import TLS_VERSIONS, Connector, TokenGrant, TransportPolicy
 
 GROUP = "greenchannel.connectors"
 _CITY_CODE = re.compile(r"^[0-9]{6}$")
@@ -121,6 +121,16 @@ def validate_connector(name: str, obj: object) -> None:
         raise ConnectorError(f"connector {name!r}: token_grant must be a TokenGrant or None")
     if not isinstance(obj.requires_client_cert, bool):
         raise ConnectorError(f"connector {name!r}: requires_client_cert must be a bool")
+    policy = obj.transport
+    if not isinstance(policy, TransportPolicy) or policy.min_tls not in TLS_VERSIONS:
+        raise ConnectorError(
+            f"connector {name!r}: transport must be a TransportPolicy with min_tls one of "
+            f"{sorted(TLS_VERSIONS)}"
+        )
+    if policy.client_cert != obj.requires_client_cert:
+        raise ConnectorError(
+            f"connector {name!r}: requires_client_cert and transport.client_cert disagree"
+        )
 
 
 _MEMBERS = (
@@ -129,6 +139,7 @@ _MEMBERS = (
     "family",
     "token_grant",
     "requires_client_cert",
+    "transport",
     "translate",
     "interpret",
     "token_request",

@@ -4,21 +4,31 @@ Transport errors and timeouts become :class:`~gateway.errors.BureauUnavailable`.
 followed by hand, at most ``MAX_REDIRECTS`` hops, and only to ``host:port`` pairs on the
 configured allowlist (a redirect elsewhere is refused, like an unreachable bureau).
 Client certificates (mTLS) and a private CA come from the city's ``tls`` settings.
+
+TLS policy: :func:`check_transport` refuses, naming the key, a configuration that cannot meet
+what the city's connector declares (:class:`~gateway.sdk.TransportPolicy`: client certificate,
+minimum TLS version); :func:`client_certificate` loads and checks the certificate and key at
+start (readable, the key matches, not expired) and :func:`client_context` builds the one TLS
+context a city's client uses (never below TLS 1.2).
 """
 
 from __future__ import annotations
 
+import _ssl
 import ssl
 import threading
-from collections.abc import Callable
-from typing import Protocol
-from urllib.parse import urljoin
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, cast
+from urllib.parse import urljoin, urlsplit
 
+import certifi
 import httpx
 
-from gateway.config import CitySettings, is_allowed
+from gateway.config import CitySettings, Settings, TlsSettings, is_allowed, redact_url
 from gateway.errors import BureauUnavailable, ConfigError
-from gateway.sdk import BureauRequest, BureauResponse, Connector, RequestContext
+from gateway.sdk import BureauRequest, BureauResponse, Connector, RequestContext, TransportPolicy
 
 MAX_REDIRECTS = 3
 TOKEN_REFRESH_MARGIN_S = 30.0
@@ -33,32 +43,35 @@ class Transport(Protocol):
 class HttpxTransport:
     """Sends BureauRequests to one city's endpoint."""
 
-    def __init__(self, city: str, settings: CitySettings, allowlist: list[str]) -> None:
+    def __init__(
+        self,
+        city: str,
+        settings: CitySettings,
+        allowlist: list[str],
+        policy: TransportPolicy | None = None,
+    ) -> None:
         self.city = city
         self.base = settings.endpoint.rstrip("/")
         self.allowlist = allowlist
-        verify: str | bool = True
-        if settings.tls.ca_file is not None:
-            verify = str(settings.tls.ca_file)
-        cert: tuple[str, str] | None = None
-        if settings.tls.cert_file is not None and settings.tls.key_file is not None:
-            cert = (str(settings.tls.cert_file), str(settings.tls.key_file))
         try:
             self._client = httpx.Client(
                 timeout=httpx.Timeout(settings.timeout_s),
-                verify=_ssl_context(verify, cert),
+                verify=client_context(settings.tls, policy or TransportPolicy()),
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=settings.concurrency + 2),
             )
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cities.{city}.tls: cannot load TLS files: {exc}") from exc
+            raise ConfigError(
+                f"cities.{city}.tls: cannot load TLS files: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def send(self, request: BureauRequest) -> BureauResponse:
         url = self.base + request.path
         for _ in range(MAX_REDIRECTS + 1):
-            if not is_allowed(url, self.allowlist):
+            if not is_allowed(url, self.allowlist) or "@" in urlsplit(url).netloc:
                 raise BureauUnavailable(
-                    f"{self.city}: refusing {url!r}: not on the endpoint allowlist",
+                    f"{self.city}: refusing {redact_url(url)!r}: not on the endpoint allowlist "
+                    "or carries credentials",
                     reason="redirect_blocked",
                 )
             try:
@@ -85,13 +98,136 @@ class HttpxTransport:
         self._client.close()
 
 
-def _ssl_context(verify: str | bool, cert: tuple[str, str] | None) -> ssl.SSLContext | bool:
-    if verify is True and cert is None:
-        return True
-    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    if cert is not None:
-        ctx.load_cert_chain(cert[0], cert[1])
+# --- TLS policy ----------------------------------------------------------------------------
+
+TLS_VERSION = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _no_password() -> bytes:
+    # An encrypted key must not make OpenSSL prompt on a terminal: it fails to load instead.
+    return b""
+
+
+def client_context(tls: TlsSettings, policy: TransportPolicy) -> ssl.SSLContext:
+    """The TLS context for one city: its CA (or the certifi bundle), the higher of the
+    connector's and the config's minimum version, and the client certificate when configured."""
+    cafile = str(tls.ca_file) if tls.ca_file is not None else certifi.where()
+    ctx = ssl.create_default_context(cafile=cafile)
+    wanted = max(TLS_VERSION[policy.min_tls], TLS_VERSION[tls.min_version or policy.min_tls])
+    ctx.minimum_version = max(wanted, ssl.TLSVersion.TLSv1_2)
+    if tls.cert_file is not None:
+        key = str(tls.key_file) if tls.key_file is not None else None
+        ctx.load_cert_chain(str(tls.cert_file), key, password=_no_password)
     return ctx
+
+
+def transport_problems(key: str, city: CitySettings, policy: TransportPolicy) -> list[str]:
+    """Why ``cities.<key>`` cannot meet its connector's transport policy (empty: it can)."""
+    problems = []
+    scheme = urlsplit(city.endpoint).scheme
+    if policy.client_cert:
+        if scheme != "https":
+            problems.append(
+                f"cities.{key}.endpoint: the {key} bureau requires a client certificate (mTLS), "
+                "which needs https"
+            )
+        if city.tls.cert_file is None:
+            problems.append(
+                f"cities.{key}.tls.cert_file: the {key} bureau requires a client certificate "
+                "(mTLS): set tls.cert_file (and tls.key_file)"
+            )
+    wanted = city.tls.min_version
+    if wanted is not None and TLS_VERSION[wanted] < TLS_VERSION[policy.min_tls]:
+        problems.append(
+            f"cities.{key}.tls.min_version: {wanted} is below what the {key} bureau requires "
+            f"({policy.min_tls})"
+        )
+    return problems
+
+
+def check_transport(
+    settings: Settings, connectors: Mapping[str, Connector], cities: Iterable[str]
+) -> None:
+    """Raise ConfigError listing every city whose config cannot meet its connector's policy."""
+    problems = [
+        problem
+        for key in cities
+        for problem in transport_problems(
+            key, settings.city(key), connectors[settings.connector_of(key)].transport
+        )
+    ]
+    if problems:
+        raise ConfigError("transport policy not met:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    city: str
+    path: Path
+    not_before_s: float
+    not_after_s: float
+
+
+def _decode_cert(path: Path) -> dict[str, Any]:
+    decode = cast(Callable[[str], dict[str, Any]], getattr(_ssl, "_test_decode_cert"))  # noqa: B009
+    return decode(str(path))
+
+
+def _readable(key: str, path: Path) -> str | None:
+    if not path.exists():
+        return f"{key}: {path} does not exist"
+    if not path.is_file():
+        return f"{key}: {path} is not a regular file"
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        return f"{key}: {path} cannot be read: {type(exc).__name__}"
+    return None
+
+
+def client_certificate(
+    key: str, tls: TlsSettings, now_s: float
+) -> tuple[ClientCertificate | None, list[str]]:
+    """Load and check ``cities.<key>.tls`` now: files readable, the CA and the certificate
+    parse, the key matches the certificate, the certificate is valid at ``now_s``.
+
+    Returns the client certificate (None when there is none) and the problems found, each
+    naming its key. Nothing is printed from the files themselves."""
+    problems = [
+        p
+        for name in ("ca_file", "cert_file", "key_file")
+        if (path := getattr(tls, name)) is not None
+        and (p := _readable(f"cities.{key}.tls.{name}", path)) is not None
+    ]
+    if any(".tls.cert_file" in p or ".tls.key_file" in p for p in problems):
+        return None, problems
+    if problems:  # only the CA file is unusable: still check the client certificate
+        tls = tls.model_copy(update={"ca_file": None})
+    try:
+        client_context(tls, TransportPolicy())
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        what = getattr(exc, "reason", None) or type(exc).__name__
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            what = "the key does not match the certificate"
+        return None, [f"cities.{key}.tls: cannot load the TLS files: {what}"]
+    if tls.cert_file is None:
+        return None, []
+    try:
+        decoded = _decode_cert(tls.cert_file)
+        not_before = ssl.cert_time_to_seconds(str(decoded["notBefore"]))
+        not_after = ssl.cert_time_to_seconds(str(decoded["notAfter"]))
+    except (OSError, ValueError, KeyError) as exc:
+        return None, [f"cities.{key}.tls.cert_file: cannot read the certificate: {exc}"]
+    cert = ClientCertificate(key, tls.cert_file, not_before, not_after)
+    if now_s >= not_after:
+        problems.append(
+            f"cities.{key}.tls.cert_file: the certificate expired ({decoded['notAfter']})"
+        )
+    elif now_s < not_before:
+        problems.append(
+            f"cities.{key}.tls.cert_file: the certificate is not valid yet ({decoded['notBefore']})"
+        )
+    return cert, problems
 
 
 class TokenCache:
@@ -128,3 +264,37 @@ class TokenCache:
             raise BureauUnavailable(f"token endpoint: {exc}", reason="token") from exc
         self._token = token
         self._expires_at = self._clock() + expires_in
+
+
+def preflight(
+    settings: Settings,
+    connectors: Mapping[str, Connector],
+    cities: Iterable[str],
+    now_s: float,
+    *,
+    missing_tls_ok: bool = False,
+    missing_secrets_ok: bool = False,
+) -> tuple[list[ClientCertificate], list[str]]:
+    """The start-up checks of delivery (``run``, ``deliver`` and ``check-config``): transport
+    policy, secret files, TLS files. Raises ConfigError naming every bad key; returns the
+    client certificates found and notes: files missing here, when ``missing_tls_ok`` /
+    ``missing_secrets_ok`` (``check-config`` may run where the TLS mounts are not, and with
+    ``--elsewhere`` where no mount is). A file that exists but is unusable is always refused."""
+    keys = list(cities)
+    check_transport(settings, connectors, keys)
+    problems: list[str] = []
+    certs: list[ClientCertificate] = []
+    notes: list[str] = []
+    for problem in settings.file_problems(keys):
+        missing = problem.endswith("does not exist")
+        (notes if missing and missing_secrets_ok else problems).append(problem)
+    for key in keys:
+        cert, found = client_certificate(key, settings.city(key).tls, now_s)
+        for problem in found:
+            missing = problem.endswith("does not exist")
+            (notes if missing and missing_tls_ok else problems).append(problem)
+        if cert is not None:
+            certs.append(cert)
+    if problems:
+        raise ConfigError("cannot deliver with this configuration:\n  " + "\n  ".join(problems))
+    return certs, notes

@@ -126,6 +126,25 @@ class Rejected:
 Outcome = Accepted | RetryLater | Rejected
 
 
+TLS_VERSIONS = frozenset({"TLSv1.2", "TLSv1.3"})
+
+
+@dataclass(frozen=True, slots=True)
+class TransportPolicy:
+    """What a bureau requires of the connection; enforced when the gateway loads its config.
+
+    Every bureau is reached over TLS: plain HTTP is accepted only for a loopback endpoint with
+    ``allow_plaintext: true`` (the development simulator), and never when ``client_cert`` is
+    set. ``min_tls`` is the lowest protocol version the gateway will negotiate; a city's
+    ``tls.min_version`` may raise it, never lower it. ``client_cert``: the bureau authenticates
+    the gateway with a client certificate (mTLS), so ``tls.cert_file`` is required.
+    """
+
+    client_cert: bool = False
+    min_tls: str = "TLSv1.2"
+    """``"TLSv1.2"`` or ``"TLSv1.3"``."""
+
+
 class AuthKind(StrEnum):
     NONE = "none"
     OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
@@ -167,7 +186,12 @@ class Connector(Protocol):
 
     @property
     def requires_client_cert(self) -> bool:
-        """True when the bureau authenticates the gateway with mTLS."""
+        """True when the bureau authenticates the gateway with mTLS (``transport.client_cert``)."""
+        ...
+
+    @property
+    def transport(self) -> TransportPolicy:
+        """What the bureau requires of the connection (TLS version, client certificate)."""
         ...
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:

@@ -36,7 +36,7 @@ from gateway.dev.broker import LocalBroker, free_ports
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics, TopicSpec
 
-_TIERS = ("unit", "contract", "integration", "interop", "e2e")
+_TIERS = ("unit", "contract", "integration", "interop", "e2e", "security")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,5 +1,7 @@
 """Helpers shared by the protocol families: time and money formats, Retry-After, answer codes.
 
+Personal data is masked by :mod:`gateway.pii`, the gateway's one masker (:func:`detail` uses it).
+
 Everything here is pure (no clock, no IO). Bureau local time is China Standard Time, a fixed
 UTC+8 offset (no daylight saving since 1991), so no tz database is needed.
 """
@@ -16,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import NoReturn
 from urllib.parse import parse_qsl
 
+from gateway.pii import mask_text, trim
 from gateway.sdk import Accepted, BureauRequest, BureauResponse, Outcome, Rejected, RetryLater
 
 CST = timezone(timedelta(hours=8), "Asia/Shanghai")
@@ -66,31 +69,13 @@ def dump_json(body: Mapping[str, JsonValue]) -> bytes:
 
 
 # --- personal data and trimming --------------------------------------------------------------
+# One masker for the whole gateway: gateway.pii (trim, mask_name, mask_text). Bureau details
+# are masked for patterns here already; the engine masks the record's known values on top.
 
 
-def trim(text: str, limit: int = DETAIL_LIMIT) -> str:
-    """One line, at most ``limit`` characters (with an ellipsis when cut)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def mask_phone(phone: str) -> str:
-    """``13812345678 -> 138****5678``; shorter numbers keep only their last two digits."""
-    if len(phone) >= 11:
-        return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
-    return "*" * max(len(phone) - 2, 0) + phone[-2:]
-
-
-def mask_name(name: str) -> str:
-    """``张三丰 -> 张**``: keep the family name only."""
-    return name[:1] + "*" * (len(name) - 1)
-
-
-def mask_id(id_number: str) -> str:
-    """Resident id: keep the first 6 (region) and last 4 characters."""
-    if len(id_number) <= 10:
-        return "*" * len(id_number)
-    return id_number[:6] + "*" * (len(id_number) - 10) + id_number[-4:]
+def detail(text: str) -> str:
+    """A bureau's own message as a Rejected detail: masked, one line, ``DETAIL_LIMIT`` long."""
+    return trim(mask_text(text), DETAIL_LIMIT)
 
 
 # --- Retry-After -----------------------------------------------------------------------------
@@ -142,7 +127,7 @@ def http_outcome(response: BureauResponse) -> Outcome | None:
 def http_rejected(response: BureauResponse) -> Rejected:
     """A 4xx no family has a better reading for: permanent."""
     body = response.body[:DETAIL_LIMIT].decode("utf-8", "replace")
-    return Rejected(f"http_{response.status}", trim(body))
+    return Rejected(f"http_{response.status}", detail(body))
 
 
 # --- answer codes ----------------------------------------------------------------------------
@@ -174,7 +159,7 @@ class AnswerCodes:
         if code in self.auth:
             return RetryLater("auth")
         message = _text(lookup(answer, self.message_field))
-        return Rejected("business_rule", trim(f"{code} {message}".strip()))
+        return Rejected("business_rule", detail(f"{code} {message}".strip()))
 
 
 def accepted(case_number: object) -> Outcome:

@@ -41,6 +41,7 @@ from gateway.sdk import (
     RequestContext,
     RetryLater,
     TokenGrant,
+    TransportPolicy,
 )
 
 FAMILY = "form_sm3"
@@ -80,7 +81,11 @@ class FormSm3Connector(NoToken):
     family: str = FAMILY
     auth: str = "sm3-sign"
     token_grant: TokenGrant | None = None
-    requires_client_cert: bool = False
+    transport: TransportPolicy = field(default_factory=TransportPolicy)
+
+    @property
+    def requires_client_cert(self) -> bool:
+        return self.transport.client_cert
 
     def signed_params(self, escalation: Escalation, ctx: RequestContext) -> dict[str, str]:
         params = {

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.families.common import (
     AnswerCodes,
@@ -48,6 +48,7 @@ from gateway.sdk import (
     RequestContext,
     RetryLater,
     TokenGrant,
+    TransportPolicy,
 )
 
 FAMILY = "json_hmac"
@@ -76,7 +77,11 @@ class JsonHmacConnector(NoToken):
     family: str = FAMILY
     auth: str = "hmac-sha256"
     token_grant: TokenGrant | None = None
-    requires_client_cert: bool = False
+    transport: TransportPolicy = field(default_factory=TransportPolicy)
+
+    @property
+    def requires_client_cert(self) -> bool:
+        return self.transport.client_cert
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         body = dump_json(self.body(escalation))

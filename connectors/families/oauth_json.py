@@ -37,6 +37,7 @@ from gateway.sdk import (
     RequestContext,
     RetryLater,
     TokenGrant,
+    TransportPolicy,
 )
 
 FAMILY = "oauth_json"
@@ -59,10 +60,14 @@ class OAuthJsonConnector:
     body: Callable[[Escalation], Mapping[str, JsonValue]]
     codes: AnswerCodes
     token_grant: TokenGrant | None = field(default_factory=TokenGrant)
-    requires_client_cert: bool = False
+    transport: TransportPolicy = field(default_factory=TransportPolicy)
     personal_data: frozenset[str] = frozenset({"name", "phone"})
     family: str = FAMILY
     auth: str = "oauth2-client-credentials"
+
+    @property
+    def requires_client_cert(self) -> bool:
+        return self.transport.client_cert
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         if not ctx.bearer_token:

@@ -28,15 +28,15 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.families.common import (
     AnswerCodes,
     NoToken,
+    detail,
     http_outcome,
     http_rejected,
     iso_utc,
-    trim,
 )
 from gateway.sdk import (
     BureauRequest,
@@ -47,6 +47,7 @@ from gateway.sdk import (
     RequestContext,
     RetryLater,
     TokenGrant,
+    TransportPolicy,
 )
 
 FAMILY = "soap"
@@ -119,7 +120,11 @@ class SoapConnector(NoToken):
     family: str = FAMILY
     auth: str = "wsse-password-digest"
     token_grant: TokenGrant | None = None
-    requires_client_cert: bool = False
+    transport: TransportPolicy = field(default_factory=TransportPolicy)
+
+    @property
+    def requires_client_cert(self) -> bool:
+        return self.transport.client_cert
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
@@ -192,5 +197,5 @@ def fault_outcome(fault: ET.Element) -> Outcome:
     if code.split(".")[0] in SECURITY_FAULTS:
         return RetryLater("auth")
     if code.startswith("Client"):
-        return Rejected("soap_client_fault", trim(f"{code} {reason}"))
+        return Rejected("soap_client_fault", detail(f"{code} {reason}"))
     return RetryLater("soap_server_fault")

@@ -22,7 +22,10 @@ _cities = click.option(
     "--city", "cities", multiple=True, help="Deliver only to these cities (repeatable)."
 )
 _port = click.option(
-    "--metrics-port", type=int, default=None, help="Ops endpoint port (overrides config)."
+    "--metrics-port",
+    type=click.IntRange(0, 65_535),
+    default=None,
+    help="Ops endpoint port (overrides observability.port).",
 )
 _drain = click.option(
     "--shutdown-timeout",
@@ -49,6 +52,9 @@ def _start(
         settings = settings.model_copy(update={"observability": obs})
     setup_logging(settings.observability.log_level, settings.observability.log_format)
     from gateway.app import App, tune_gc
+    from gateway.ops.health import check_bind
+
+    check_bind(settings.observability.host, settings.observability.port)  # before Kafka
 
     app = App(
         settings, route=route, deliver=deliver, cities=list(cities) or None, instance_id=instance
@@ -124,17 +130,38 @@ def deliver(
 
 
 @click.command("check-config")
+@click.option(
+    "--elsewhere",
+    is_flag=True,
+    help="The config is for another machine (e.g. a chart's ConfigMap checked in CI): secret "
+    "files missing here are noted instead of refused.",
+)
 @click.pass_context
-def check_config(ctx: click.Context) -> None:
-    """Validate the configuration, routing rules and connectors; exit non-zero naming the bad key."""
+def check_config(ctx: click.Context, elsewhere: bool) -> None:
+    """Validate the configuration, routing rules and connectors; exit non-zero naming the bad key.
+
+    Also reads every enabled city's secret file (missing, a directory or empty: refused) and
+    checks its TLS files (readable, key matching the certificate, not expired)."""
+    import time
+
     from gateway.connectors_registry import load_connectors
+    from gateway.http import preflight
     from gateway.routing.rules import load_rules
 
     try:
         settings = settings_from(ctx)
         classifier = load_rules(settings.router.rules_file)
         cities = [c for c, cs in settings.cities.items() if cs.enabled]
-        load_connectors({settings.connector_of(c) for c in cities})
+        connectors = load_connectors({settings.connector_of(c) for c in cities})
+        now = time.time()
+        certs, tls_notes = preflight(
+            settings,
+            connectors,
+            cities,
+            now,
+            missing_tls_ok=True,
+            missing_secrets_ok=elsewhere,
+        )
     except GreenChannelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -150,5 +177,13 @@ def check_config(ctx: click.Context) -> None:
             "(GREENCHANNEL_KAFKA__SASL_PASSWORD)",
             err=True,
         )
-    for problem in kafka.missing_files():
+    for problem in [*kafka.missing_files(), *tls_notes]:
         click.echo(f"note: {problem} here: it must exist where the gateway runs", err=True)
+    warn_s = settings.delivery.certificate_warn_days * 86_400
+    for cert in certs:
+        if cert.not_after_s - now < warn_s:
+            days = (cert.not_after_s - now) / 86_400
+            click.echo(
+                f"warning: cities.{cert.city}.tls.cert_file expires in {days:.1f} days: rotate it",
+                err=True,
+            )

@@ -204,6 +204,12 @@ class Metrics:
             ["city"],
             registry=r,
         )
+        self.client_certificate_expiry = Gauge(
+            f"{NS}_client_certificate_expiry_timestamp_seconds",
+            "When each city's client certificate (mTLS) expires, Unix time; checked at start.",
+            ["city"],
+            registry=r,
+        )
         # scrape-time views
         self.lag = _SnapshotCollector(
             f"{NS}_consumer_lag", "Records not yet processed, per topic.", "topic"
@@ -266,6 +272,9 @@ class Metrics:
 
     def on_paused(self, city: str, paused: bool) -> None:
         self.paused.labels(city).set(1.0 if paused else 0.0)
+
+    def on_client_certificate(self, city: str, not_after_s: float) -> None:
+        self.client_certificate_expiry.labels(city).set(not_after_s)
 
     def watch_lag(self, component: str, snapshot: Callable[[], Mapping[str, int]]) -> None:
         self.lag.add(lambda: {k: float(v) for k, v in snapshot().items()}, component=component)

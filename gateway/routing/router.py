@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.avro.codec import Codec, validate_complaint
 from gateway.cities import city_key
@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.kafka.clients import Consumer, Headers, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
+from gateway.pii import known_values
 from gateway.routing.escalation import build_escalation
 from gateway.routing.rules import Classifier, Decision
 from gateway.topics import Department, Topics
@@ -93,20 +94,22 @@ class RecordRouter:
         ]
 
     def route(self, record: Record) -> Routed:
+        complaint: dict[str, Any] | None = None
         try:
-            return self._route(record)
+            value = record.value
+            if not value:
+                raise RecordError("record has no value (empty or tombstone)", reason="empty")
+            complaint = self.codec.decode_as("complaint", value)
+            return self._route(record, value, complaint)
         except RecordError as exc:
-            return self._dead_letter(record, exc, exc.reason)
+            # the record's own personal values are masked wherever the message quotes them
+            return self._dead_letter(record, exc, exc.reason, known_values(complaint or {}))
 
-    def _route(self, record: Record) -> Routed:
-        value = record.value
-        if not value:
-            raise RecordError("record has no value (empty or tombstone)", reason="empty")
-        complaint = self.codec.decode_as("complaint", value)
+    def _route(self, record: Record, value: bytes, complaint: dict[str, Any]) -> Routed:
         validate_complaint(complaint)
         city = city_key(complaint["city_code"])
-        if city is None:
-            raise UnknownCity(f"unknown city code {complaint['city_code']!r}")
+        if city is None:  # validate_complaint knows the city codes: kept as a guard
+            raise UnknownCity("city_code is not a known city")
         decision = self.classifier.classify(complaint)
         key = complaint["complaint_id"].encode()
         topic, rule_header = self._targets[decision]
@@ -140,9 +143,16 @@ class RecordRouter:
         ]
         return Output(topic, key, value, headers)
 
-    def _dead_letter(self, record: Record, error: GreenChannelError, reason: str) -> Routed:
+    def _dead_letter(
+        self, record: Record, error: GreenChannelError, reason: str, known: list[str]
+    ) -> Routed:
         headers = dead_letter_headers(
-            record, stage="router", error=error, reason=reason, now_ms=self.clock_ms()
+            record,
+            stage="router",
+            error=error,
+            reason=reason,
+            now_ms=self.clock_ms(),
+            known_pii=known,
         )
         # a tombstone stays a tombstone (null value), not an empty value
         return Routed(

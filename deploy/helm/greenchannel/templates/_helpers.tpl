@@ -49,7 +49,7 @@ The gateway config file: .Values.config, plus the ops endpoint settings, plus a 
 */}}
 {{- define "greenchannel.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
-{{- $obs := dict "host" "0.0.0.0" "port" (int .Values.observability.port) "log_level" .Values.observability.logLevel "log_format" "json" -}}
+{{- $obs := dict "host" (default "0.0.0.0" .Values.observability.host) "port" (int .Values.observability.port) "log_level" .Values.observability.logLevel "log_format" "json" -}}
 {{- $_ := set $cfg "observability" $obs -}}
 {{- $cities := default (dict) (get $cfg "cities") -}}
 {{- range $city, $cred := .Values.cityCredentials -}}
