@@ -210,6 +210,13 @@ class CitySettings(_Strict):
     rate_per_s: float = Field(20.0, gt=0)
     burst: int = Field(2, ge=1)
     timeout_s: float = Field(5.0, gt=0)
+    """Longest wait for one socket operation (connect, TLS, one write, one read)."""
+    deadline_s: float = Field(15.0, ge=0.5, le=300.0)
+    """Overall bound on one attempt: connect + TLS + write + the whole answer (0.5-300 s). An
+    attempt past it is cut, counts as a failure for the breaker and is retried."""
+    max_answer_bytes: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    """Largest bureau answer read (4 KiB-64 MiB); reading stops there and the answer is an
+    irregular answer (dead-lettered)."""
     concurrency: int = Field(4, ge=1, le=64)
     sla_s: float = Field(3600.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -226,6 +233,9 @@ class DeliverySettings(_Strict):
     endpoint_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*"])
     """``host:port`` patterns bureau endpoints (and redirects) must match; ``*`` for any port."""
     max_in_flight_per_city: int = Field(200, ge=1)
+    stuck_after_s: float = Field(1800.0, ge=60.0)
+    """``/healthz`` turns unhealthy when one unfinished record has held a partition's commit
+    point this long while later records are final and its city is available."""
 
 
 class ObservabilitySettings(_Strict):

@@ -94,9 +94,34 @@ class BureauResponse:
     body: bytes
 
 
+CASE_NUMBER_MAX_CHARS = 64
+"""Longest case number the gateway accepts from a bureau (``receipt.avsc`` ``case_number``).
+
+Real bureau case numbers are 10-30 characters. The engine checks every :class:`Accepted` it
+gets from a connector against :func:`case_number_problem`; an answer that fails is an
+*irregular answer* (dead-lettered with reason ``irregular_answer``), never a receipt."""
+
+
+def case_number_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a case number (bounded text without the value), or ``None``."""
+    if not isinstance(value, str):
+        return f"case number is a {type(value).__name__}, not text"
+    text = value.strip()
+    if not text:
+        return "case number is missing or blank"
+    if len(text) > CASE_NUMBER_MAX_CHARS:
+        return f"case number is {len(text)} characters (at most {CASE_NUMBER_MAX_CHARS})"
+    if not text.isprintable():
+        return "case number holds control characters"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The bureau opened a case (or already had one for this idempotency key)."""
+    """The bureau opened a case (or already had one for this idempotency key).
+
+    ``case_number`` is at most :data:`CASE_NUMBER_MAX_CHARS` printable characters; the engine
+    enforces it (see :func:`case_number_problem`), connectors need not."""
 
     case_number: str
 

@@ -10,11 +10,18 @@ The poll loop never sleeps, never does HTTP and never retries. Each iteration it
 
 Partitions revoked in a rebalance are forgotten; their unfinished records are redelivered by
 the new owner and the bureau deduplicates them by idempotency key.
+
+Progress is reported to a :class:`~gateway.delivery.liveness.Liveness` registry: the loop beats
+``deliver-loop`` each iteration; ``deliver-workers`` fails when a worker thread is gone;
+``deliver-commit`` stops beating when a partition's commit point has been held for
+``delivery.stuck_after_s`` by one unfinished record while records after it are final and its
+city is available (an outage or a maintenance window holds records by design, never counted).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -23,9 +30,11 @@ from collections.abc import Callable
 from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.delivery.city import CityDelivery
-from gateway.delivery.lane import Completion, Job, Lane
+from gateway.delivery.lane import WORKERS, Completion, Job, Lane
+from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
-from gateway.errors import FatalError, GreenChannelError, TransientError
+from gateway.delivery.outcomes import Outcomes
+from gateway.errors import GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
@@ -34,6 +43,7 @@ from gateway.sdk import Connector, Credentials
 from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
+LOOP, COMMIT = "deliver-loop", "deliver-commit"
 TransportFactory = Callable[[str], Transport]
 
 
@@ -49,6 +59,9 @@ class DeliveryEngine:
         cities: list[str],
         transport_factory: TransportFactory | None = None,
         clock: Callable[[], float] = time.time,
+        liveness: Liveness | None = None,
+        producer: Producer | None = None,
+        consumer_factory: Callable[..., Consumer] = Consumer,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topics.prefix)
@@ -59,20 +72,23 @@ class DeliveryEngine:
         self.ready = threading.Event()
         self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self.tracker = OffsetTracker()
+        self.liveness = liveness or NoLiveness()
         self._generation: dict[TopicPartition, int] = {}
         self._paused_cities: set[str] = set()
-        self._fatal: GreenChannelError | None = None
+        self._held: dict[TopicPartition, tuple[int, float]] = {}
+        self._reported_stuck = False
         self.drained = True
         """False when shutdown() gave up on in-flight deliveries at its deadline."""
         self._commit_deferred = False
         make_transport = transport_factory or self._http_transport
-        self.producer = Producer(settings.kafka, linger_ms=1)
+        self.producer = producer or Producer(settings.kafka, linger_ms=1)
+        self.deliveries: dict[str, CityDelivery] = {}
         self.lanes: dict[str, Lane] = {}
         for city in cities:
             self.lanes[city] = self._lane(
                 city, connectors[settings.connector_of(city)], make_transport(city), codec
             )
-        self.consumer = Consumer(
+        self.consumer = consumer_factory(
             settings.kafka,
             group_id=settings.delivery.group_id,
             topics=[self.topics.escalations(c) for c in cities],
@@ -107,16 +123,26 @@ class DeliveryEngine:
             stop=self.stop_event,
             credentials=creds,
         )
-        return Lane(
-            delivery,
+        self.deliveries[city] = delivery
+        outcomes = Outcomes(
+            city,
+            delivery.deliver,
             codec,
             self.producer,
             self.topics,
             self.observer,
+            clock=self.clock,
+            stop=self.stop_event,
+        )
+        return Lane(
+            city,
+            cs.concurrency,
+            outcomes.handle,
             self.completions,
             is_current=self._is_current,
-            on_fatal=self._set_fatal,
+            stop=self.stop_event,
             clock=self.clock,
+            liveness=self.liveness,
         )
 
     # -- rebalance (runs inside poll) --------------------------------------------------------
@@ -135,27 +161,60 @@ class DeliveryEngine:
     def _is_current(self, tp: TopicPartition, generation: int) -> bool:
         return self._generation.get(tp) == generation
 
-    def _set_fatal(self, exc: GreenChannelError) -> None:
-        self._fatal = exc
-        self.stop_event.set()
-
     # -- loop ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, drain_timeout_s: float = 20.0) -> None:
+        self.liveness.register(LOOP, self.settings.router.watchdog_s * 2)
+        self.liveness.register(COMMIT, self.settings.delivery.stuck_after_s)
+        self.liveness.register(WORKERS, math.inf)
         for lane in self.lanes.values():
             lane.start()
         try:
             while not stop.is_set() and not self.stop_event.is_set():
-                self.watchdog.beat("deliver")
-                self._commit_finished()
-                self._pause_or_resume()
-                records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
-                for record in records:
-                    self._dispatch(record)
-                self._update_lag(records)
+                self.step()
         finally:
             self.shutdown(drain_timeout_s)
-        if self._fatal is not None:
-            raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
+
+    def step(self) -> None:
+        """One iteration of the poll loop."""
+        self.watchdog.beat("deliver")
+        self.liveness.beat(LOOP)
+        self._commit_finished()
+        self._check_progress()
+        self._pause_or_resume()
+        records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
+        for record in records:
+            self._dispatch(record)
+        self._update_lag(records)
+
+    def _check_progress(self) -> None:
+        dead = [name for lane in self.lanes.values() for name in lane.dead_workers()]
+        if dead:
+            self.liveness.fail(WORKERS, f"worker thread(s) gone: {', '.join(dead)}")
+        else:
+            self.liveness.beat(WORKERS)
+        now = self.clock()
+        held: dict[TopicPartition, tuple[int, float]] = {}
+        for tp, part in self.tracker.partitions.items():
+            head = part.held_by()
+            city = self.topics.city_of(tp.topic)
+            if head is None or not self.deliveries[city].available():
+                continue
+            since = self._held.get(tp, (head, now))
+            held[tp] = since if since[0] == head else (head, now)
+        self._held = held
+        limit = self.settings.delivery.stuck_after_s
+        stuck = sorted(
+            f"{tp.topic}:{tp.partition}" for tp, (_, t) in held.items() if now - t > limit
+        )
+        if not stuck:
+            self.liveness.beat(COMMIT)
+        elif not self._reported_stuck:
+            log.error(
+                "commit point held for over %gs by one unfinished record: %s",
+                limit,
+                ", ".join(stuck),
+            )
+        self._reported_stuck = bool(stuck)
 
     def _update_lag(self, records: list[Record]) -> None:
         self._lag = self.consumer.lag_by_topic(self._positions, offset_ranges(records)[1])
@@ -195,7 +254,8 @@ class DeliveryEngine:
         for city, lane in self.lanes.items():
             topic = self.topics.escalations(city)
             tps = [tp for tp in assigned if tp.topic == topic]
-            hold = not lane.delivery.available() or lane.queued >= limit
+            delivery = self.deliveries[city]
+            hold = not delivery.available() or lane.queued >= limit
             if hold:
                 to_pause = [tp for tp in tps if tp not in paused]
                 if to_pause:
@@ -211,7 +271,7 @@ class DeliveryEngine:
                     "%s: %s (breaker %s, %d in flight)",
                     city,
                     "paused" if hold else "resumed",
-                    lane.delivery.breaker.state,
+                    delivery.breaker.state,
                     lane.queued,
                 )
 
@@ -237,7 +297,7 @@ class DeliveryEngine:
             self._commit_finished()
         except GreenChannelError as exc:
             log.warning("final commit failed: %s", exc)
-        for lane in self.lanes.values():
-            lane.delivery.transport.close()
+        for delivery in self.deliveries.values():
+            delivery.transport.close()
         self.consumer.close()
         self.producer.close()

@@ -1,0 +1,236 @@
+"""One record's way through delivery, and the one place its outcome is written.
+
+:class:`Outcomes` takes a record from a lane worker and returns True once its outcome is final
+and acknowledged by Kafka (the engine may then commit past it):
+
+* undecodable / invalid escalation -> dead letter with the codec's bounded reason;
+* accepted -> receipt (``ACCEPTED``, the case number);
+* rejected, or an irregular answer -> dead letter + receipt (``REJECTED``, the reason);
+* **any other exception** (a connector bug, a timestamp no calendar can format, a receipt that
+  cannot be encoded...) -> dead letter with reason ``internal_error``, the exception's class
+  and its masked message, ``greenchannel_delivery_internal_errors_total``; the worker goes on.
+
+A receipt or dead-letter *write* that fails (broker away, a record the broker refuses) is
+retried with capped exponential backoff (``WRITE_BACKOFF_S``) until it succeeds or the
+engine stops: it holds only the worker that carries that record (the commit point of its
+partition waits; the engine's progress check turns ``/healthz`` unhealthy if it never
+succeeds), never another city, never the process. On stop the record is not final: it is
+handed back uncommitted and redelivered (the bureau deduplicates by idempotency key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+
+from gateway.avro.codec import Codec
+from gateway.deadletters.headers import dead_letter_headers, iso
+from gateway.delivery.city import Attempts, Result, response_excerpt
+from gateway.delivery.convert import to_escalation
+from gateway.errors import RecordError, RejectedByBureau
+from gateway.kafka.clients import Headers, Producer, Record
+from gateway.ops.observer import Observer
+from gateway.pii import mask_text, trim
+from gateway.sdk import Escalation
+from gateway.topics import Topics
+
+log = logging.getLogger(__name__)
+ACK_TIMEOUT_S = 60.0
+WRITE_BACKOFF_S = (0.2, 30.0)
+"""First and longest wait between two tries of a failed receipt / dead-letter write."""
+INTERNAL = "internal_error"
+Deliver = Callable[[Escalation, Attempts], Result]
+
+
+class Outcomes:
+    """Decode -> deliver -> receipt or dead letter, for one city's records."""
+
+    def __init__(
+        self,
+        city: str,
+        deliver: Deliver,
+        codec: Codec,
+        producer: Producer,
+        topics: Topics,
+        observer: Observer,
+        *,
+        clock: Callable[[], float],
+        stop: threading.Event,
+        write_backoff_s: tuple[float, float] = WRITE_BACKOFF_S,
+    ) -> None:
+        self.city = city
+        self.deliver = deliver
+        self.codec = codec
+        self.producer = producer
+        self.topics = topics
+        self.observer = observer
+        self.clock = clock
+        self.stop = stop
+        self.write_backoff_s = write_backoff_s
+
+    def handle(self, record: Record) -> bool:
+        """Deliver one record; True when its outcome is final and written. Never raises
+        (but for BaseExceptions such as KeyboardInterrupt)."""
+        escalation: Escalation | None = None
+        attempts = Attempts()
+        try:
+            try:
+                escalation = to_escalation(self.codec.decode_as("escalation", record.value or b""))
+            except RecordError as exc:
+                return self._dead_letter(record, exc, exc.reason, None, attempts)
+            result = self.deliver(escalation, attempts)
+            if not result.final:
+                return False
+            return self._final(record, escalation, result)
+        except Exception as exc:
+            return self.internal_error(record, exc, escalation, attempts)
+
+    def internal_error(
+        self, record: Record, exc: Exception, esc: Escalation | None, attempts: Attempts
+    ) -> bool:
+        """Dead-letter a record whose handling raised something unexpected."""
+        self.observer.on_delivery_internal_error(self.city)
+        where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+        log.error(
+            "%s: internal error delivering %s:%d:%d: %s: %s (at %s); dead-lettering it",
+            self.city,
+            record.topic,
+            record.partition,
+            record.offset,
+            type(exc).__name__,
+            trim(mask_text(str(exc), _known_pii(esc)), 200),
+            ", ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in where) or "?",
+        )
+        try:
+            return self._dead_letter(record, exc, INTERNAL, esc, attempts)
+        except Exception as again:  # the dead letter itself cannot be built: not final
+            log.error(
+                "%s: cannot dead-letter %s:%d:%d: %s",
+                self.city,
+                record.topic,
+                record.partition,
+                record.offset,
+                type(again).__name__,
+            )
+            return False
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def _final(self, record: Record, esc: Escalation, result: Result) -> bool:
+        latency = self.clock() - esc.created_at_ms / 1000
+        if result.accepted:
+            if not self._receipt(esc, result, latency):
+                return False
+            self.observer.on_delivered(self.city, latency)
+            return True
+        error = RejectedByBureau(
+            f"{self.city} rejected the escalation: {result.detail}",
+            reason=result.reason or "rejected",
+        )
+        if not self._dead_letter(record, error, error.reason, esc, result.attempts):
+            return False
+        return self._receipt(esc, result, latency)
+
+    def _receipt(self, esc: Escalation, result: Result, latency_s: float) -> bool:
+        now_ms = int(self.clock() * 1000)
+        receipt = {
+            "escalation_id": esc.escalation_id,
+            "complaint_id": esc.complaint_id,
+            "city": self.city,
+            "outcome": "ACCEPTED" if result.accepted else "REJECTED",
+            "case_number": result.case_number,
+            "reason": None if result.accepted else result.reason,
+            "attempts": result.attempts.count,
+            "first_attempt_at": result.attempts.first_ms or now_ms,
+            "completed_at": now_ms,
+            "latency_ms": int(latency_s * 1000),
+        }
+        value = self.codec.encode("receipt", receipt)
+        headers = [
+            ("gc-city", self.city.encode()),
+            ("gc-escalation-id", esc.escalation_id.encode()),
+        ]
+        return self._write(
+            "receipt", self.topics.receipts, value, esc.complaint_id.encode(), headers
+        )
+
+    def _dead_letter(
+        self,
+        record: Record,
+        error: BaseException,
+        reason: str,
+        esc: Escalation | None,
+        attempts: Attempts,
+    ) -> bool:
+        known = _known_pii(esc)
+        extra = {
+            "city": self.city,
+            "attempts": str(attempts.count),
+            "http-status": str(attempts.last_status),
+        }
+        if attempts.count:
+            extra |= {
+                "first-attempt": iso(attempts.first_ms),
+                "last-attempt": iso(attempts.last_ms),
+                "response": response_excerpt(attempts, known),
+            }
+        headers = dead_letter_headers(
+            record,
+            stage="delivery",
+            error=error,
+            reason=reason,
+            now_ms=int(self.clock() * 1000),
+            extra=extra,
+            known_pii=known,
+        )
+        topic = self.topics.dlq_escalations
+        if not self._write("dead_letter", topic, record.value or b"", record.key, headers):
+            return False
+        self.observer.on_delivery_dead_lettered(self.city, reason)
+        log.warning(
+            "%s: dead-lettered an escalation",
+            self.city,
+            extra={
+                "city": self.city,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "reason": reason,
+                "attempts": attempts.count,
+            },
+        )
+        return True
+
+    def _write(
+        self, kind: str, topic: str, value: bytes, key: bytes | None, headers: Headers
+    ) -> bool:
+        """Send and wait for the ack, retrying with capped backoff; False only on stop."""
+        wait, longest = self.write_backoff_s
+        while True:
+            try:
+                self.producer.send_and_wait(
+                    topic, value, key=key, headers=headers, timeout_s=ACK_TIMEOUT_S
+                )
+                return True
+            except Exception as exc:  # broker errors are wrapped; anything else is retried too
+                self.observer.on_outcome_write_failed(self.city, kind)
+                log.warning(
+                    "%s: %s write to %s failed (%s: %s); retrying in %.1fs",
+                    self.city,
+                    kind.replace("_", " "),
+                    topic,
+                    type(exc).__name__,
+                    trim(str(exc), 200),
+                    wait,
+                )
+            if self.stop.wait(wait):
+                return False
+            wait = min(wait * 2, longest)
+
+
+def _known_pii(esc: Escalation | None) -> list[str | None]:
+    if esc is None:
+        return []
+    c = esc.consumer
+    return [c.name, c.phone, c.id_number, c.address, c.email]
