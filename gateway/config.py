@@ -233,6 +233,10 @@ class DeliverySettings(_Strict):
     endpoint_allowlist: list[str] = Field(default_factory=lambda: ["127.0.0.1:*", "localhost:*"])
     """``host:port`` patterns bureau endpoints (and redirects) must match; ``*`` for any port."""
     max_in_flight_per_city: int = Field(200, ge=1)
+    max_record_bytes: int = Field(1_000_000, ge=16_384)
+    """Largest receipt / dead letter sent (key + value + headers). Lowered at start to the
+    receipts and dead-letter topics' own ``max.message.bytes`` when they set one; a dead
+    letter over it is cut (see gateway.delivery.outcomes), a receipt over it dead-lettered."""
     stuck_after_s: float = Field(1800.0, ge=60.0)
     """``/healthz`` turns unhealthy when one unfinished record has held a partition's commit
     point this long while later records are final and its city is available."""

@@ -36,6 +36,7 @@ from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
 from gateway.errors import GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
+from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
@@ -62,6 +63,7 @@ class DeliveryEngine:
         liveness: Liveness | None = None,
         producer: Producer | None = None,
         consumer_factory: Callable[..., Consumer] = Consumer,
+        topic_limits: Callable[[list[str]], dict[str, int]] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topics.prefix)
@@ -82,6 +84,8 @@ class DeliveryEngine:
         self._commit_deferred = False
         make_transport = transport_factory or self._http_transport
         self.producer = producer or Producer(settings.kafka, linger_ms=1)
+        read_limits = topic_limits or self._topic_limits
+        self.record_limits = read_limits([self.topics.receipts, self.topics.dlq_escalations])
         self.deliveries: dict[str, CityDelivery] = {}
         self.lanes: dict[str, Lane] = {}
         for city in cities:
@@ -108,6 +112,20 @@ class DeliveryEngine:
             city, self.settings.city(city), self.settings.delivery.endpoint_allowlist
         )
 
+    def _topic_limits(self, names: list[str]) -> dict[str, int]:
+        """The topics' own ``max.message.bytes`` where they set one (best effort)."""
+        try:
+            with Admin(self.settings.kafka) as admin:
+                infos = admin.describe_topics(names)
+        except GreenChannelError as exc:
+            log.warning("cannot read the output topics' max.message.bytes (%s); using config", exc)
+            return {}
+        limits = {i.name: i.configs.get("max.message.bytes", "") for i in infos}
+        return {name: int(v) for name, v in limits.items() if v.isdigit()}
+
+    def _record_limit(self, topic: str) -> int:
+        return min(self.settings.delivery.max_record_bytes, self.record_limits.get(topic, 1 << 62))
+
     def _lane(self, city: str, connector: Connector, transport: Transport, codec: Codec) -> Lane:
         cs = self.settings.city(city)
         creds = Credentials(
@@ -133,6 +151,7 @@ class DeliveryEngine:
             self.observer,
             clock=self.clock,
             stop=self.stop_event,
+            max_record_bytes=self._record_limit,
         )
         return Lane(
             city,

@@ -10,6 +10,14 @@ and acknowledged by Kafka (the engine may then commit past it):
   cannot be encoded...) -> dead letter with reason ``internal_error``, the exception's class
   and its masked message, ``greenchannel_delivery_internal_errors_total``; the worker goes on.
 
+Nothing is sent that the broker would refuse for its size (kafka-python's idempotent producer
+treats such a refusal as fatal and fails every later send): a record is checked against
+``max_record_bytes(topic)`` (``delivery.max_record_bytes``, lowered at start to the topic's own
+``max.message.bytes``). A dead letter over it is *bounded*: the original headers are dropped,
+the value is cut to its first ``KEPT_PREFIX_BYTES`` and ``gc-dlq-truncated``,
+``gc-dlq-value-bytes`` and ``gc-dlq-value-sha256`` say so (source coordinates and reason stay).
+A receipt over it is an internal error (dead-lettered instead).
+
 A receipt or dead-letter *write* that fails (broker away, a record the broker refuses) is
 retried with capped exponential backoff (``WRITE_BACKOFF_S``) until it succeeds or the
 engine stops: it holds only the worker that carries that record (the commit point of its
@@ -20,16 +28,17 @@ handed back uncommitted and redelivered (the bureau deduplicates by idempotency 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import traceback
 from collections.abc import Callable
 
 from gateway.avro.codec import Codec
-from gateway.deadletters.headers import dead_letter_headers, iso
+from gateway.deadletters.headers import PREFIX, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
 from gateway.delivery.convert import to_escalation
-from gateway.errors import RecordError, RejectedByBureau
+from gateway.errors import OversizedRecord, RecordError, RejectedByBureau
 from gateway.kafka.clients import Headers, Producer, Record
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, trim
@@ -41,6 +50,9 @@ ACK_TIMEOUT_S = 60.0
 WRITE_BACKOFF_S = (0.2, 30.0)
 """First and longest wait between two tries of a failed receipt / dead-letter write."""
 INTERNAL = "internal_error"
+RECORD_OVERHEAD_BYTES = 256
+"""Per-record framing a broker counts besides key, value and headers (batch header included)."""
+KEPT_PREFIX_BYTES = 1024
 Deliver = Callable[[Escalation, Attempts], Result]
 
 
@@ -59,6 +71,7 @@ class Outcomes:
         clock: Callable[[], float],
         stop: threading.Event,
         write_backoff_s: tuple[float, float] = WRITE_BACKOFF_S,
+        max_record_bytes: Callable[[str], int] = lambda topic: 1_000_000,
     ) -> None:
         self.city = city
         self.deliver = deliver
@@ -69,6 +82,7 @@ class Outcomes:
         self.clock = clock
         self.stop = stop
         self.write_backoff_s = write_backoff_s
+        self.max_record_bytes = max_record_bytes
 
     def handle(self, record: Record) -> bool:
         """Deliver one record; True when its outcome is final and written. Never raises
@@ -151,9 +165,12 @@ class Outcomes:
             ("gc-city", self.city.encode()),
             ("gc-escalation-id", esc.escalation_id.encode()),
         ]
-        return self._write(
-            "receipt", self.topics.receipts, value, esc.complaint_id.encode(), headers
-        )
+        key = esc.complaint_id.encode()
+        topic = self.topics.receipts
+        size, limit = record_size(key, value, headers), self.max_record_bytes(topic)
+        if size > limit:
+            raise OversizedRecord(f"receipt is {size} bytes, over {topic}'s limit of {limit}")
+        return self._write("receipt", topic, value, key, headers)
 
     def _dead_letter(
         self,
@@ -185,7 +202,12 @@ class Outcomes:
             known_pii=known,
         )
         topic = self.topics.dlq_escalations
-        if not self._write("dead_letter", topic, record.value or b"", record.key, headers):
+        out: Headers = headers
+        key, value = record.key, record.value or b""
+        limit = self.max_record_bytes(topic)
+        if record_size(key, value, headers) > limit:
+            key, value, out = bounded(key, value, headers, limit)
+        if not self._write("dead_letter", topic, value, key, out):
             return False
         self.observer.on_delivery_dead_lettered(self.city, reason)
         log.warning(
@@ -227,6 +249,32 @@ class Outcomes:
             if self.stop.wait(wait):
                 return False
             wait = min(wait * 2, longest)
+
+
+def record_size(key: bytes | None, value: bytes, headers: Headers) -> int:
+    """What the broker counts against ``max.message.bytes`` (an upper estimate)."""
+    framing = RECORD_OVERHEAD_BYTES + 8 * len(headers)
+    return framing + len(key or b"") + len(value) + sum(len(k) + len(v) for k, v in headers)
+
+
+def bounded(
+    key: bytes | None, value: bytes, headers: Headers, limit: int
+) -> tuple[bytes | None, bytes, Headers]:
+    """A dead letter under ``limit``: gc-dlq-* headers only, a prefix of the value, its size
+    and SHA-256 (and a long key replaced by its SHA-256)."""
+    own = [(k, v[:1024]) for k, v in headers if k.startswith(PREFIX)]
+    if key is not None and len(key) > 256:
+        key = hashlib.sha256(key).hexdigest().encode()
+    keep = max(0, min(KEPT_PREFIX_BYTES, limit - record_size(key, b"", own) - 512))
+    own += [
+        (
+            f"{PREFIX}truncated",
+            f"value of {len(value)} bytes over {limit}: first {keep} kept".encode(),
+        ),
+        (f"{PREFIX}value-bytes", str(len(value)).encode()),
+        (f"{PREFIX}value-sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    return key, value[:keep], own
 
 
 def _known_pii(esc: Escalation | None) -> list[str | None]:

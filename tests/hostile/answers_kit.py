@@ -28,12 +28,13 @@ from prometheus_client import CollectorRegistry
 from gateway.app import App
 from gateway.avro.codec import Codec
 from gateway.cities import CITIES, city_key
-from gateway.config import Settings
+from gateway.config import Settings, load_settings
 from gateway.dev.samples import SampleFactory
+from gateway.errors import RecordError
 from gateway.kafka.clients import Producer, Record
 from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import build_escalation
-from gateway.topics import Topics
+from gateway.topics import Topics, TopicSpec
 from tests.helpers import header, read_all
 
 _CITY = {c.key: c for c in CITIES}
@@ -152,6 +153,8 @@ class HostileBureau:
                     self.seen[req.key].attempts += 1
                     script = self._scripts.get(req.key)
                     behaviour = script.pop(0) if script else ok()
+                if not req.city:  # a redirect somewhere we do not serve
+                    behaviour = respond(404, b"no such page")
                 if not behaviour(self, conn, req):
                     return
         except OSError:
@@ -179,7 +182,7 @@ def _read_request(conn: socket.socket, buf: bytes) -> tuple[Request | None, byte
         if not chunk:
             return None, b""
         rest += chunk
-    city, profile = _BY_PATH.get(path, ("beijing", PROFILES["beijing"]))
+    city, profile = _BY_PATH.get(path, ("", PROFILES["beijing"]))
     return Request(method, path, headers, rest[:length], city, profile), rest[length:]
 
 
@@ -402,13 +405,6 @@ HOSTILE_CITY: dict[str, Any] = {
 }
 
 
-def hostile_settings(
-    settings_factory: Callable[..., Settings], bureau: HostileBureau, prefix: str, **city: Any
-) -> Settings:
-    cities = {c: {"endpoint": bureau.endpoint} | HOSTILE_CITY | city for c in PROFILES}
-    return settings_factory(cities=cities, delivery={"group_id": f"{prefix}deliver"})
-
-
 class Deliverer:
     """The delivery engine in this process for the hostile cities (real Kafka, real HTTP)."""
 
@@ -430,10 +426,73 @@ class Deliverer:
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
+    def outcomes(self) -> float:
+        """Escalations with a final outcome so far (accepted + dead-lettered, all cities)."""
+        total = 0.0
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name in (
+                    "greenchannel_delivered_total",
+                    "greenchannel_delivery_dead_letters_total",
+                ):
+                    total += sample.value
+        return total
+
     def workers_alive(self) -> bool:
         engine = self.app.engine
         assert engine is not None
         return all(t.is_alive() for lane in engine.lanes.values() for t in lane._threads)
+
+
+@dataclass
+class Live:
+    settings: Settings
+    bureau: HostileBureau
+    deliverer: Deliverer
+    published: int = 0
+
+
+@dataclass(frozen=True)
+class _LimitedSpec(TopicSpec):
+    max_message_bytes: int = 0
+
+    @property
+    def configs(self) -> dict[str, str]:
+        return super().configs | {"max.message.bytes": str(self.max_message_bytes)}
+
+
+@contextmanager
+def live(kafka_bootstrap: str, *, dlq_max_bytes: int | None = None, **city: Any) -> Iterator[Live]:
+    """Topics under a fresh prefix, a hostile bureau for the three cities and a deliverer.
+
+    ``dlq_max_bytes`` lowers the escalation dead-letter topic's ``max.message.bytes``."""
+    from tests.conftest import TopicFactory
+
+    topics = TopicFactory(kafka_bootstrap)
+    specs = topics.topics.all(load_settings().router.green_cities)
+    if dlq_max_bytes is not None:
+        specs = [
+            _LimitedSpec(s.name, s.partitions, s.retention_ms, s.role, dlq_max_bytes)
+            if s.name == topics.topics.dlq_escalations
+            else s
+            for s in specs
+        ]
+    topics.create_specs(specs)
+    bureau = HostileBureau().start()
+    cities = {c: {"endpoint": bureau.endpoint} | HOSTILE_CITY | city for c in PROFILES}
+    settings = load_settings(
+        None,
+        kafka={"bootstrap_servers": kafka_bootstrap},
+        topics={"prefix": topics.prefix},
+        cities=cities,
+        delivery={"group_id": f"{topics.prefix}deliver"},
+    )
+    try:
+        with deliverer(settings) as d:
+            yield Live(settings, bureau, d)
+    finally:
+        bureau.stop()
+        topics.cleanup()
 
 
 @contextmanager
@@ -490,7 +549,7 @@ class Outcome:
     receipts: dict[str, list[dict[str, Any]]]
     """escalation id -> its receipts"""
     dead: dict[str, list[Record]]
-    """escalation id -> its dead letters (keyed by the gc-dlq headers' escalation, see below)"""
+    """escalation id -> its dead letters (``key:<record key>`` for a cut one)"""
 
 
 def read_outcomes(settings: Settings, expect: int, timeout_s: float = 60) -> Outcome:
@@ -511,10 +570,22 @@ def read_outcomes(settings: Settings, expect: int, timeout_s: float = 60) -> Out
             receipt = codec.decode_as("receipt", r.value or b"")
             receipts[receipt["escalation_id"]].append(receipt)
         else:
-            esc = codec.decode_as("escalation", r.value or b"")
-            dead[esc["escalation_id"]].append(r)
+            try:
+                esc_id = codec.decode_as("escalation", r.value or b"")["escalation_id"]
+            except RecordError:  # a cut dead letter: filed under its record key
+                esc_id = "key:" + (r.key or b"").decode()
+            dead[esc_id].append(r)
     return Outcome(receipts, dead)
 
 
 def dlq_header(record: Record, name: str) -> str | None:
     return header(record, f"gc-dlq-{name}")
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()

@@ -18,16 +18,14 @@ has exactly one outcome and every commit point reached the end.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from gateway.config import Settings, load_settings
+from gateway.config import Settings
 from gateway.sdk import CASE_NUMBER_MAX_CHARS
-from tests.conftest import TopicFactory
 from tests.hostile import answers_kit as kit
 from tests.hostile.answers_kit import (
     Behaviour,
@@ -225,45 +223,23 @@ class Corpus:
 
 @pytest.fixture(scope="module")
 def corpus(kafka_bootstrap: str) -> Iterator[Corpus]:
-    topics = TopicFactory(kafka_bootstrap)
-    topics.create_all()
-    bureau = HostileBureau().start()
-    cities = {c: {"endpoint": bureau.endpoint} | kit.HOSTILE_CITY for c in kit.PROFILES}
-    settings = load_settings(
-        None,
-        kafka={"bootstrap_servers": kafka_bootstrap},
-        topics={"prefix": topics.prefix},
-        cities=cities,
-        delivery={"group_id": f"{topics.prefix}deliver"},
-    )
-    publisher = Publisher(settings)
-    ids: dict[str, str] = {}
-    for case in CASES:
-        esc = publisher.escalation(case.city, **case.fields)
-        bureau.script(esc["escalation_id"], *case.script)
-        ids[case.name] = publisher.publish(esc)
-    publisher.close()
-    expected = sum(1 + (c.receipt and c.expect != "accepted") for c in CASES)
-    try:
-        with kit.deliverer(settings) as d:
-            outcome = kit.read_outcomes(settings, expected, timeout_s=150)
-            time.sleep(0.5)  # let the commits of the last outcomes happen
-            alive = d.workers_alive()
-            running = d.thread.is_alive() and d.exit_code is None
-            engine = d.app.engine
-            assert engine is not None
-            kit_wait(lambda: not engine.tracker.to_commit(), 10)
-            yield Corpus(settings, bureau, d, ids, outcome, alive, running)
-    finally:
-        bureau.stop()
-        topics.cleanup()
-
-
-def kit_wait(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.1)
-    return predicate()
+    with kit.live(kafka_bootstrap) as live:
+        publisher = Publisher(live.settings)
+        ids: dict[str, str] = {}
+        for case in CASES:
+            esc = publisher.escalation(case.city, **case.fields)
+            live.bureau.script(esc["escalation_id"], *case.script)
+            ids[case.name] = publisher.publish(esc)
+        publisher.close()
+        expected = sum(1 + (c.receipt and c.expect != "accepted") for c in CASES)
+        d = live.deliverer
+        outcome = kit.read_outcomes(live.settings, expected, timeout_s=150)
+        alive = d.workers_alive()
+        running = d.thread.is_alive() and d.exit_code is None
+        engine = d.app.engine
+        assert engine is not None
+        kit.wait_until(lambda: not engine.tracker.to_commit(), 10)
+        yield Corpus(live.settings, live.bureau, d, ids, outcome, alive, running)
 
 
 def test_corpus_has_at_least_25_answer_cases() -> None:
@@ -348,3 +324,43 @@ def test_after_the_corpus_every_worker_lives_and_every_commit_point_is_at_the_en
     finished = set(corpus.outcome.receipts) | set(corpus.outcome.dead)
     assert every <= finished, f"lost: {every - finished}"
     assert "" not in corpus.bureau.seen, "a request without an idempotency key"
+
+
+def test_a_dead_letter_over_the_topic_limit_is_cut_and_the_others_go_on(
+    kafka_bootstrap: str,
+) -> None:
+    """Issue 9, findings 2 and 7 (delivery side): an outcome the broker would refuse for its
+    size (here a ~150 KB escalation rejected by the bureau, its dead-letter topic limited to
+    64 KB) used to stop the process (and, sent as is, would make kafka-python's idempotent
+    producer fail every later send). Now its dead letter is cut to fit, says so, and the other
+    cities' escalations are delivered."""
+    with kit.live(kafka_bootstrap, dlq_max_bytes=64 * 1024) as live:
+        publisher = Publisher(live.settings)
+        big = publisher.escalation("beijing", description="投诉" * 25_000)  # ~150 KB of UTF-8
+        live.bureau.script(
+            big["escalation_id"],
+            kit.json_answer(200, lambda p: {"code": "3001", "msg": "outside jurisdiction"}),
+        )
+        big_id = publisher.publish(big)
+        publisher.flush()
+        d = live.deliverer
+        assert kit.wait_until(lambda: live.bureau.seen[big_id].attempts >= 1, 60)
+        others = [publisher.publish(publisher.escalation(c)) for c in ("hangzhou", "nanjing") * 3]
+        publisher.close()
+        outcome = kit.read_outcomes(live.settings, len(others) + 2, timeout_s=90)
+        assert all([r["outcome"] for r in outcome.receipts[k]] == ["ACCEPTED"] for k in others)
+        [dead] = outcome.dead.get("key:" + big["complaint_id"], []) or [None]
+        assert dead is not None, "no dead letter for the oversized escalation"
+        assert dlq_header(dead, "reason") == "business_rule"
+        assert dlq_header(dead, "truncated")
+        size = int(dlq_header(dead, "value-bytes") or 0)
+        assert size > 64 * 1024 and len(dead.value or b"") <= 1024
+        assert [r["outcome"] for r in outcome.receipts[big_id]] == ["REJECTED"]
+        assert big_id not in outcome.dead
+        assert d.thread.is_alive() and d.exit_code is None and d.workers_alive()
+        assert (
+            d.metric(
+                "greenchannel_delivery_write_failures_total", city="beijing", kind="dead_letter"
+            )
+            == 0
+        )

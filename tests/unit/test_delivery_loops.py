@@ -462,6 +462,7 @@ class EngineRig:
             liveness=self.liveness,
             producer=self.producer,  # type: ignore[arg-type]
             consumer_factory=consumer,
+            topic_limits=lambda topics: {TOPICS.dlq_escalations: 200_000},
         )
         if start:
             for ln in self.engine.lanes.values():
