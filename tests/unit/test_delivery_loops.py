@@ -614,3 +614,95 @@ def test_engine_registers_and_beats_its_loop_and_workers() -> None:
     rig.engine.run(stop, 1)
     assert {LOOP, COMMIT, WORKERS} <= set(rig.liveness.stale_after)
     assert rig.producer is rig.engine.producer and rig.consumer.closed
+
+
+# -- outcome sizes ------------------------------------------------------------------------------
+
+
+def test_a_dead_letter_over_the_record_limit_is_cut_to_fit() -> None:
+    import hashlib
+
+    from gateway.delivery.outcomes import record_size
+
+    producer = FakeProducer()
+    record, _ = escalation_record(description="投诉" * 20_000)
+    record = record._replace(headers=[("big", b"h" * 50_000)])
+
+    def deliver(esc: Escalation, attempts: Attempts) -> Result:
+        return Result(True, False, None, "business_rule", "3001", attempts)
+
+    out = outcomes(deliver, producer)
+    out.max_record_bytes = lambda topic: 20_000
+    assert out.handle(record)
+    [dead] = producer.to(TOPICS.dlq_escalations)
+    assert record_size(dead.key, dead.value, dead.headers) <= 20_000
+    assert dead.header("gc-dlq-reason") == "business_rule"
+    assert dead.header("gc-dlq-source-offset") == str(record.offset)
+    assert dead.header("gc-dlq-value-bytes") == str(len(record.value or b""))
+    assert dead.header("gc-dlq-value-sha256") == hashlib.sha256(record.value or b"").hexdigest()
+    assert dead.header("gc-dlq-truncated") and dead.header("big") is None
+    assert dead.value == (record.value or b"")[: len(dead.value)] and len(dead.value) <= 1024
+    assert len(producer.to(TOPICS.receipts)) == 1
+
+
+def test_a_receipt_over_the_record_limit_is_dead_lettered_as_internal_error() -> None:
+    producer = FakeProducer()
+    record, _ = escalation_record()
+    out = outcomes(accepted(), producer)
+    out.max_record_bytes = lambda topic: 300 if topic == TOPICS.receipts else 1_000_000
+    assert out.handle(record)
+    assert producer.to(TOPICS.receipts) == []
+    [dead] = producer.to(TOPICS.dlq_escalations)
+    assert (dead.header("gc-dlq-reason"), dead.header("gc-dlq-error-class")) == (
+        "internal_error",
+        "OversizedRecord",
+    )
+
+
+# -- property: any answer, one outcome -----------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gateway.sdk import BureauResponse  # noqa: E402
+
+_OUTCOMES = st.one_of(
+    st.builds(Accepted, st.one_of(st.text(max_size=100), st.none(), st.integers())),
+    st.builds(Rejected, st.text(max_size=30), st.text(max_size=300)),
+    st.builds(
+        RetryLater,
+        st.text(max_size=20),
+        st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+        st.booleans(),
+    ),
+    st.sampled_from([ValueError("bad"), RecursionError("deep"), KeyError("x"), TypeError()]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=st.lists(_OUTCOMES, min_size=1, max_size=4), status=st.integers(100, 599))
+def test_any_interpretation_ends_in_exactly_one_written_outcome(
+    first: list[Any], status: int
+) -> None:
+    """Whatever the connector makes of the answers (then a good one): exactly one final
+    outcome is written — a receipt, or a dead letter (+ REJECTED receipt) — and nothing
+    raises out of the worker's handler."""
+
+    class Scripted(FakeConnector):
+        def interpret(self, response: BureauResponse) -> Any:
+            return super().interpret(BureauResponse(status, {}, response.body))
+
+    connector = Scripted([*first, Accepted("WH-OK")])
+    producer = FakeProducer()
+    delivery = city_delivery(connector, clock=Clock(step=0.5), breaker={"failure_threshold": 1000})
+    record, _ = escalation_record()
+    out = outcomes(delivery.deliver, producer)
+    assert out.handle(record)
+    receipts = [CODEC.decode_as("receipt", s.value) for s in producer.to(TOPICS.receipts)]
+    dead = producer.to(TOPICS.dlq_escalations)
+    if dead:
+        assert len(dead) == 1 and dead[0].header("gc-dlq-reason")
+        assert [r["outcome"] for r in receipts] in ([], ["REJECTED"])
+    else:
+        assert [r["outcome"] for r in receipts] == ["ACCEPTED"]
+        assert receipts[0]["case_number"]
