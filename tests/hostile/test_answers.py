@@ -25,7 +25,9 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
+from gateway.kafka.admin import Admin
 from gateway.sdk import CASE_NUMBER_MAX_CHARS
+from gateway.topics import Topics
 from tests.hostile import answers_kit as kit
 from tests.hostile.answers_kit import (
     Behaviour,
@@ -324,6 +326,28 @@ def test_after_the_corpus_every_worker_lives_and_every_commit_point_is_at_the_en
     finished = set(corpus.outcome.receipts) | set(corpus.outcome.dead)
     assert every <= finished, f"lost: {every - finished}"
     assert "" not in corpus.bureau.seen, "a request without an idempotency key"
+    # the group's committed offsets, read from the broker, cover every record published
+    with Admin(corpus.settings.kafka) as admin:
+        assert kit.wait_until(
+            lambda: _committed_per_topic(admin, corpus.settings) == _published_per_topic(corpus),
+            20,
+        ), (_committed_per_topic(admin, corpus.settings), _published_per_topic(corpus))
+
+
+def _committed_per_topic(admin: Admin, settings: Settings) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for (topic, _), offset in admin.group_offsets(settings.delivery.group_id).items():
+        totals[topic] = totals.get(topic, 0) + offset
+    return totals
+
+
+def _published_per_topic(corpus: Corpus) -> dict[str, int]:
+    topics = Topics(corpus.settings.topics.prefix)
+    totals: dict[str, int] = {}
+    for case in CASES:
+        topic = topics.escalations(case.city)
+        totals[topic] = totals.get(topic, 0) + 1
+    return totals
 
 
 def test_a_dead_letter_over_the_topic_limit_is_cut_and_the_others_go_on(
