@@ -22,6 +22,7 @@ from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
+from gateway.delivery.liveness import Liveness
 from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.ops.health import OpsServer
 from gateway.ops.metrics import Metrics
@@ -59,6 +60,8 @@ class App:
     instance_id: str = "0"
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
+    liveness: Liveness | None = None
+    """Where the delivery engine reports progress (loop, workers, commit points) for /healthz."""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -79,7 +82,13 @@ class App:
                 raise ConfigError(f"--city names unknown cities: {', '.join(unknown)}")
             connectors = load_connectors({s.connector_of(c) for c in cities})
             self.engine = DeliveryEngine(
-                s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
+                s,
+                connectors,
+                self.codec,
+                self.metrics,
+                self.watchdog,
+                cities=cities,
+                liveness=self.liveness,
             )
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
 

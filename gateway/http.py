@@ -252,7 +252,10 @@ class TokenCache:
             self._token = None
 
     def _fetch(self, ctx: RequestContext) -> None:
-        response = self._transport.send(self._connector.token_request(ctx))
+        try:
+            response = self._transport.send(self._connector.token_request(ctx))
+        except IrregularAnswer as exc:  # the token endpoint, not the escalation, misbehaves
+            raise BureauUnavailable(f"token endpoint: {exc}", reason="token") from exc
         if response.status >= 500 or response.status == 429:
             raise BureauUnavailable(f"token endpoint answered {response.status}", reason="token")
         try:
