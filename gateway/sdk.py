@@ -148,7 +148,23 @@ class Rejected:
     detail: str = ""
 
 
-Outcome = Accepted | RetryLater | Rejected
+@dataclass(frozen=True, slots=True)
+class Irregular:
+    """The bureau answered, and the answer is well-formed, but not something the gateway can
+    keep: a success code without a case number (or one that is not text), JSON nested beyond
+    what can be parsed. Final: asking again gets the same answer. The engine dead-letters the
+    escalation with reason ``irregular_answer`` and writes a ``REJECTED`` receipt, as for an
+    over-long case number.
+
+    Not for a body that cannot be read at all (an HTML proxy page, a truncated answer): that
+    may be transient, and is :class:`RetryLater`. ``reason`` is a bounded machine label (it goes
+    into the dead letter's message), ``detail`` a short text without personal data."""
+
+    reason: str
+    detail: str = ""
+
+
+Outcome = Accepted | RetryLater | Rejected | Irregular
 
 
 class AuthKind(StrEnum):

@@ -8,8 +8,8 @@ Retry timing and holding live in the city's :class:`~gateway.policies.retry.Deli
 when a round gives up on a transient failure, or the breaker is open, the escalation is *held*
 (never dead-lettered) until the city may be called again, while the engine keeps the city's
 partitions paused. Final outcomes are acceptance, a permanent rejection, and an *irregular
-answer* (over the size cap, a case number out of bounds: a rejection with reason
-``irregular_answer``). Any other exception (a connector bug, say) propagates to the caller,
+answer* (over the size cap, a case number out of bounds, or the connector's own
+:class:`~gateway.sdk.Irregular`: a rejection with reason ``irregular_answer``). Any other exception (a connector bug, say) propagates to the caller,
 which dead-letters the record as ``internal_error``.
 """
 
@@ -39,6 +39,7 @@ from gateway.sdk import (
     Connector,
     Credentials,
     Escalation,
+    Irregular,
     Rejected,
     RequestContext,
     case_number_problem,
@@ -202,6 +203,8 @@ class CityDelivery:
             self.breaker.record_success()
             self.observer.on_attempt(self.city, "internal_error")
             raise
+        if isinstance(outcome, Irregular):
+            return self._irregular(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
         if isinstance(outcome, Accepted):
             problem = case_number_problem(outcome.case_number)
             if problem is not None:

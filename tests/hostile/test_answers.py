@@ -7,10 +7,11 @@ script of answers, one per attempt; after the script the bureau answers normally
 
 * a *transient* misbehaviour (slow, trickled, truncated, reset, 5xx, HTML, a 200 we cannot
   read...) must end ACCEPTED, receipted exactly once, with one case opened at the bureau;
-* an *irregular* answer (over the size cap, a case number missing its bounds) and a
-  permanent rejection end dead-lettered with a bounded reason and a REJECTED receipt;
+* an *irregular* answer (over the size cap, a success without a case number or with one out
+  of its bounds, JSON nested so deep the parser gives up) and a permanent rejection end
+  dead-lettered with a bounded reason and a REJECTED receipt, after one attempt;
 * anything that makes the gateway itself raise (a year-10000 timestamp the connector cannot
-  format, JSON nested so deep the parser gives up) ends dead-lettered as ``internal_error``.
+  format) ends dead-lettered as ``internal_error``.
 
 And whatever happened: the process is still running, every worker is alive, every escalation
 has exactly one outcome and every commit point reached the end.
@@ -102,13 +103,6 @@ CASES = [
         (kit.json_answer(200, lambda p: {"code": "9001", "msg": "busy"}),),
         "accepted",
     ),
-    Case("200 without a case number", "nanjing", (answer_with_case(None),), "accepted"),
-    Case(
-        "200 with the case number as an object",
-        "beijing",
-        (answer_with_case({"no": "BJ-1"}),),
-        "accepted",
-    ),
     Case("401 (signature refused)", "hangzhou", (kit.respond(401, b"denied"),), "accepted"),
     Case(
         "redirect off the allowlist",
@@ -147,6 +141,27 @@ CASES = [
         attempts=1,
     ),
     # -- irregular answers: dead letter irregular_answer, REJECTED receipt ----------------------
+    Case(
+        "200 without a case number",
+        "nanjing",
+        (answer_with_case(None),),
+        "irregular_answer",
+        attempts=1,
+    ),
+    Case(
+        "200 with the case number as an object",
+        "beijing",
+        (answer_with_case({"no": "BJ-1"}),),
+        "irregular_answer",
+        attempts=1,
+    ),
+    Case(
+        "JSON nested 30,000 deep",
+        "hangzhou",
+        (kit.respond(200, b"[" * 30_000 + b"]" * 30_000),),
+        "irregular_answer",
+        attempts=1,
+    ),
     Case("300 KB case number", "beijing", (answer_with_case("9" * 300_000),), "irregular_answer"),
     Case(
         "case number one character over the bound",
@@ -199,13 +214,6 @@ CASES = [
         (),
         "internal_error",
         fields={"received_at": YEAR_10000_MS},
-        receipt=False,
-    ),
-    Case(
-        "JSON nested 30,000 deep",
-        "hangzhou",
-        (kit.respond(200, b"[" * 30_000 + b"]" * 30_000),),
-        "internal_error",
         receipt=False,
     ),
 ]
@@ -267,6 +275,8 @@ def test_answer_ends_in_exactly_one_bounded_outcome(corpus: Corpus, case: Case) 
     assert dlq_header(dead[0], "reason") == case.expect
     assert dlq_header(dead[0], "stage") == "delivery"
     assert dlq_header(dead[0], "city") == case.city
+    if case.attempts:
+        assert seen.attempts == case.attempts
     assert esc_id not in corpus.bureau.opened
     if case.receipt:
         assert [(r["outcome"], r["reason"]) for r in receipts] == [("REJECTED", case.expect)]
@@ -304,8 +314,6 @@ def test_internal_errors_are_dead_lettered_with_class_and_masked_message(corpus:
     assert dlq_header(year, "error-class") == "ValueError"
     assert "year 10000 is out of range" in (dlq_header(year, "message") or "")
     assert corpus.bureau.seen[corpus.ids["received in the year 10000"]].attempts == 0
-    deep = corpus.outcome.dead[corpus.ids["JSON nested 30,000 deep"]][0]
-    assert dlq_header(deep, "error-class") == "RecursionError"
     errors = sum(
         corpus.deliverer.metric("greenchannel_delivery_internal_errors_total", city=c)
         for c in kit.PROFILES
@@ -388,3 +396,16 @@ def test_a_dead_letter_over_the_topic_limit_is_cut_and_the_others_go_on(
             )
             == 0
         )
+
+
+def test_well_formed_answers_missing_the_case_number_or_too_deep_are_irregular(
+    corpus: Corpus,
+) -> None:
+    for name, reason in (
+        ("200 without a case number", "missing_case_number"),
+        ("200 with the case number as an object", "missing_case_number"),
+        ("JSON nested 30,000 deep", "answer_too_deep"),
+    ):
+        dead = corpus.outcome.dead[corpus.ids[name]][0]
+        assert dlq_header(dead, "error-class") == "RejectedByBureau", name
+        assert reason in (dlq_header(dead, "message") or ""), name
