@@ -16,6 +16,11 @@ Progress is reported to a :class:`~gateway.delivery.liveness.Liveness` registry:
 ``deliver-commit`` stops beating when a partition's commit point has been held for
 ``delivery.stuck_after_s`` by one unfinished record while records after it are final and its
 city is available (an outage or a maintenance window holds records by design, never counted).
+
+A receipt or dead-letter write that fails fatally (:mod:`gateway.delivery.outcomes`: a
+``FatalError`` from the producer, or a producer in a fatal state) stops the engine: ``run``
+drains, commits what is final (never past the unwritten record) and raises the
+``FatalError``, and the process exits 1 (``docs/errors.md``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from gateway.delivery.lane import WORKERS, Completion, Job, Lane
 from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
-from gateway.errors import GreenChannelError, TransientError
+from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
@@ -82,6 +87,9 @@ class DeliveryEngine:
         self.drained = True
         """False when shutdown() gave up on in-flight deliveries at its deadline."""
         self._commit_deferred = False
+        self.fatal: FatalError | None = None
+        """The first fatal failure of a worker; ``run`` raises it once drained."""
+        self._fatal_lock = threading.Lock()
         make_transport = transport_factory or self._http_transport
         self.producer = producer or Producer(settings.kafka, linger_ms=1)
         read_limits = topic_limits or self._topic_limits
@@ -152,6 +160,7 @@ class DeliveryEngine:
             clock=self.clock,
             stop=self.stop_event,
             max_record_bytes=self._record_limit,
+            on_fatal=self._on_fatal,
         )
         return Lane(
             city,
@@ -192,6 +201,15 @@ class DeliveryEngine:
                 self.step()
         finally:
             self.shutdown(drain_timeout_s)
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _on_fatal(self, exc: FatalError) -> None:
+        """A worker met a failure no retry can cure: stop everything (called on its thread)."""
+        with self._fatal_lock:
+            if self.fatal is None:
+                self.fatal = exc
+        self.stop_event.set()
 
     def step(self) -> None:
         """One iteration of the poll loop."""

@@ -14,16 +14,25 @@ Nothing is sent that the broker would refuse for its size (kafka-python's idempo
 treats such a refusal as fatal and fails every later send): a record is checked against
 ``max_record_bytes(topic)`` (``delivery.max_record_bytes``, lowered at start to the topic's own
 ``max.message.bytes``). A dead letter over it is *bounded*: the original headers are dropped,
-the value is cut to its first ``KEPT_PREFIX_BYTES`` and ``gc-dlq-truncated``,
-``gc-dlq-value-bytes`` and ``gc-dlq-value-sha256`` say so (source coordinates and reason stay).
+the value is cut to its first ``KEPT_PREFIX_BYTES`` and ``gc-dlq-truncated: true``,
+``gc-dlq-value-bytes`` and ``gc-dlq-value-sha256`` say so (``greenchannel dlq replay`` skips
+such a dead letter: ``truncated``) (source coordinates and reason stay).
 A receipt over it is an internal error (dead-lettered instead).
 
-A receipt or dead-letter *write* that fails (broker away, a record the broker refuses) is
-retried with capped exponential backoff (``WRITE_BACKOFF_S``) until it succeeds or the
-engine stops: it holds only the worker that carries that record (the commit point of its
-partition waits; the engine's progress check turns ``/healthz`` unhealthy if it never
-succeeds), never another city, never the process. On stop the record is not final: it is
-handed back uncommitted and redelivered (the bureau deduplicates by idempotency key).
+A receipt or dead-letter *write* that fails for a transient or record-level reason (broker
+away, a timeout, a record the broker refuses) is retried with capped exponential backoff
+(``WRITE_BACKOFF_S``) until it succeeds or the engine stops: it holds only the worker that
+carries that record (the commit point of its partition waits; the engine's progress check
+turns ``/healthz`` unhealthy if it never succeeds), never another city, never the process. On
+stop the record is not final: it is handed back uncommitted and redelivered (the bureau
+deduplicates by idempotency key).
+
+A write that fails *fatally* is never retried: a :class:`~gateway.errors.FatalError` from the
+producer (authorisation, fencing, an unexpected non-retriable error), or a producer left in a
+fatal state (kafka-python's idempotent producer after a broker refusal such as
+``MessageSizeTooLarge``: every later send would fail the same way, forever). ``on_fatal`` is
+called (the engine stops and the process exits 1, ``docs/errors.md``); the record stays
+unfinished, so nothing is committed past it and it is delivered again after the restart.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from gateway.avro.codec import Codec
 from gateway.deadletters.headers import PREFIX, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
 from gateway.delivery.convert import to_escalation
-from gateway.errors import OversizedRecord, RecordError, RejectedByBureau
+from gateway.errors import FatalError, OversizedRecord, RecordError, RejectedByBureau
 from gateway.kafka.clients import Headers, Producer, Record
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, trim
@@ -72,6 +81,7 @@ class Outcomes:
         stop: threading.Event,
         write_backoff_s: tuple[float, float] = WRITE_BACKOFF_S,
         max_record_bytes: Callable[[str], int] = lambda topic: 1_000_000,
+        on_fatal: Callable[[FatalError], None] = lambda exc: None,
     ) -> None:
         self.city = city
         self.deliver = deliver
@@ -83,6 +93,7 @@ class Outcomes:
         self.stop = stop
         self.write_backoff_s = write_backoff_s
         self.max_record_bytes = max_record_bytes
+        self.on_fatal = on_fatal
 
     def handle(self, record: Record) -> bool:
         """Deliver one record; True when its outcome is final and written. Never raises
@@ -227,7 +238,8 @@ class Outcomes:
     def _write(
         self, kind: str, topic: str, value: bytes, key: bytes | None, headers: Headers
     ) -> bool:
-        """Send and wait for the ack, retrying with capped backoff; False only on stop."""
+        """Send and wait for the ack, retrying transient and record-level failures with capped
+        backoff; False on stop, or (after ``on_fatal``) on a fatal failure."""
         wait, longest = self.write_backoff_s
         while True:
             try:
@@ -237,6 +249,18 @@ class Outcomes:
                 return True
             except Exception as exc:  # broker errors are wrapped; anything else is retried too
                 self.observer.on_outcome_write_failed(self.city, kind)
+                fatal = self._fatal(exc)
+                if fatal is not None:
+                    log.critical(
+                        "%s: %s write to %s failed fatally (%s); stopping delivery (exit 1): "
+                        "the record stays uncommitted and is delivered again after the restart",
+                        self.city,
+                        kind.replace("_", " "),
+                        topic,
+                        trim(str(fatal), 300),
+                    )
+                    self.on_fatal(fatal)
+                    return False
                 log.warning(
                     "%s: %s write to %s failed (%s: %s); retrying in %.1fs",
                     self.city,
@@ -249,6 +273,15 @@ class Outcomes:
             if self.stop.wait(wait):
                 return False
             wait = min(wait * 2, longest)
+
+    def _fatal(self, exc: Exception) -> FatalError | None:
+        """The failure as a FatalError when retrying cannot help, else ``None``."""
+        state = self.producer.fatal_state()
+        if state is not None:
+            return FatalError(
+                f"the producer is in a fatal state after {state} (last: {type(exc).__name__})"
+            )
+        return exc if isinstance(exc, FatalError) else None
 
 
 def record_size(key: bytes | None, value: bytes, headers: Headers) -> int:
@@ -267,10 +300,7 @@ def bounded(
         key = hashlib.sha256(key).hexdigest().encode()
     keep = max(0, min(KEPT_PREFIX_BYTES, limit - record_size(key, b"", own) - 512))
     own += [
-        (
-            f"{PREFIX}truncated",
-            f"value of {len(value)} bytes over {limit}: first {keep} kept".encode(),
-        ),
+        (f"{PREFIX}truncated", b"true"),
         (f"{PREFIX}value-bytes", str(len(value)).encode()),
         (f"{PREFIX}value-sha256", hashlib.sha256(value).hexdigest().encode()),
     ]

@@ -125,6 +125,7 @@ class FakeProducer:
         self.error = error or KafkaUnavailable("send to x: KafkaTimeoutError")
         self.sent: list[Sent] = []
         self.tries = 0
+        self.broken: str | None = None
         self._lock = threading.Lock()
 
     def send_and_wait(
@@ -142,6 +143,10 @@ class FakeProducer:
                 self.fail -= 1 if self.fail > 0 else 0
                 raise self.error
             self.sent.append(Sent(topic, value, key, list(headers or ())))
+
+    def fatal_state(self) -> str | None:
+        """Set ``broken`` to play kafka-python's idempotent producer after a fatal refusal."""
+        return self.broken
 
     def to(self, topic: str) -> list[Sent]:
         with self._lock:

@@ -18,11 +18,17 @@ from gateway.delivery.city import Attempts, CityDelivery, Result
 from gateway.delivery.engine import COMMIT, LOOP, DeliveryEngine
 from gateway.delivery.lane import WORKERS, Completion, Job, Lane
 from gateway.delivery.outcomes import Outcomes
-from gateway.errors import BureauUnavailable, IrregularAnswer
+from gateway.errors import (
+    BureauUnavailable,
+    ConfigError,
+    FatalError,
+    IrregularAnswer,
+    RecordError,
+)
 from gateway.kafka.clients import Record, TopicPartition
 from gateway.ops.watchdog import Watchdog
 from gateway.policies.breaker import OPEN
-from gateway.sdk import Accepted, Credentials, Escalation, Rejected, RetryLater
+from gateway.sdk import Accepted, Credentials, Escalation, Irregular, Rejected, RetryLater
 from tests.unit.delivery_fakes import (
     CODEC,
     TOPICS,
@@ -130,6 +136,19 @@ def test_case_number_out_of_bounds_is_an_irregular_answer(case_number: Any) -> N
     assert delivery.breaker.state == "closed"
 
 
+def test_an_irregular_answer_from_the_connector_is_final_not_retried() -> None:
+    observer = FakeObserver()
+    connector = FakeConnector([Irregular("missing_case_number", "no case number")])
+    delivery = city_delivery(connector, observer=observer)
+    result = delivery.deliver(an_escalation())
+    assert (result.final, result.accepted, result.reason) == (True, False, "irregular_answer")
+    assert result.detail == "missing_case_number: no case number"
+    assert result.attempts.count == 1
+    assert observer.count("on_attempt", "wuhu", "irregular") == 1
+    assert observer.count("on_attempt", "wuhu", "retry") == 0
+    assert delivery.breaker.state == "closed"
+
+
 def test_case_number_at_the_bound_is_accepted() -> None:
     result = city_delivery(FakeConnector([Accepted("W" * 64)])).deliver(an_escalation())
     assert result.accepted and result.case_number == "W" * 64
@@ -230,6 +249,7 @@ def outcomes(
     producer: FakeProducer,
     observer: FakeObserver | None = None,
     stop: threading.Event | None = None,
+    on_fatal: Callable[[FatalError], None] = lambda exc: None,
 ) -> Outcomes:
     return Outcomes(
         "wuhu",
@@ -241,6 +261,7 @@ def outcomes(
         clock=Clock(),
         stop=stop or threading.Event(),
         write_backoff_s=(0.001, 0.004),
+        on_fatal=on_fatal,
     )
 
 
@@ -334,6 +355,47 @@ def test_a_write_that_never_succeeds_holds_the_record_until_stop_and_leaves_it_u
     threading.Timer(0.1, stop.set).start()
     assert not outcomes(accepted(), producer, stop=stop).handle(record)
     assert producer.tries >= 3 and producer.sent == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FatalError("send to receipts: ProducerFencedError: fenced"),
+        ConfigError("send to receipts: TopicAuthorizationFailedError: denied"),
+    ],
+)
+def test_a_fatal_write_error_is_not_retried_and_stops_delivery(error: FatalError) -> None:
+    producer = FakeProducer(fail=-1, error=error)
+    observer = FakeObserver()
+    fatal: list[FatalError] = []
+    record, _ = escalation_record()
+    assert not outcomes(accepted(), producer, observer, on_fatal=fatal.append).handle(record)
+    assert producer.tries == 1 and producer.sent == []
+    assert fatal == [error]
+    assert observer.count("on_outcome_write_failed", "wuhu", "receipt") == 1
+
+
+def test_a_producer_left_in_a_fatal_state_stops_delivery_whatever_the_error_says() -> None:
+    # kafka-python's idempotent producer after MessageSizeTooLarge: every later send fails
+    # with the same (record-level looking) error, forever
+    refused = RecordError("send to receipts: MessageSizeTooLargeError", reason="broker_rejected")
+    producer = FakeProducer(fail=-1, error=refused)
+    producer.broken = "MessageSizeTooLargeError: [Error 10] MessageSizeTooLargeError"
+    fatal: list[FatalError] = []
+    record, _ = escalation_record()
+    assert not outcomes(accepted(), producer, on_fatal=fatal.append).handle(record)
+    assert producer.tries == 1
+    [exc] = fatal
+    assert "fatal state" in str(exc) and "MessageSizeTooLarge" in str(exc)
+
+
+def test_a_record_level_write_error_on_a_healthy_producer_keeps_the_capped_backoff() -> None:
+    refused = RecordError("send to receipts: InvalidRecordError", reason="broker_rejected")
+    producer = FakeProducer(fail=3, error=refused)
+    fatal: list[FatalError] = []
+    record, _ = escalation_record()
+    assert outcomes(accepted(), producer, on_fatal=fatal.append).handle(record)
+    assert producer.tries == 4 and fatal == []
 
 
 def test_interrupted_delivery_is_not_final() -> None:
@@ -602,6 +664,32 @@ def test_engine_does_not_call_a_city_outage_stuck() -> None:
         rig.engine.step()
         assert rig.liveness.last_beat[COMMIT] == rig.clock.now
     rig.close()
+
+
+def test_engine_stops_on_a_fatal_write_and_raises_without_committing_past_it() -> None:
+    rig = EngineRig(
+        {"wuhu": FakeConnector([Accepted("W")]), "hefei": FakeConnector([Accepted("H")])},
+        start=False,
+    )
+    rig.producer.fail, rig.producer.error = -1, FatalError("send: ProducerFencedError")
+    record, _ = escalation_record("wuhu", 0)
+    rig.consumer.queue.append(record)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            rig.engine.run(threading.Event(), drain_timeout_s=2)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the engine kept running after a fatal write"
+    assert [type(e) for e in raised] == [FatalError]
+    assert rig.engine.fatal is raised[0]
+    assert rig.producer.tries == 1
+    assert rig.consumer.committed(record.tp) in (None, 0)
 
 
 def test_engine_registers_and_beats_its_loop_and_workers() -> None:
