@@ -23,6 +23,7 @@ from gateway.avro.store import SchemaStore
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
+from gateway.delivery.liveness import Liveness
 from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.http import HttpxTransport, preflight
 from gateway.kafka.follow import TopicFollower
@@ -88,6 +89,8 @@ class App:
     instance_id: str = "0"
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
+    liveness: Liveness | None = None
+    """Where the delivery engine reports progress (loop, workers, commit points) for /healthz."""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -125,6 +128,7 @@ class App:
                     s.delivery.endpoint_allowlist,
                     connectors[s.connector_of(city)].transport,
                 ),
+                liveness=self.liveness,
             )
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
 

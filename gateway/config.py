@@ -337,6 +337,13 @@ class CitySettings(_Strict):
     rate_per_s: float = Field(20.0, gt=0, le=10_000)
     burst: int = Field(2, ge=1, le=10_000)
     timeout_s: float = Field(5.0, gt=0, le=300)
+    """Longest wait for one socket operation (connect, TLS, one write, one read)."""
+    deadline_s: float = Field(15.0, ge=0.5, le=300.0)
+    """Overall bound on one attempt: connect + TLS + write + the whole answer (0.5-300 s). An
+    attempt past it is cut, counts as a failure for the breaker and is retried."""
+    max_answer_bytes: int = Field(1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    """Largest bureau answer read (4 KiB-64 MiB); reading stops there and the answer is an
+    irregular answer (dead-lettered)."""
     concurrency: int = Field(4, ge=1, le=64)
     sla_s: float = Field(3600.0, gt=0, le=30 * 86_400)
     retry: RetrySettings = Field(default_factory=RetrySettings)
@@ -356,6 +363,13 @@ class DeliverySettings(_Strict):
     certificate_warn_days: int = Field(30, ge=1, le=365)
     """Warn (log, and the alert on the expiry metric) this many days before a client
     certificate expires."""
+    max_record_bytes: int = Field(1_000_000, ge=16_384, le=64 * 1024 * 1024)
+    """Largest receipt / dead letter sent (key + value + headers). Lowered at start to the
+    receipts and dead-letter topics' own ``max.message.bytes`` when they set one; a dead
+    letter over it is cut (see gateway.delivery.outcomes), a receipt over it dead-lettered."""
+    stuck_after_s: float = Field(1800.0, ge=60.0, le=7 * 86_400)
+    """``/healthz`` turns unhealthy when one unfinished record has held a partition's commit
+    point this long while later records are final and its city is available."""
 
 
 class ObservabilitySettings(_Strict):

@@ -10,7 +10,9 @@ Every failure the gateway can meet is one of three kinds, and the kind decides w
     │   │   └── TrailingBytes          the body did not consume the whole buffer
     │   ├── InvalidComplaint   decoded, but required business data is missing or wrong
     │   │   └── UnknownCity            city code is not a GB/T 2260 division we know
-    │   └── RejectedByBureau   the bureau refused the escalation permanently
+    │   ├── RejectedByBureau   the bureau refused the escalation permanently
+    │   └── IrregularAnswer    the bureau answered, but not within bounds (answer over the size
+    │                          cap, a case number missing/too long): dead-letter, never a receipt
     ├── TransientError         may succeed later -> retry, then pause the source (never dead-letter)
     │   ├── BureauUnavailable  transport error, timeout, 5xx, breaker open
     │   ├── RateLimited        429 / local token bucket empty (carries retry_after)
@@ -75,6 +77,12 @@ class UnknownCity(InvalidComplaint):
 
 class RejectedByBureau(RecordError):
     reason = "rejected"
+
+
+class IrregularAnswer(RecordError):
+    """The bureau answered, but the answer is outside what the gateway keeps (size, fields)."""
+
+    reason = "irregular_answer"
 
 
 # --- transient -------------------------------------------------------------------------------

@@ -94,9 +94,34 @@ class BureauResponse:
     body: bytes
 
 
+CASE_NUMBER_MAX_CHARS = 64
+"""Longest case number the gateway accepts from a bureau (``receipt.avsc`` ``case_number``).
+
+Real bureau case numbers are 10-30 characters. The engine checks every :class:`Accepted` it
+gets from a connector against :func:`case_number_problem`; an answer that fails is an
+*irregular answer* (dead-lettered with reason ``irregular_answer``), never a receipt."""
+
+
+def case_number_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a case number (bounded text without the value), or ``None``."""
+    if not isinstance(value, str):
+        return f"case number is a {type(value).__name__}, not text"
+    text = value.strip()
+    if not text:
+        return "case number is missing or blank"
+    if len(text) > CASE_NUMBER_MAX_CHARS:
+        return f"case number is {len(text)} characters (at most {CASE_NUMBER_MAX_CHARS})"
+    if not text.isprintable():
+        return "case number holds control characters"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """The bureau opened a case (or already had one for this idempotency key)."""
+    """The bureau opened a case (or already had one for this idempotency key).
+
+    ``case_number`` is at most :data:`CASE_NUMBER_MAX_CHARS` printable characters; the engine
+    enforces it (see :func:`case_number_problem`), connectors need not."""
 
     case_number: str
 
@@ -123,7 +148,23 @@ class Rejected:
     detail: str = ""
 
 
-Outcome = Accepted | RetryLater | Rejected
+@dataclass(frozen=True, slots=True)
+class Irregular:
+    """The bureau answered, and the answer is well-formed, but not something the gateway can
+    keep: a success code without a case number (or one that is not text), JSON nested beyond
+    what can be parsed. Final: asking again gets the same answer. The engine dead-letters the
+    escalation with reason ``irregular_answer`` and writes a ``REJECTED`` receipt, as for an
+    over-long case number.
+
+    Not for a body that cannot be read at all (an HTML proxy page, a truncated answer): that
+    may be transient, and is :class:`RetryLater`. ``reason`` is a bounded machine label (it goes
+    into the dead letter's message), ``detail`` a short text without personal data."""
+
+    reason: str
+    detail: str = ""
+
+
+Outcome = Accepted | RetryLater | Rejected | Irregular
 
 
 TLS_VERSIONS = frozenset({"TLSv1.2", "TLSv1.3"})

@@ -19,7 +19,15 @@ from typing import NoReturn
 from urllib.parse import parse_qsl
 
 from gateway.pii import mask_text, trim
-from gateway.sdk import Accepted, BureauRequest, BureauResponse, Outcome, Rejected, RetryLater
+from gateway.sdk import (
+    Accepted,
+    BureauRequest,
+    BureauResponse,
+    Irregular,
+    Outcome,
+    Rejected,
+    RetryLater,
+)
 
 CST = timezone(timedelta(hours=8), "Asia/Shanghai")
 DETAIL_LIMIT = 200
@@ -162,10 +170,15 @@ class AnswerCodes:
         return Rejected("business_rule", detail(f"{code} {message}".strip()))
 
 
+MISSING_CASE_NUMBER = Irregular("missing_case_number", "a success answer without a case number")
+TOO_DEEP = Irregular("answer_too_deep", "JSON nested deeper than the parser goes")
+
+
 def accepted(case_number: object) -> Outcome:
-    """Accepted with the case number; RetryLater when the bureau forgot it (retry is idempotent)."""
+    """Accepted with the case number; an irregular answer when a success answer lacks it (or
+    holds an object or a list there): the bureau would answer a retry the same way."""
     text = _text(case_number)
-    return Accepted(text) if text else RetryLater("unreadable_answer")
+    return Accepted(text) if text else MISSING_CASE_NUMBER
 
 
 def lookup(answer: Mapping[str, object], path: str) -> object:
@@ -184,13 +197,23 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def json_answer(body: bytes) -> Mapping[str, object] | None:
-    """A JSON object body, or ``None`` when the body is not one."""
+def json_document(body: bytes) -> Mapping[str, object] | Irregular | None:
+    """A JSON object body; :data:`TOO_DEEP` for JSON nested beyond the parser's recursion
+    limit (well-formed, but nothing a bureau sends by mistake); ``None`` for anything else
+    that is not a JSON object (HTML, truncated, not UTF-8, an array)."""
     try:
         data = json.loads(body.decode("utf-8"))
+    except RecursionError:
+        return TOO_DEEP
     except (UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def json_answer(body: bytes) -> Mapping[str, object] | None:
+    """A JSON object body, or ``None`` when the body is not one (too deep included)."""
+    data = json_document(body)
+    return None if isinstance(data, Irregular) else data
 
 
 def form_answer(body: bytes) -> Mapping[str, object] | None:
@@ -224,11 +247,17 @@ def interpret_json(response: BureauResponse, codes: AnswerCodes, auth: Outcome) 
     401/403 -> ``auth`` (the family decides); 409 -> Accepted with the case number in the body;
     408/429/5xx -> RetryLater; 2xx -> the body's result code; 400/422 with a readable body ->
     its result code (a business rejection unless the code says otherwise); other 4xx -> Rejected.
-    A 2xx whose body cannot be read is retried: the idempotency key makes that safe.
+    A 2xx whose body cannot be read is retried: the idempotency key makes that safe. A success
+    (or 409) without a case number, and a 2xx/409 nested too deep to parse, are irregular.
     """
     if response.status in (401, 403):
         return auth
-    answer = json_answer(response.body)
+    document = json_document(response.body)
+    if isinstance(document, Irregular):
+        if 200 <= response.status < 300 or response.status == 409:
+            return document
+        document = None
+    answer = document
     if response.status == 409:
         return accepted(lookup(answer, codes.case_field)) if answer else RetryLater("conflict")
     transient = http_outcome(response)

@@ -30,13 +30,14 @@ from connectors.families.common import (
     form_answer,
     http_outcome,
     http_rejected,
-    json_answer,
+    json_document,
     sm3_hex,
 )
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
     Escalation,
+    Irregular,
     Outcome,
     RequestContext,
     RetryLater,
@@ -115,8 +116,10 @@ class FormSm3Connector(NoToken):
             return transient
         if 400 <= response.status < 500:
             return http_rejected(response)
-        reader = json_answer if self.answer_format == "json" else form_answer
+        reader = json_document if self.answer_format == "json" else form_answer
         answer = reader(response.body) if 200 <= response.status < 300 else None
         if answer is None:
             return RetryLater("unreadable_answer")
+        if isinstance(answer, Irregular):
+            return answer
         return self.codes.outcome(answer)

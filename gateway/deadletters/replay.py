@@ -19,6 +19,9 @@ Replaying. :func:`plan` decides, per selected dead letter, to replay it or to sk
                        and failed again): only the latest one is replayed
 ``unexpected_source``  ``gc-dlq-source-topic`` is not a topic of this stage
 ``unknown_city``       the escalation's city has no ``cities.<name>`` block
+``truncated``          a bounded dead letter (``gc-dlq-truncated``): it holds only a prefix of
+                       the value, replaying it would publish a broken record; find the
+                       original upstream by ``gc-dlq-value-sha256``
 ``empty``              no value: nothing to replay
 
 :func:`replay` republishes the original key, value and headers (minus ``gc-dlq-*``) with
@@ -58,6 +61,8 @@ _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _PII_FIELDS = ("name", "phone", "id_number", "address", "email")
+TRUNCATED = PREFIX + "truncated"
+"""Set (``true``) on a dead letter cut to fit its topic: only a prefix of the value is kept."""
 
 
 def dlq_topic(topics: Topics, stage: Stage) -> str:
@@ -315,6 +320,8 @@ def decide(
     """Replay one dead letter, and where to, or why not (loop guard first)."""
     if letter.replay_count >= max_replays:
         return Decision(letter, "", letter.city, "loop_guard")
+    if is_truncated(letter.headers):
+        return Decision(letter, "", letter.city, "truncated")
     if not letter.value:
         return Decision(letter, "", letter.city, "empty")
     if stage == "complaints":
@@ -322,6 +329,11 @@ def decide(
             return Decision(letter, "", letter.city, "unexpected_source")
         return Decision(letter, topics.complaints, "")
     return _escalation(letter, topics, cities)
+
+
+def is_truncated(headers: Headers) -> bool:
+    """Whether a dead letter holds only a prefix of the original value (never replayable)."""
+    return any(k == TRUNCATED and v.strip().lower() != b"false" for k, v in headers)
 
 
 def _escalation(letter: DeadLetter, topics: Topics, cities: Collection[str]) -> Decision:

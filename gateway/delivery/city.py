@@ -2,11 +2,15 @@
 
 ``CityDelivery.deliver`` runs on a city worker thread (never on the poll loop). Each attempt:
 maintenance window and breaker check -> a token from the city's bucket (retries pay too) ->
-pure ``translate`` -> HTTP -> pure ``interpret``. Retry timing is the city's tenacity policy.
-When the policy gives up on a transient failure, or the breaker is open, the escalation is
-*held* (never dead-lettered): the worker waits for the breaker's next probe and tries again,
-while the engine keeps the city's partitions paused. Only a permanent rejection is final
-besides acceptance.
+pure ``translate`` -> bounded HTTP (:mod:`gateway.http`) -> pure ``interpret`` -> the
+gateway's own checks on the answer (case number bounds, :func:`gateway.sdk.case_number_problem`).
+Retry timing and holding live in the city's :class:`~gateway.policies.retry.DeliveryRetry`:
+when a round gives up on a transient failure, or the breaker is open, the escalation is *held*
+(never dead-lettered) until the city may be called again, while the engine keeps the city's
+partitions paused. Final outcomes are acceptance, a permanent rejection, and an *irregular
+answer* (over the size cap, a case number out of bounds, or the connector's own
+:class:`~gateway.sdk.Irregular`: a rejection with reason ``irregular_answer``). Any other exception (a connector bug, say) propagates to the caller,
+which dead-letters the record as ``internal_error``.
 """
 
 from __future__ import annotations
@@ -17,29 +21,33 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from tenacity import RetryCallState
 
 from gateway.config import CitySettings
-from gateway.errors import BureauUnavailable, TransientError
+from gateway.errors import BureauUnavailable, GreenChannelError, IrregularAnswer, TransientError
 from gateway.http import TokenCache, Transport
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, readable, trim
 from gateway.policies.breaker import CircuitBreaker
 from gateway.policies.ratelimit import TokenBucket
-from gateway.policies.retry import Hold, RetryLaterError, build_retrying
+from gateway.policies.retry import DeliveryRetry, Hold, RetryLaterError
 from gateway.sdk import (
     Accepted,
     BureauResponse,
     Connector,
     Credentials,
     Escalation,
+    Irregular,
     Rejected,
     RequestContext,
+    case_number_problem,
 )
 
 log = logging.getLogger(__name__)
 _SHANGHAI = timedelta(hours=8)
+IRREGULAR = "irregular_answer"
 
 
 @dataclass(slots=True)
@@ -95,31 +103,29 @@ class CityDelivery:
             on_change=lambda state: observer.on_breaker(city, state),
         )
         self.tokens = TokenCache(connector, transport, clock) if connector.token_grant else None
-        self.retrying = build_retrying(
-            settings.retry, stop_event=stop, before_sleep=self._before_sleep
+        self.retry = DeliveryRetry(
+            settings.retry, stop_event=stop, before_sleep=self._before_sleep, on_held=self._held
         )
         observer.on_breaker(city, "closed")
         observer.on_rate_changed(city, settings.rate_per_s)
         self._reported_rate = settings.rate_per_s
 
     # -- public ------------------------------------------------------------------------------
-    def deliver(self, escalation: Escalation) -> Result:
-        attempts = Attempts()
-        while not self.stop.is_set():
-            try:
-                outcome = self.retrying.copy()(self._attempt, escalation, attempts)
-            except Hold as hold:
-                self.stop.wait(min(max(hold.wait_s, 0.05), 1.0))
-                continue
-            except TransientError as exc:
-                log.warning(
-                    "%s: retry budget spent (%s); holding the escalation", self.city, exc.reason
-                )
-                continue
-            if isinstance(outcome, Accepted):
-                return Result(True, True, outcome.case_number, attempts=attempts)
-            return Result(True, False, None, outcome.reason, outcome.detail, attempts)
-        return Result(False, attempts=attempts)
+    def deliver(self, escalation: Escalation, attempts: Attempts | None = None) -> Result:
+        """Attempts until the outcome is final (or the stop event is set: ``final`` False).
+
+        ``attempts`` (filled in as attempts are made) lets the caller describe them even when
+        an unexpected exception escapes."""
+        attempts = Attempts() if attempts is None else attempts
+        if self.stop.is_set():
+            return Result(False, attempts=attempts)
+        try:
+            outcome = self.retry(self._attempt, escalation, attempts)
+        except TransientError:  # only once the stop event is set
+            return Result(False, attempts=attempts)
+        if isinstance(outcome, Accepted):
+            return Result(True, True, outcome.case_number, attempts=attempts)
+        return Result(True, False, None, outcome.reason, outcome.detail, attempts)
 
     def in_maintenance(self) -> bool:
         if not self.settings.maintenance:
@@ -146,7 +152,11 @@ class CityDelivery:
                 f"{self.city}: breaker {self.breaker.state}",
                 wait_s=self.breaker.seconds_until_probe(),
             )
-        self._take_token()
+        try:
+            self._take_token()
+        except BaseException:
+            self.breaker.release_probe()
+            raise
         now = self.clock()
         attempts.count += 1
         attempts.first_ms = attempts.first_ms or int(now * 1000)
@@ -155,17 +165,50 @@ class CityDelivery:
         try:
             if self.tokens is not None:
                 ctx = RequestContext(ctx.now_ms, ctx.nonce, ctx.credentials, self.tokens.get(ctx))
-            response = self.transport.send(self.connector.translate(escalation, ctx))
-        except BureauUnavailable as exc:
-            attempts.last_status, attempts.last_body = 0, str(exc).encode()
-            self.breaker.record_failure()
-            self.observer.on_attempt(self.city, "unavailable")
+            request = self.connector.translate(escalation, ctx)
+        except BureauUnavailable as exc:  # the token endpoint
+            return self._unavailable(exc, attempts)
+        except BaseException:  # a connector bug: the bureau was never called
+            self.breaker.release_probe()
+            self.observer.on_attempt(self.city, "internal_error")
             raise
+        try:
+            response = self.transport.send(request)
+        except BureauUnavailable as exc:
+            return self._unavailable(exc, attempts)
+        except IrregularAnswer as exc:
+            attempts.last_status, attempts.last_body = 0, str(exc).encode()
+            return self._irregular(f"{exc.reason}: {exc}")
         attempts.last_status, attempts.last_body = response.status, response.body[:2048]
         return self._classify(response)
 
+    def _unavailable(self, exc: BureauUnavailable, attempts: Attempts) -> NoReturn:
+        attempts.last_status, attempts.last_body = 0, str(exc).encode()
+        self.breaker.record_failure()
+        self.observer.on_attempt(self.city, "unavailable")
+        raise exc
+
+    def _irregular(self, detail: str) -> Rejected:
+        """The bureau answered (a successful round trip), but out of bounds: final."""
+        self.breaker.record_success()
+        self.observer.on_attempt(self.city, "irregular")
+        return Rejected(IRREGULAR, trim(detail, 200))
+
     def _classify(self, response: BureauResponse) -> Accepted | Rejected:
-        outcome = self.connector.interpret(response)
+        try:
+            outcome = self.connector.interpret(response)
+        except GreenChannelError:
+            raise
+        except BaseException:  # a connector bug; the bureau did answer
+            self.breaker.record_success()
+            self.observer.on_attempt(self.city, "internal_error")
+            raise
+        if isinstance(outcome, Irregular):
+            return self._irregular(f"{outcome.reason}: {outcome.detail}".rstrip(": "))
+        if isinstance(outcome, Accepted):
+            problem = case_number_problem(outcome.case_number)
+            if problem is not None:
+                return self._irregular(problem)
         if isinstance(outcome, Accepted | Rejected):
             self.breaker.record_success()
             self.observer.on_attempt(
@@ -207,6 +250,11 @@ class CityDelivery:
         exc = state.outcome.exception() if state.outcome is not None else None
         reason = getattr(exc, "reason", "error")
         self.observer.on_retry(self.city, str(reason))
+
+    def _held(self, exc: BaseException) -> None:
+        if not isinstance(exc, Hold):
+            reason = getattr(exc, "reason", "error")
+            log.warning("%s: retry budget spent (%s); holding the escalation", self.city, reason)
 
 
 def response_excerpt(attempts: Attempts, known_pii: list[str | None]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from gateway.errors import InvalidComplaint
@@ -11,8 +10,7 @@ from gateway.sdk import Consumer, Escalation, Merchant
 
 
 def _ms(value: Any) -> int:
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+    # The codec reads timestamp-millis as plain int epoch milliseconds (logical types stripped).
     return int(value)
 
 

@@ -11,11 +11,23 @@ The poll loop never sleeps, never does HTTP and never retries. Each iteration it
 
 Partitions revoked in a rebalance are forgotten; their unfinished records are redelivered by
 the new owner and the bureau deduplicates them by idempotency key.
+
+Progress is reported to a :class:`~gateway.delivery.liveness.Liveness` registry: the loop beats
+``deliver-loop`` each iteration; ``deliver-workers`` fails when a worker thread is gone;
+``deliver-commit`` stops beating when a partition's commit point has been held for
+``delivery.stuck_after_s`` by one unfinished record while records after it are final and its
+city is available (an outage or a maintenance window holds records by design, never counted).
+
+A receipt or dead-letter write that fails fatally (:mod:`gateway.delivery.outcomes`: a
+``FatalError`` from the producer, or a producer in a fatal state) stops the engine: ``run``
+drains, commits what is final (never past the unwritten record) and raises the
+``FatalError``, and the process exits 1 (``docs/errors.md``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -24,10 +36,13 @@ from collections.abc import Callable
 from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.delivery.city import CityDelivery
-from gateway.delivery.lane import Completion, Job, Lane
+from gateway.delivery.lane import WORKERS, Completion, Job, Lane
+from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
+from gateway.delivery.outcomes import Outcomes
 from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpxTransport, Transport
+from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
@@ -35,6 +50,7 @@ from gateway.sdk import Connector, Credentials
 from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
+LOOP, COMMIT = "deliver-loop", "deliver-commit"
 TransportFactory = Callable[[str], Transport]
 
 
@@ -50,6 +66,10 @@ class DeliveryEngine:
         cities: list[str],
         transport_factory: TransportFactory | None = None,
         clock: Callable[[], float] = time.time,
+        liveness: Liveness | None = None,
+        producer: Producer | None = None,
+        consumer_factory: Callable[..., Consumer] = Consumer,
+        topic_limits: Callable[[list[str]], dict[str, int]] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topics.prefix)
@@ -60,20 +80,28 @@ class DeliveryEngine:
         self.ready = threading.Event()
         self.completions: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self.tracker = OffsetTracker()
+        self.liveness = liveness or NoLiveness()
         self._generation: dict[TopicPartition, int] = {}
         self._paused_cities: set[str] = set()
-        self._fatal: GreenChannelError | None = None
+        self._held: dict[TopicPartition, tuple[int, float]] = {}
+        self._reported_stuck = False
         self.drained = True
         """False when shutdown() gave up on in-flight deliveries at its deadline."""
         self._commit_deferred = False
+        self.fatal: FatalError | None = None
+        """The first fatal failure of a worker; ``run`` raises it once drained."""
+        self._fatal_lock = threading.Lock()
         make_transport = transport_factory or self._http_transport
-        self.producer = Producer(settings.kafka, linger_ms=1)
+        self.producer = producer or Producer(settings.kafka, linger_ms=1)
+        read_limits = topic_limits or self._topic_limits
+        self.record_limits = read_limits([self.topics.receipts, self.topics.dlq_escalations])
+        self.deliveries: dict[str, CityDelivery] = {}
         self.lanes: dict[str, Lane] = {}
         for city in cities:
             self.lanes[city] = self._lane(
                 city, connectors[settings.connector_of(city)], make_transport(city), codec
             )
-        self.consumer = Consumer(
+        self.consumer = consumer_factory(
             settings.kafka,
             group_id=settings.delivery.group_id,
             topics=[self.topics.escalations(c) for c in cities],
@@ -94,6 +122,20 @@ class DeliveryEngine:
             city, self.settings.city(city), self.settings.delivery.endpoint_allowlist
         )
 
+    def _topic_limits(self, names: list[str]) -> dict[str, int]:
+        """The topics' own ``max.message.bytes`` where they set one (best effort)."""
+        try:
+            with Admin(self.settings.kafka) as admin:
+                infos = admin.describe_topics(names)
+        except GreenChannelError as exc:
+            log.warning("cannot read the output topics' max.message.bytes (%s); using config", exc)
+            return {}
+        limits = {i.name: i.configs.get("max.message.bytes", "") for i in infos}
+        return {name: int(v) for name, v in limits.items() if v.isdigit()}
+
+    def _record_limit(self, topic: str) -> int:
+        return min(self.settings.delivery.max_record_bytes, self.record_limits.get(topic, 1 << 62))
+
     def _lane(self, city: str, connector: Connector, transport: Transport, codec: Codec) -> Lane:
         cs = self.settings.city(city)
         creds = Credentials(
@@ -109,16 +151,28 @@ class DeliveryEngine:
             stop=self.stop_event,
             credentials=creds,
         )
-        return Lane(
-            delivery,
+        self.deliveries[city] = delivery
+        outcomes = Outcomes(
+            city,
+            delivery.deliver,
             codec,
             self.producer,
             self.topics,
             self.observer,
+            clock=self.clock,
+            stop=self.stop_event,
+            max_record_bytes=self._record_limit,
+            on_fatal=self._on_fatal,
+        )
+        return Lane(
+            city,
+            cs.concurrency,
+            outcomes.handle,
             self.completions,
             is_current=self._is_current,
-            on_fatal=self._set_fatal,
+            stop=self.stop_event,
             clock=self.clock,
+            liveness=self.liveness,
         )
 
     # -- rebalance (runs inside poll) --------------------------------------------------------
@@ -137,27 +191,69 @@ class DeliveryEngine:
     def _is_current(self, tp: TopicPartition, generation: int) -> bool:
         return self._generation.get(tp) == generation
 
-    def _set_fatal(self, exc: GreenChannelError) -> None:
-        self._fatal = exc
-        self.stop_event.set()
-
     # -- loop ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, drain_timeout_s: float = 20.0) -> None:
+        self.liveness.register(LOOP, self.settings.router.watchdog_s * 2)
+        self.liveness.register(COMMIT, self.settings.delivery.stuck_after_s)
+        self.liveness.register(WORKERS, math.inf)
         for lane in self.lanes.values():
             lane.start()
         try:
             while not stop.is_set() and not self.stop_event.is_set():
-                self.watchdog.beat("deliver")
-                self._commit_finished()
-                self._pause_or_resume()
-                records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
-                for record in records:
-                    self._dispatch(record)
-                self._track_positions(records)
+                self.step()
         finally:
             self.shutdown(drain_timeout_s)
-        if self._fatal is not None:
-            raise FatalError(f"delivery stopped: {self._fatal}") from self._fatal
+        if self.fatal is not None:
+            raise self.fatal
+
+    def _on_fatal(self, exc: FatalError) -> None:
+        """A worker met a failure no retry can cure: stop everything (called on its thread)."""
+        with self._fatal_lock:
+            if self.fatal is None:
+                self.fatal = exc
+        self.stop_event.set()
+
+    def step(self) -> None:
+        """One iteration of the poll loop."""
+        self.watchdog.beat("deliver")
+        self.liveness.beat(LOOP)
+        self._commit_finished()
+        self._check_progress()
+        self._pause_or_resume()
+        records = self.consumer.poll(self.settings.delivery.poll_timeout_ms)
+        for record in records:
+            self._dispatch(record)
+        self._track_positions(records)
+
+    def _check_progress(self) -> None:
+        dead = [name for lane in self.lanes.values() for name in lane.dead_workers()]
+        if dead:
+            self.liveness.fail(WORKERS, f"worker thread(s) gone: {', '.join(dead)}")
+        else:
+            self.liveness.beat(WORKERS)
+        now = self.clock()
+        held: dict[TopicPartition, tuple[int, float]] = {}
+        for tp, part in self.tracker.partitions.items():
+            head = part.held_by()
+            city = self.topics.city_of(tp.topic)
+            if head is None or not self.deliveries[city].available():
+                continue
+            since = self._held.get(tp, (head, now))
+            held[tp] = since if since[0] == head else (head, now)
+        self._held = held
+        limit = self.settings.delivery.stuck_after_s
+        stuck = sorted(
+            f"{tp.topic}:{tp.partition}" for tp, (_, t) in held.items() if now - t > limit
+        )
+        if not stuck:
+            self.liveness.beat(COMMIT)
+        elif not self._reported_stuck:
+            log.error(
+                "commit point held for over %gs by one unfinished record: %s",
+                limit,
+                ", ".join(stuck),
+            )
+        self._reported_stuck = bool(stuck)
 
     def _track_positions(self, records: list[Record]) -> None:
         """Feed the consumer's positions to the commit points and the lag metric.
@@ -212,7 +308,8 @@ class DeliveryEngine:
         for city, lane in self.lanes.items():
             topic = self.topics.escalations(city)
             tps = [tp for tp in assigned if tp.topic == topic]
-            hold = not lane.delivery.available() or lane.queued >= limit
+            delivery = self.deliveries[city]
+            hold = not delivery.available() or lane.queued >= limit
             if hold:
                 to_pause = [tp for tp in tps if tp not in paused]
                 if to_pause:
@@ -228,7 +325,7 @@ class DeliveryEngine:
                     "%s: %s (breaker %s, %d in flight)",
                     city,
                     "paused" if hold else "resumed",
-                    lane.delivery.breaker.state,
+                    delivery.breaker.state,
                     lane.queued,
                 )
 
@@ -254,7 +351,7 @@ class DeliveryEngine:
             self._commit_finished()
         except GreenChannelError as exc:
             log.warning("final commit failed: %s", exc)
-        for lane in self.lanes.values():
-            lane.delivery.transport.close()
+        for delivery in self.deliveries.values():
+            delivery.transport.close()
         self.consumer.close()
         self.producer.close()

@@ -44,9 +44,9 @@ class PartitionOffsets:
         point = max(self._high + 1, self._position)
         return point if point > 0 else None
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
+    def held_by(self) -> int | None:
+        """The unfinished offset holding the commit point while later records are final."""
+        return self._pending[0] if self._done else None
 
 
 class OffsetTracker:
@@ -83,6 +83,3 @@ class OffsetTracker:
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         self._committed.update(offsets)
-
-    def in_flight(self, tps: set[TopicPartition]) -> int:
-        return sum(p.in_flight for tp, p in self.partitions.items() if tp in tps)

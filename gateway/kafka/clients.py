@@ -442,6 +442,22 @@ class Producer:
                     f"load metadata of {name} (does it exist? see `greenchannel topics init`)", exc
                 ) from exc
 
+    def fatal_state(self) -> str | None:
+        """Why this producer can send nothing any more, or ``None``.
+
+        kafka-python's idempotent (and transactional) producer moves to a fatal state after a
+        non-retriable broker refusal (``MessageSizeTooLarge``, ``InvalidRecord``, an
+        authorisation error...): every later send then fails with the same error, which on its
+        own looks record-level. Only a new producer (a restart) recovers."""
+        manager = getattr(self._producer, "_transaction_manager", None)
+        try:
+            if manager is None or not manager.has_fatal_error():
+                return None
+            error = manager.last_error
+        except Exception:  # internals changed: do not guess
+            return None
+        return f"{type(error).__name__}: {error}" if error is not None else "fatal error"
+
     def send_and_wait(
         self,
         topic: str,

@@ -167,6 +167,20 @@ class Metrics:
             ["city", "reason"],
             registry=r,
         )
+        self.delivery_internal_errors = Counter(
+            f"{NS}_delivery_internal_errors_total",
+            "Escalations whose handling raised an unexpected exception (dead-lettered as "
+            "internal_error; the worker carried on), by city.",
+            ["city"],
+            registry=r,
+        )
+        self.delivery_write_failures = Counter(
+            f"{NS}_delivery_write_failures_total",
+            "Failed receipt / dead-letter writes (each is retried with capped backoff), "
+            "by city and kind.",
+            ["city", "kind"],
+            registry=r,
+        )
         self.delivery_latency = Histogram(
             f"{NS}_delivery_latency_seconds",
             "From escalation creation to the bureau's acceptance.",
@@ -259,6 +273,12 @@ class Metrics:
 
     def on_delivery_dead_lettered(self, city: str, reason: str) -> None:
         self.delivery_dlq.labels(city, reason).inc()
+
+    def on_delivery_internal_error(self, city: str) -> None:
+        self.delivery_internal_errors.labels(city).inc()
+
+    def on_outcome_write_failed(self, city: str, kind: str) -> None:
+        self.delivery_write_failures.labels(city, kind).inc()
 
     def on_breaker(self, city: str, state: str) -> None:
         self.breaker_state.labels(city).set(BREAKER_STATES[state])

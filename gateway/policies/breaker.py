@@ -67,6 +67,12 @@ class CircuitBreaker:
             self._probe_out = False
             self._set(CLOSED)
 
+    def release_probe(self) -> None:
+        """The allowed request never reached the bureau (it failed before sending): let the
+        next one probe instead, without counting a success or a failure."""
+        with self._lock:
+            self._probe_out = False
+
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1

@@ -1,16 +1,23 @@
-"""Retry policy as a value: built once per city from config as a tenacity ``Retrying``.
+"""Retry policy as a value: built once per city from config, all of it tenacity.
 
-Exponential backoff with jitter, a Retry-After (when the bureau sent one) honoured but capped,
-a bounded number of attempts *and* a bounded total delay (the budget), and an interruptible
-sleep so shutdown never waits out a backoff. Only :class:`~gateway.errors.TransientError`
-is retried; :class:`Hold` (breaker open, maintenance window) ends the round at once so the
-caller can park the escalation until the city is available again.
+A *round* (:func:`build_retrying`): exponential backoff with jitter, a Retry-After (when the
+bureau sent one) honoured but capped, a bounded number of attempts *and* a bounded total delay
+(the budget), and an interruptible sleep so shutdown never waits out a backoff. Only
+:class:`~gateway.errors.TransientError` is retried; :class:`Hold` (breaker open, maintenance
+window) ends the round at once.
+
+:class:`DeliveryRetry` is what a city uses: rounds inside a *hold* (a second tenacity
+``Retrying``): a spent round or a :class:`Hold` parks the escalation — it is never
+dead-lettered for an outage — and the next round starts when the city may be called again
+(after the breaker's probe delay, at most 1 s later). Only the stop event ends the hold; then
+the last transient error is raised and the caller hands the record back uncommitted.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -25,6 +32,8 @@ from tenacity.wait import wait_base
 
 from gateway.config import RetrySettings
 from gateway.errors import RateLimited, TransientError
+
+T = TypeVar("T")
 
 
 class Hold(TransientError):
@@ -70,6 +79,10 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, TransientError) and not isinstance(exc, Hold)
 
 
+HOLD_MIN_S, HOLD_MAX_S = 0.05, 1.0
+"""How long a held escalation waits before the next round (bounds on the Hold's own hint)."""
+
+
 def build_retrying(
     policy: RetrySettings,
     *,
@@ -92,3 +105,48 @@ def build_retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+def _wait_hold(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(exc, Hold):
+        return min(max(exc.wait_s, HOLD_MIN_S), HOLD_MAX_S)
+    return 0.0  # a spent round: the next one starts at once (the breaker decides if it may)
+
+
+class DeliveryRetry:
+    """One city's whole retry policy: rounds of :func:`build_retrying` inside a hold.
+
+    ``on_held(exc)`` is called each time a round ends without a final answer (budget spent,
+    breaker open, maintenance): for logs and metrics. Thread-safe: each call works on copies.
+    """
+
+    def __init__(
+        self,
+        policy: RetrySettings,
+        *,
+        stop_event: threading.Event,
+        before_sleep: Callable[[RetryCallState], None] = lambda state: None,
+        on_held: Callable[[BaseException], None] = lambda exc: None,
+    ) -> None:
+        self.round = build_retrying(policy, stop_event=stop_event, before_sleep=before_sleep)
+
+        def held(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if exc is not None:
+                on_held(exc)
+
+        self.hold = Retrying(
+            stop=stop_when_event_set(stop_event),
+            wait=_wait_hold,
+            retry=retry_if_exception(lambda exc: isinstance(exc, TransientError)),
+            sleep=lambda seconds: _sleep(stop_event, seconds),
+            before_sleep=held,
+            reraise=True,
+        )
+
+    def __call__(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` until it returns; raises only what is not transient, or the last
+        :class:`~gateway.errors.TransientError` once the stop event is set."""
+        one_round = self.round.copy()
+        return self.hold.copy()(lambda: one_round(fn, *args))

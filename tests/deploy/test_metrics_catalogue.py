@@ -65,6 +65,8 @@ EVENTS = {
     "on_rate_changed": lambda m: m.on_rate_changed("wuhu", 10.0),
     "on_paused": lambda m: m.on_paused("wuhu", True),
     "on_client_certificate": lambda m: m.on_client_certificate("shenzhen", 1.8e9),
+    "on_delivery_internal_error": lambda m: m.on_delivery_internal_error("wuhu"),
+    "on_outcome_write_failed": lambda m: m.on_outcome_write_failed("wuhu", "receipt"),
     "watch_lag": lambda m: m.watch_lag("router", lambda: {"gc.complaints.v1": 7}),
     "watch_oldest": lambda m: m.watch_oldest(lambda: {"wuhu": 12.0}),
     "watch_heartbeats": lambda m: m.watch_heartbeats(lambda: {"router": 0.1, "deliver": 0.2}),

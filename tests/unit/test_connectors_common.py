@@ -8,8 +8,11 @@ from connectors.families.common import (
     AnswerCodes,
     detail,
     http_outcome,
+    interpret_json,
     iso_local,
     iso_utc,
+    json_answer,
+    json_document,
     local_time,
     lookup,
     parse_retry_after,
@@ -17,7 +20,7 @@ from connectors.families.common import (
     yuan,
 )
 from gateway.pii import mask_name, trim
-from gateway.sdk import Accepted, BureauResponse, Rejected, RetryLater
+from gateway.sdk import Accepted, BureauResponse, Irregular, Rejected, RetryLater
 from tests.unit.connector_samples import RECEIVED_MS
 
 
@@ -103,7 +106,18 @@ CODES = AnswerCodes(
     [
         ({"code": 0, "data": {"no": "C1"}}, Accepted("C1")),
         ({"code": "2", "data": {"no": "C1"}}, Accepted("C1")),
-        ({"code": "0", "data": {}}, RetryLater("unreadable_answer")),
+        (
+            {"code": "0", "data": {}},
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (
+            {"code": "2", "data": {"no": " "}},
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (
+            {"code": "0", "data": {"no": {"x": "C1"}}},
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
         ({"code": "9"}, RetryLater("busy")),
         ({"code": "4"}, RetryLater("auth")),
         ({"code": "1", "msg": "缺少电话"}, Rejected("business_rule", "1 缺少电话")),
@@ -117,3 +131,60 @@ def test_answer_codes(answer: dict[str, object], outcome: object) -> None:
 def test_lookup_follows_dotted_paths() -> None:
     assert lookup({"a": {"b": {"c": 1}}}, "a.b.c") == 1
     assert lookup({"a": 1}, "a.b") is None
+
+
+DEEP_JSON = b"[" * 30_000 + b"]" * 30_000
+TOO_DEEP = Irregular("answer_too_deep", "JSON nested deeper than the parser goes")
+
+
+def test_json_too_deep_for_the_parser_is_irregular_not_a_recursion_error() -> None:
+    assert json_document(DEEP_JSON) == TOO_DEEP
+    assert json_document(b'{"a":' * 5_000 + b"1" + b"}" * 5_000) == TOO_DEEP
+    assert json_answer(DEEP_JSON) is None
+    assert json_document(b'{"a": [[[1]]]}') == {"a": [[[1]]]}
+    assert json_document(b"<html>") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, TOO_DEEP),
+        (409, TOO_DEEP),
+        (503, RetryLater("server_error")),
+        (400, Rejected("http_400", "[" * 200)),
+    ],
+)
+def test_interpret_json_on_deep_json(status: int, outcome: object) -> None:
+    response = BureauResponse(status, {}, DEEP_JSON)
+    assert interpret_json(response, CODES, RetryLater("auth")) == outcome
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (
+            200,
+            b'{"code":"0"}',
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (
+            200,
+            b'{"code":"0","data":{"no":null}}',
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (
+            409,
+            b'{"data":{}}',
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (409, b"", RetryLater("conflict")),
+        (200, b"<html><h1>502 Bad Gateway</h1></html>", RetryLater("unreadable_answer")),
+        (200, b'{"code":"0","data":{"no":"C', RetryLater("unreadable_answer")),
+        (200, b"[1, 2]", RetryLater("unreadable_answer")),
+    ],
+)
+def test_a_success_without_a_case_number_is_irregular_an_unreadable_body_is_retried(
+    status: int, body: bytes, outcome: object
+) -> None:
+    response = BureauResponse(status, {}, body)
+    assert interpret_json(response, CODES, RetryLater("auth")) == outcome

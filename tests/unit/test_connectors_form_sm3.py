@@ -9,7 +9,7 @@ import pytest
 from connectors import hefei, nanchang, wuhu
 from connectors.families.common import sm3_hex
 from connectors.families.form_sm3 import sign_base, sm3_signature
-from gateway.sdk import Accepted, BureauResponse, Outcome, Rejected, RetryLater
+from gateway.sdk import Accepted, BureauResponse, Irregular, Outcome, Rejected, RetryLater
 from tests.unit.connector_samples import NOW_MS, context, escalation
 
 
@@ -63,6 +63,16 @@ def test_nanchang_fixed_params_and_datetime_timestamp() -> None:
         (200, b'{"ret":"40","msg":"sign"}', RetryLater("auth")),
         (200, b'{"ret":"1","msg":"missing lxdh"}', Rejected("business_rule", "1 missing lxdh")),
         (200, b"not json", RetryLater("unreadable_answer")),
+        (
+            200,
+            b'{"ret":"0","data":{}}',
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
+        (
+            200,
+            b'{"ret":"0","data":' * 3000 + b"1" + b"}" * 3000,
+            Irregular("answer_too_deep", "JSON nested deeper than the parser goes"),
+        ),
         (401, b"", RetryLater("auth")),
         (429, b"", RetryLater("rate_limited")),
         (500, b"", RetryLater("server_error")),
@@ -83,6 +93,7 @@ def test_hefei_json_answers(status: int, body: bytes, outcome: Outcome) -> None:
         (b"result_code=PARAM_ERROR&err_msg=missing+consumer_tel",
          Rejected("business_rule", "PARAM_ERROR missing consumer_tel")),
         (b"%%%", RetryLater("unreadable_answer")),
+        (b"result_code=SUCCESS&err_msg=", Irregular("missing_case_number", "a success answer without a case number")),
     ],
 )  # fmt: skip
 def test_wuhu_form_answers(body: bytes, outcome: Outcome) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from connectors import beijing, hangzhou
 from connectors.families.json_hmac import signature, string_to_sign
-from gateway.sdk import Accepted, BureauResponse, Outcome, Rejected, RetryLater
+from gateway.sdk import Accepted, BureauResponse, Irregular, Outcome, Rejected, RetryLater
 from tests.unit.connector_samples import NOW_MS, context, escalation
 
 
@@ -71,6 +71,9 @@ def _json(status: int, body: object, **headers: str) -> BureauResponse:
         (_json(400, {"code": "1002", "msg": "bad"}), Rejected("business_rule", "1002 bad")),
         (BureauResponse(404, {}, b"nope"), Rejected("http_404", "nope")),
         (BureauResponse(200, {}, b"<html>"), RetryLater("unreadable_answer")),
+        (_json(200, {"code": "0000", "data": {}}), Irregular("missing_case_number", "a success answer without a case number")),
+        (_json(200, {"code": "0000"}), Irregular("missing_case_number", "a success answer without a case number")),
+        (_json(409, {"code": "2001"}), Irregular("missing_case_number", "a success answer without a case number")),
         (BureauResponse(302, {}, b""), RetryLater("unexpected_status")),
     ],
 )  # fmt: skip

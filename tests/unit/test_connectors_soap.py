@@ -17,7 +17,7 @@ from connectors.families.soap import (
     parse_xml,
     password_digest,
 )
-from gateway.sdk import Accepted, BureauResponse, Outcome, Rejected, RetryLater
+from gateway.sdk import Accepted, BureauResponse, Irregular, Outcome, Rejected, RetryLater
 from tests.unit.connector_samples import context, escalation
 
 GZ = "urn:gz12315:complaint:v1"
@@ -106,6 +106,11 @@ def _fault(code: str) -> bytes:
         (429, b"busy", RetryLater("rate_limited")),
         (200, b"<html/>", RetryLater("unreadable_answer")),
         (200, _envelope("<other/>"), RetryLater("unreadable_answer")),
+        (
+            200,
+            _answer("0000"),
+            Irregular("missing_case_number", "a success answer without a case number"),
+        ),
         (404, b"no", Rejected("http_404", "no")),
     ],
 )

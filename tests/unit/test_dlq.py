@@ -250,6 +250,42 @@ def test_empty_value_is_not_replayed() -> None:
     assert d.skip == "empty"
 
 
+def _bounded_letter(limit: int = 4096) -> DeadLetter:
+    """What the deliverer writes for a dead letter over its topic's limit (outcomes.bounded)."""
+    from gateway.delivery.outcomes import bounded
+
+    full = letter(source(value=b"\xc3\x01" + b"x" * 50_000))
+    key, value, headers = bounded(full.key, full.value, full.headers, limit)
+    record = Record(T.dlq_escalations, 0, 3, key, value, tuple(headers), NOW_MS)
+    return DeadLetter.from_record(record)
+
+
+def test_a_truncated_dead_letter_is_skipped_not_replayed_as_a_prefix() -> None:
+    cut = _bounded_letter()
+    assert cut.value and len(cut.value) < 50_000  # a prefix: replaying it would be a lie
+    d = decide(cut, stage="escalations", topics=T, cities=CITIES)
+    assert (d.replay, d.skip, d.target) == (False, "truncated", "")
+    clock = FakeClock()
+    sender = FakeSender(clock)
+    report = replay([*decisions_for(1), d], sender, limits={}, clock=clock, sleep=clock.sleep)
+    assert len(sender.sent) == 1 and report.skipped == {"truncated": 1} and report.ok
+
+
+@pytest.mark.parametrize(
+    ("marker", "skip"), [(b"true", "truncated"), (b"TRUE", "truncated"), (b"false", "")]
+)
+def test_the_truncated_marker_of_either_stage_is_honoured(marker: bytes, skip: str) -> None:
+    def marked(x: DeadLetter) -> DeadLetter:
+        headers = (*x.headers, ("gc-dlq-truncated", marker))
+        record = Record(x.topic, x.partition, x.offset, x.key, x.value, headers, NOW_MS)
+        return DeadLetter.from_record(record)
+
+    x = marked(letter())
+    assert decide(x, stage="escalations", topics=T, cities=CITIES).skip == skip
+    y = marked(letter(source("gc.complaints.v1"), stage="router", city=None))
+    assert decide(y, stage="complaints", topics=T, cities=CITIES).skip == skip
+
+
 def test_plan_replays_only_the_latest_dead_letter_of_a_record() -> None:
     original = source()
     first = letter(original, at_ms=NOW_MS - 3 * HOUR_MS, dlq_offset=0)
