@@ -28,7 +28,8 @@ from tests.deploy.catalogue import ALERTS, RULES, alerting_rules, recording_rule
 from tests.deploy.test_dashboard import VARIABLES, _exprs
 from tests.deploy.test_metrics_catalogue import EVENTS
 
-pytestmark = pytest.mark.unit
+# the validators of `deploy/check.sh install`; one Prometheus for the module (one xdist worker)
+pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("prometheus")]
 
 
 def _free_port() -> int:

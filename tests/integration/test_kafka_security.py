@@ -31,7 +31,8 @@ from tests.helpers import gateway_process, stop_process, write_config
 from tests.integration.run_kit import GatewayRun
 from tests.integration.test_router import department_topics
 
-pytestmark = pytest.mark.integration
+# One SASL_SSL broker for the module: under xdist its tests stay on one worker (--dist loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("secure_broker")]
 FAIL_FAST_S = 5.0
 """A rejected handshake must be reported within this, not after kafka-python's 30 s retries."""
 
