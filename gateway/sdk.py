@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
@@ -124,11 +123,6 @@ class Rejected:
 
 
 Outcome = Accepted | RetryLater | Rejected
-
-
-class AuthKind(StrEnum):
-    NONE = "none"
-    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,8 @@ from typing import Any
 
 import pytest
 
-from gateway.config import BrokerSettings, KafkaSettings, Settings, load_settings
-from gateway.dev.broker import BrokerError, LocalBroker, free_ports, port_in_use
+from gateway.config import KafkaSettings, Settings, load_settings
+from gateway.dev.broker import BrokerError, BrokerSettings, LocalBroker, free_ports, port_in_use
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics, TopicSpec
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.avro.codec import Codec
+from gateway.cities import GREEN_CHANNEL_KEYS
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
 from tests.conftest import TopicFactory
@@ -29,18 +30,7 @@ from tests.integration.delivery_kit import (
 )
 
 pytestmark = pytest.mark.integration
-CITIES = [
-    "beijing",
-    "guangzhou",
-    "shenzhen",
-    "chongqing",
-    "hangzhou",
-    "hefei",
-    "nanchang",
-    "suzhou",
-    "wuhu",
-    "nanjing",
-]
+CITIES = list(GREEN_CHANNEL_KEYS)
 OUTAGE_S = float(os.environ.get("GC_TEST_OUTAGE_S", "120"))
 
 

@@ -19,8 +19,8 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.avro.codec import Codec
-from gateway.config import BrokerSettings, KafkaSettings, load_settings
-from gateway.dev.broker import LocalBroker, free_ports
+from gateway.config import KafkaSettings, load_settings
+from gateway.dev.broker import BrokerSettings, LocalBroker, free_ports
 from gateway.dev.bureau_tls import ensure_tls
 from gateway.dev.samples import SampleFactory, publish
 from gateway.errors import ConfigError, GreenChannelError

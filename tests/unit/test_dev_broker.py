@@ -9,8 +9,14 @@ from kafka import errors as kerrors
 from pydantic import SecretStr
 
 from gateway.commands.topics import _retention
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.dev.broker import LocalBroker, free_ports, port_in_use, server_properties
+from gateway.config import KafkaSettings
+from gateway.dev.broker import (
+    BrokerSettings,
+    LocalBroker,
+    free_ports,
+    port_in_use,
+    server_properties,
+)
 from gateway.errors import ConfigError, FatalError, KafkaUnavailable
 from gateway.kafka.admin import client_config, wrap_kafka_error
 

@@ -12,8 +12,8 @@ from kafka.coordinator.base import MemberState
 from kafka.net import transport
 from pydantic import SecretStr
 
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.dev.broker import BrokerError, server_properties
+from gateway.config import KafkaSettings
+from gateway.dev.broker import BrokerError, BrokerSettings, server_properties
 from gateway.errors import ConfigError
 from gateway.kafka import compat as kafka_compat
 from gateway.kafka.clients import _headers, _security_error, check_connection, client_config
