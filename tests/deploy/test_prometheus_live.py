@@ -101,8 +101,13 @@ def test_rules_evaluate_without_errors_on_real_series(prometheus: str) -> None:
         except OSError:
             continue
     assert rules, "Prometheus did not scrape the ops endpoint and evaluate the rules in time"
-    time.sleep(3)  # a few more evaluations with two scrapes' worth of samples
-    rules = _rules_evaluated(prometheus)
+    # until every rule was evaluated again, on more than one scrape's worth of samples
+    first = {(r["name"], r.get("query")): r["lastEvaluation"] for r in rules}
+    while time.monotonic() < deadline:
+        rules = _rules_evaluated(prometheus)
+        if rules and all(r["lastEvaluation"] != first[(r["name"], r.get("query"))] for r in rules):
+            break
+        time.sleep(0.5)
     assert len(rules) == len(alerting_rules()) + len(recording_rules())
     bad = {r["name"]: r.get("lastError") for r in rules if r["health"] != "ok"}
     assert bad == {}
