@@ -19,6 +19,7 @@ import yaml
 from gateway.cities import city_key
 from gateway.config import KafkaSettings, Settings
 from gateway.dev.samples import Sample
+from gateway.errors import KafkaUnavailable
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Record
 from gateway.routing.rules import load_rules
@@ -120,9 +121,13 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float =
 
 
 def committed(bootstrap: str, group: str) -> int:
-    """Records the consumer group has committed (the sum of its offsets): its progress."""
-    with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
-        return sum(admin.group_offsets(group).values())
+    """Records the consumer group has committed (the sum of its offsets): its progress; 0 while
+    the group coordinator is not available yet (a fresh or restarting broker)."""
+    try:
+        with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
+            return sum(admin.group_offsets(group).values())
+    except KafkaUnavailable:
+        return 0
 
 
 def routed_topics(t: Topics) -> list[str]:
@@ -152,21 +157,20 @@ def assert_exactly_once(
     """``count`` complaints routed exactly once (read_committed), and exactly one escalation
     for each key in ``escalated``: none missing, none twice, none for another complaint."""
     t = Topics(settings.topics.prefix)
-    bootstrap = settings.kafka.bootstrap_servers
-    routed = read_all(bootstrap, routed_topics(t), expect=count, timeout_s=timeout_s, idle_s=5)
-    keys = Counter(r.key for r in routed)
+    assert escalated, "the stream holds no complaint to escalate: the check would prove nothing"
+    escalation_topics = {t.escalations(c) for c in settings.router.green_cities}
+    read = read_all(
+        settings.kafka.bootstrap_servers,
+        [*routed_topics(t), *sorted(escalation_topics)],
+        expect=count + len(escalated),
+        timeout_s=timeout_s,
+        idle_s=5,
+    )
+    keys = Counter(r.key for r in read if r.topic not in escalation_topics)
     dupes = [k for k, n in keys.items() if n > 1]
     assert not dupes, f"{len(dupes)} complaints routed more than once"
     assert len(keys) == count, f"{count - len(keys)} complaints missing"
-    assert escalated, "the stream holds no complaint to escalate: the check would prove nothing"
-    escalations = read_all(
-        bootstrap,
-        [t.escalations(c) for c in settings.router.green_cities],
-        expect=len(escalated),
-        timeout_s=timeout_s,
-        idle_s=4,
-    )
-    esc_keys = Counter(r.key for r in escalations)
+    esc_keys = Counter(r.key for r in read if r.topic in escalation_topics)
     twice = sorted(k for k, n in esc_keys.items() if n > 1 and k is not None)
     assert not twice, f"{len(twice)} escalations published more than once"
     missing = escalated - set(esc_keys)

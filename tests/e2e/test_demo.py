@@ -87,6 +87,7 @@ def _session_members(sid: int) -> list[int]:
     return members
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports_every_city(demo: DemoRun) -> None:
     result = subprocess.run(
         demo.command("--duration", "25"),

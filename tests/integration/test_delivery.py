@@ -72,6 +72,7 @@ def receipts(settings: Settings, expect: int) -> list[dict[str, object]]:
     return [codec.decode_as("receipt", r.value or b"") for r in records]
 
 
+@pytest.mark.slow
 def test_one_city_down_two_minutes_nine_others_keep_delivering_with_unchanged_latency(
     setup: Callable[..., Settings], sim: BureauSimulator
 ) -> None:
@@ -124,6 +125,7 @@ def test_one_city_down_two_minutes_nine_others_keep_delivering_with_unchanged_la
     assert p99_during < 1000
 
 
+@pytest.mark.slow
 def test_429_storm_with_retry_after_delivers_everything_and_lowers_the_rate(
     setup: Callable[..., Settings], sim: BureauSimulator
 ) -> None:
@@ -214,6 +216,7 @@ def test_two_percent_permanent_rejections_are_exactly_what_is_dead_lettered(
     assert dlq_metric == 10
 
 
+@pytest.mark.slow
 def test_sigkill_the_deliverer_mid_stream_every_escalation_accepted_exactly_once(
     setup: Callable[..., Settings], sim: BureauSimulator, tmp_path: Path
 ) -> None:
