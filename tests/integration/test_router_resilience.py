@@ -313,3 +313,38 @@ def _exit_code_within(proc: subprocess.Popen[bytes], seconds: float) -> int | No
         return proc.wait(seconds)
     except subprocess.TimeoutExpired:
         return None
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("lost", "major complaints not escalated"),
+        ("doubled", "escalations published more than once"),
+        ("extra", "escalations for complaints that are not major"),
+    ],
+)
+def test_the_exactly_once_check_catches_escalations_lost_doubled_or_extra(
+    settings_factory: Callable[..., Settings],
+    topic_factory: TopicFactory,
+    fault: str,
+    message: str,
+) -> None:
+    """The check itself: a run whose complaints all arrived once but whose escalations are
+    wrong must fail it (the check of old only looked for duplicates)."""
+    topic_factory.create_all()
+    settings = settings_factory()
+    t = Topics(settings.topics.prefix)
+    keys = [f"c{i}".encode() for i in range(20)]
+    escalated = set(keys[:5])
+    written = {"lost": keys[:4], "doubled": [*keys[:5], keys[0]], "extra": keys[:6]}[fault]
+    producer = Producer(settings.kafka)
+    try:
+        for key in keys:
+            producer.send(routed_topics(t)[0], b"complaint", key=key)
+        for key in written:
+            producer.send(t.escalations("wuhu"), b"escalation", key=key)
+        producer.flush(30)
+    finally:
+        producer.close()
+    with pytest.raises(AssertionError, match=message):
+        assert_exactly_once(settings, len(keys), escalated, timeout_s=10)
