@@ -151,7 +151,15 @@ def test_sigint_stops_everything_the_demo_started(demo: DemoRun) -> None:
         else:
             pytest.fail("the demo did not start:\n" + "".join(captured))
         assert gateway_pid is not None and not _gone(gateway_pid)
-        time.sleep(6)  # live for a while: a progress line, deliveries under way
+        # live until a progress line reports published complaints (deliveries under way)
+        progress = re.compile(r"^\[\s*\d+s\] published [1-9][\d,]*")
+        deadline = time.monotonic() + 60
+        while not any(progress.match(line) for line in captured):
+            assert time.monotonic() < deadline, "no progress line:\n" + "".join(captured)
+            try:
+                captured.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "".join(captured)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:

@@ -192,7 +192,7 @@ def test_readyz_waits_for_partitions_and_healthz_ignores_a_bureau_outage(
         assert wait_until(lambda: bool(blocker.poll(100) or blocker.assignment()), 30)
         run = gateway(config).start()
         assert wait_until(lambda: run.get("/healthz")[0] == 200, 30), run.tail()
-        time.sleep(2)
+        time.sleep(2)  # an observation window: /readyz must *stay* 503 while the group is held
         status, body = run.json("/readyz")
         assert status == 503, body
         assert body["components"]["deliver"] is False
