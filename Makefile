@@ -27,7 +27,7 @@ lint: venv ## ruff lint + format check, mypy strict
 	$(BIN)/mypy
 
 test: venv lint ## what CI runs: every tier but soak, $(WORKERS) xdist workers, a broker each
-	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not soak" $(PYTEST_ARGS)
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not soak" --durations=15 $(PYTEST_ARGS)
 
 test-fast: venv ## unit + contract: no broker, no deploy tools, no network (seconds)
 	$(PYTEST) -m "$(FAST)" $(PYTEST_ARGS)
