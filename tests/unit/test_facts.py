@@ -33,6 +33,7 @@ from gateway.connectors_registry import GROUP, load_connectors
 from gateway.deadletters.headers import iso
 from gateway.delivery.convert import to_escalation
 from gateway.dev.bureau_profiles import profile_for
+from gateway.errors import ConnectorError
 from gateway.routing import rules
 
 pytestmark = pytest.mark.unit
@@ -91,6 +92,28 @@ def test_connector_entry_points_are_the_tables_cities() -> None:
     for city in GREEN_CHANNEL:
         assert city.connector is not None
         assert loaded[city.connector].city_code == city.code, city.key
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "message"),
+    [
+        ("wuhu", "340100", "the city table gives wuhu 340200"),  # Hefei's code
+        ("lanzhou", "620100", "not in the city table"),
+        ("shanghai-bureau", "310000", "shanghai, without a green channel"),
+    ],
+)
+def test_loading_refuses_a_connector_the_city_table_does_not_know(
+    name: str, code: str, message: str
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from connectors import wuhu
+
+    odd = dataclasses.replace(wuhu.connector, name=name, city_code=code)
+    globals()["_ODD"] = odd
+    ep = EntryPoint(name, f"{__name__}:_ODD", GROUP)
+    with pytest.raises(ConnectorError, match=message):
+        load_connectors(eps=[ep])
 
 
 def test_the_built_in_config_is_the_tables() -> None:
