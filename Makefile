@@ -5,8 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 PYTEST_ARGS ?=
+# xdist workers for the broker tiers: each worker starts its own broker (tests/conftest.py).
+WORKERS ?= 2
+# Tiers by marker (tests/conftest.py marks by directory and by the fixtures a test uses).
+FAST   := (unit or contract) and not (kafka or deploy)
+KAFKA  := kafka and not soak
 
-.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean deploy-check lock audit kafka-drift
+.PHONY: venv lint test test-fast test-unit test-kafka test-deploy test-soak demo bench \
+	broker-start broker-stop clean deploy-check lock audit kafka-drift
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -20,11 +26,23 @@ lint: venv ## ruff lint + format check, mypy strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint ## the whole suite, real Kafka broker included (started by the tests)
-	$(PYTEST) $(PYTEST_ARGS)
+test: venv lint ## what CI runs: every tier but soak, $(WORKERS) xdist workers, a broker each
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not soak" --durations=15 $(PYTEST_ARGS)
 
-test-unit: venv ## offline unit tests only
-	$(PYTEST) -m unit $(PYTEST_ARGS)
+test-fast: venv ## unit + contract: no broker, no deploy tools, no network (seconds)
+	$(PYTEST) -m "$(FAST)" $(PYTEST_ARGS)
+
+test-unit: venv ## unit tests only
+	$(PYTEST) -m "unit and not (kafka or deploy)" $(PYTEST_ARGS)
+
+test-kafka: venv ## the broker tiers (integration, e2e, hostile, interop, security), in parallel
+	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "$(KAFKA)" $(PYTEST_ARGS)
+
+test-deploy: venv ## deploy/ with its validators (bash deploy/check.sh install first)
+	$(PYTEST) -m deploy $(PYTEST_ARGS)
+
+test-soak: venv ## long runs (tests/soak), one broker
+	$(PYTEST) -m soak $(PYTEST_ARGS)
 
 lock: venv ## rewrite constraints.txt from the venv (after changing pyproject.toml)
 	@head -n 3 constraints.txt > constraints.txt.new

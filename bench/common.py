@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.dev.broker import LocalBroker, free_ports
+from gateway.config import KafkaSettings
+from gateway.dev.broker import BrokerSettings, LocalBroker, free_ports
 from gateway.kafka.admin import Admin
 
 REPO = Path(__file__).resolve().parent.parent

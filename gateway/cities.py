@@ -1,17 +1,38 @@
-"""Cities the gateway knows, by GB/T 2260 administrative division code.
+"""Cities the gateway knows, by GB/T 2260 administrative division code: the one table.
 
-The ten green-channel cities have a bureau connector (their ``key`` is the connector and config
-name). The other prefecture-level cities are known, so a complaint from them is valid, but it
-has no green channel: it stays inside the platform's own pyramid. Municipalities directly under
-the central government use their province-level code (Beijing ``110000``); other cities use
-their prefecture-level code (Guangzhou ``440100``).
+The ten green-channel cities have a bureau connector (their ``connector`` is its entry-point
+name in ``greenchannel.connectors``, equal to their ``key``, which is also their config name)
+and development defaults (:class:`BureauDefaults`). The other prefecture-level cities are
+known, so a complaint from them is valid, but it has no green channel: it stays inside the
+platform's own pyramid. Municipalities directly under the central government use their
+province-level code (Beijing ``110000``); other cities use their prefecture-level code
+(Guangzhou ``440100``).
+
+Everything else derives from this table: the built-in ``cities:`` config block
+(:func:`default_city_config`, merged under ``gateway/defaults/config.yaml``), the default
+``router.green_cities``, and the tests (the connector entry points and the connectors'
+``city_code`` are checked against it in ``tests/unit/test_facts.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.errors import UnknownCity
+
+
+@dataclass(frozen=True, slots=True)
+class BureauDefaults:
+    """Built-in settings of a green-channel city: the local bureau simulator's endpoint (the
+    development default) and what the bureau allows."""
+
+    sim_port: int
+    """Port of the city's bureau on the local simulator (``greenchannel bureaus``)."""
+    rate_per_s: float
+    """Requests per second the bureau accepts."""
+    mtls: bool = False
+    """The bureau wants HTTPS with a client certificate (the simulator's TLS files)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,25 +45,38 @@ class City:
     name_en: str
     province_zh: str
     """Province (省/自治区); for a municipality, the municipality itself."""
-    green_channel: bool
+    connector: str | None = None
+    """Entry-point name of the city's bureau connector; None without a green channel."""
+    defaults: BureauDefaults | None = None
+    """Built-in settings (green-channel cities only)."""
+
+    @property
+    def green_channel(self) -> bool:
+        return self.connector is not None
 
 
-def _c(key: str, code: str, zh: str, en: str, province: str, green: bool = False) -> City:
-    return City(key, code, zh, en, province, green)
+def _c(key: str, code: str, zh: str, en: str, province: str) -> City:
+    return City(key, code, zh, en, province)
+
+
+def _g(
+    key: str, code: str, zh: str, en: str, province: str, port: int, rate: float, mtls: bool = False
+) -> City:
+    return City(key, code, zh, en, province, key, BureauDefaults(port, rate, mtls))
 
 
 CITIES: tuple[City, ...] = (
-    # the ten green-channel cities
-    _c("beijing", "110000", "北京市", "Beijing", "北京市", True),
-    _c("guangzhou", "440100", "广州市", "Guangzhou", "广东省", True),
-    _c("shenzhen", "440300", "深圳市", "Shenzhen", "广东省", True),
-    _c("chongqing", "500000", "重庆市", "Chongqing", "重庆市", True),
-    _c("hangzhou", "330100", "杭州市", "Hangzhou", "浙江省", True),
-    _c("hefei", "340100", "合肥市", "Hefei", "安徽省", True),
-    _c("nanchang", "360100", "南昌市", "Nanchang", "江西省", True),
-    _c("suzhou", "320500", "苏州市", "Suzhou", "江苏省", True),
-    _c("wuhu", "340200", "芜湖市", "Wuhu", "安徽省", True),
-    _c("nanjing", "320100", "南京市", "Nanjing", "江苏省", True),
+    # the ten green-channel cities: connector = key, simulator port, bureau rate
+    _g("beijing", "110000", "北京市", "Beijing", "北京市", 18101, 20),
+    _g("guangzhou", "440100", "广州市", "Guangzhou", "广东省", 18102, 20),
+    _g("shenzhen", "440300", "深圳市", "Shenzhen", "广东省", 18103, 30, mtls=True),
+    _g("chongqing", "500000", "重庆市", "Chongqing", "重庆市", 18104, 20),
+    _g("hangzhou", "330100", "杭州市", "Hangzhou", "浙江省", 18105, 40),
+    _g("hefei", "340100", "合肥市", "Hefei", "安徽省", 18106, 20),
+    _g("nanchang", "360100", "南昌市", "Nanchang", "江西省", 18107, 20),
+    _g("suzhou", "320500", "苏州市", "Suzhou", "江苏省", 18108, 30),
+    _g("wuhu", "340200", "芜湖市", "Wuhu", "安徽省", 18109, 20),
+    _g("nanjing", "320100", "南京市", "Nanjing", "江苏省", 18110, 50),
     # known cities without a green channel
     _c("shanghai", "310000", "上海市", "Shanghai", "上海市"),
     _c("tianjin", "120000", "天津市", "Tianjin", "天津市"),
@@ -72,10 +106,8 @@ CITIES: tuple[City, ...] = (
 BY_CODE: dict[str, City] = {c.code: c for c in CITIES}
 BY_KEY: dict[str, City] = {c.key: c for c in CITIES}
 GREEN_CHANNEL: tuple[City, ...] = tuple(c for c in CITIES if c.green_channel)
-
-
-def by_code(code: str) -> City | None:
-    return BY_CODE.get(code)
+GREEN_CHANNEL_KEYS: tuple[str, ...] = tuple(c.key for c in GREEN_CHANNEL)
+"""The green-channel city keys, in table order (the default ``router.green_cities``)."""
 
 
 def city_key(code: str) -> str | None:
@@ -99,3 +131,39 @@ def require(code: str) -> City:
         # never quote it: a producer may have put free text (an address) there
         raise UnknownCity(f"city_code ({len(code)} characters) is not a six-digit GB/T 2260 code")
     raise UnknownCity(f"city_code {code} is not a known city")
+
+
+SIM_TLS_DIR = "var/bureaus/tls"
+"""Where ``greenchannel bureaus`` writes its development CA and client certificate."""
+
+
+def default_city_config(city: City) -> dict[str, Any]:
+    """The built-in ``cities.<key>`` block of a green-channel city: the local simulator's
+    endpoint, the bureau's rate, and development-only credentials the simulator also knows
+    (``check-config`` refuses them for any endpoint that is not on loopback). The simulator
+    speaks plain HTTP for the cities without mTLS, hence ``allow_plaintext``: plain HTTP is only
+    ever accepted for a loopback endpoint (docs/security.md)."""
+    if city.defaults is None:
+        raise ValueError(f"{city.key} has no green channel")
+    d = city.defaults
+    block: dict[str, Any] = {
+        "endpoint": f"{'https' if d.mtls else 'http'}://127.0.0.1:{d.sim_port}",
+        "rate_per_s": d.rate_per_s,
+        **({} if d.mtls else {"allow_plaintext": True}),
+        "credentials": {
+            "client_id": f"greenchannel-{city.key}",
+            "secret": f"dev-only-{city.key}-secret",
+        },
+    }
+    if d.mtls:
+        block["tls"] = {
+            "ca_file": f"{SIM_TLS_DIR}/ca.pem",
+            "cert_file": f"{SIM_TLS_DIR}/client.pem",
+            "key_file": f"{SIM_TLS_DIR}/client.key",
+        }
+    return block
+
+
+def default_cities_config() -> dict[str, dict[str, Any]]:
+    """The built-in ``cities:`` config block: every green-channel city, from the table."""
+    return {c.key: default_city_config(c) for c in GREEN_CHANNEL}

@@ -41,6 +41,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from gateway.cities import GREEN_CHANNEL_KEYS, default_cities_config
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GREENCHANNEL_"
@@ -57,7 +58,10 @@ TOOL_ENV = frozenset(
     }
 )
 """``GREENCHANNEL_*`` variables that are not settings. Names starting ``GREENCHANNEL_TEST_`` are
-reserved for the test harness. Any other ``GREENCHANNEL_*`` variable must name a setting."""
+reserved for the test harness, ``GREENCHANNEL_BROKER__*`` configure the development broker
+(``gateway.dev.broker.BrokerSettings``, which checks them itself). Any other ``GREENCHANNEL_*``
+variable must name a setting."""
+TOOL_ENV_PREFIXES = ("TEST_", "BROKER__")
 
 
 class _Strict(BaseModel):
@@ -176,41 +180,11 @@ class CodecSettings(_Strict):
         return value
 
 
-class BrokerSettings(_Strict):
-    """The embedded development broker (``greenchannel broker``)."""
-
-    kafka_version: str = "4.1.1"
-    port: int = Field(19092, ge=1, le=65_535)
-    controller_port: int = Field(19093, ge=1, le=65_535)
-    data_dir: Path = Path("var/kafka")
-    cache_dir: Path = Path.home() / ".cache" / "greenchannel" / "kafka"
-    heap: str = "-Xms256m -Xmx768m"
-    start_timeout_s: float = Field(90.0, gt=0, le=3600)
-    sasl_ssl_port: int | None = Field(None, ge=1, le=65_535)
-    """Also listen with SASL_SSL here: TLS with a generated development CA (``<data_dir>/tls``)
-    and SCRAM-SHA-512 for the user below, created when the storage is formatted."""
-    scram_username: str = "gateway"
-    scram_password: SecretStr = SecretStr("dev-only-kafka-scram")
-
-
 class RouterSettings(_Strict):
     group_id: str = "greenchannel-router"
     transactional_id_prefix: str = "greenchannel-router"
     rules_file: Path | None = None
-    green_cities: list[str] = Field(
-        default_factory=lambda: [
-            "beijing",
-            "guangzhou",
-            "shenzhen",
-            "chongqing",
-            "hangzhou",
-            "hefei",
-            "nanchang",
-            "suzhou",
-            "wuhu",
-            "nanjing",
-        ]
-    )
+    green_cities: list[str] = Field(default_factory=lambda: list(GREEN_CHANNEL_KEYS))
     max_batch: int = Field(8_000, ge=1, le=50_000)
     """Most complaints per transaction (one poll). Bigger transactions amortise the per-partition
     transaction work (~60 output partitions) but hold more in memory (~11 KiB of RSS per record
@@ -403,7 +377,6 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
     codec: CodecSettings = Field(default_factory=CodecSettings)
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
@@ -562,10 +535,11 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_yaml() -> dict[str, Any]:
+    """The built-in defaults: ``defaults/config.yaml`` over the cities of the city table."""
     text = resources.files("gateway").joinpath("defaults/config.yaml").read_text("utf-8")
     data = yaml.safe_load(text)
     assert isinstance(data, dict)
-    return data
+    return _deep_merge({"cities": default_cities_config()}, data)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -647,7 +621,7 @@ def unknown_env(environ: Mapping[str, str], data: Mapping[str, Any]) -> list[str
         if not var.upper().startswith(ENV_PREFIX):
             continue
         rest = var[len(ENV_PREFIX) :].upper()
-        if rest in TOOL_ENV or rest.startswith("TEST_"):
+        if rest in TOOL_ENV or rest.startswith(TOOL_ENV_PREFIXES):
             continue
         if _env_path_ok(Settings, rest.split("__")):
             continue
@@ -673,6 +647,9 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         data = _deep_merge(data, loaded)
+    # ``broker:`` configures the development broker (gateway.dev.broker.BrokerSettings), not the
+    # gateway: a file shared with the dev tools may hold it.
+    data.pop("broker", None)
     data = _deep_merge(data, overrides)
     unknown = unknown_env(os.environ, data)
     if unknown:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
+from gateway.cities import BY_CODE, BY_KEY
 from gateway.errors import ConnectorError
 from gateway.sdk import TLS_VERSIONS, Connector, TokenGrant, TransportPolicy
 
@@ -155,3 +156,22 @@ def _check_city_codes(loaded: dict[str, ConnectorInfo]) -> None:
             raise ConnectorError(
                 f"connectors {other!r} and {name!r} share city_code {info.connector.city_code}"
             )
+    for name, info in loaded.items():
+        _check_against_the_city_table(name, info.connector.city_code)
+
+
+def _check_against_the_city_table(name: str, code: str) -> None:
+    """A connector serves a green-channel city of the table (gateway/cities.py), and one named
+    after a city of the table serves that city: the router escalates by the table's codes."""
+    named = BY_KEY.get(name)
+    if named is not None and named.code != code:
+        raise ConnectorError(
+            f"connector {name!r}: city_code {code}, but the city table gives {name} {named.code}"
+        )
+    city = BY_CODE.get(code)
+    if city is None or not city.green_channel:
+        what = "not in the city table" if city is None else f"{city.key}, without a green channel"
+        raise ConnectorError(
+            f"connector {name!r}: city_code {code} is {what} (gateway/cities.py): "
+            "no complaint would be escalated to it"
+        )

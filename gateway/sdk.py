@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 
@@ -184,11 +183,6 @@ class TransportPolicy:
     client_cert: bool = False
     min_tls: str = "TLSv1.2"
     """``"TLSv1.2"`` or ``"TLSv1.3"``."""
-
-
-class AuthKind(StrEnum):
-    NONE = "none"
-    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,20 @@
-"""Test harness: a real Kafka broker, per-test topics and settings.
+"""Test harness: tiers by directory, a real Kafka broker per xdist worker, per-test topics.
+
+Tiers
+-----
+Every test is marked by its directory (``tests/<dir>/...``, see ``DIR_MARKERS``) and by what it
+needs: ``kafka`` when it needs a broker (its directory says so, or it uses ``kafka_bootstrap`` or
+a fixture built on it), ``deploy`` for the deployment validators (promtool, prometheus, helm,
+hadolint, compose-go from ``deploy/check.sh install``), ``slow`` for the long ones. ``make
+test-fast`` runs ``(unit or contract) and not (kafka or deploy)``: no broker, no tools, no
+network. A test under ``tests/unit`` or ``tests/contract`` that asks for the broker is a
+collection error: move it to a broker tier.
+
+Parallel runs
+-------------
+Under pytest-xdist every worker is its own pytest session, so the session fixtures below give
+each worker its own broker, on its own free ports, with its data under that worker's temp dir.
+Nothing in the tests may use a fixed port or a shared path; topics are unique per test.
 
 Fixtures
 --------
@@ -6,7 +22,7 @@ Fixtures
     ``host:port`` of the test cluster. ``GREENCHANNEL_BOOTSTRAP_SERVERS`` names an external
     cluster (ignored when ``CI`` is set: CI always runs its own broker); otherwise a
     :class:`~gateway.dev.broker.LocalBroker` is started on a free port pair with its data under
-    the pytest temp dir and stopped at the end. The Kafka classpath is cached in
+    the pytest temp dir (per xdist worker) and stopped at the end. The Kafka classpath is cached in
     ``~/.cache/greenchannel/kafka`` (or ``GREENCHANNEL_TEST_KAFKA_CACHE``), fetched once.
 ``local_broker`` (function) -> ``LocalBroker``
     The local broker object, for restarts, SIGKILL and SIGSTOP. Tests using it are marked
@@ -31,12 +47,29 @@ from typing import Any
 
 import pytest
 
-from gateway.config import BrokerSettings, KafkaSettings, Settings, load_settings
-from gateway.dev.broker import LocalBroker, free_ports
+from gateway.config import KafkaSettings, Settings, load_settings
+from gateway.dev.broker import BrokerError, BrokerSettings, LocalBroker, free_ports, port_in_use
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics, TopicSpec
 
-_TIERS = ("unit", "contract", "integration", "interop", "e2e", "security")
+# tests/<dir>/ -> the markers every test there gets: its tier, and what the tier needs.
+DIR_MARKERS: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),
+    "contract": ("contract",),
+    "integration": ("integration", "kafka"),
+    "e2e": ("e2e", "kafka"),
+    "deploy": ("deploy",),
+    "hostile": ("hostile", "kafka"),
+    "interop": ("interop", "kafka"),
+    "security": ("security", "kafka"),
+    "soak": ("soak", "slow"),
+}
+# Tiers that must run without a broker (``make test-fast``).
+_NO_BROKER_TIERS = ("unit", "contract")
+# Fixtures that start (or reach) the broker; a test using any of them needs ``kafka``.
+_BROKER_FIXTURES = frozenset(
+    {"_session_broker", "kafka_bootstrap", "local_broker", "topic_factory", "settings_factory"}
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,17 +85,41 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by directory (tests/<tier>/...) and mark users of ``local_broker``.
+    """Mark tests by directory (``DIR_MARKERS``) and by the fixtures they use.
 
-    Against an external cluster, ``local_broker`` tests are deselected (reported as such).
+    A broker fixture adds ``kafka`` (and ``local_broker`` for the LocalBroker object); a test
+    in a no-broker tier that uses one is refused. Against an external cluster, ``local_broker``
+    tests are deselected (reported as such).
     """
     root = Path(__file__).parent
+    misplaced: list[str] = []
     for item in items:
         parts = Path(str(item.path)).relative_to(root).parts
-        if parts and parts[0] in _TIERS and item.get_closest_marker(parts[0]) is None:
-            item.add_marker(getattr(pytest.mark, parts[0]))
-        if "local_broker" in getattr(item, "fixturenames", ()):
+        tier = parts[0] if len(parts) > 1 else ""
+        # A tier marker written in the test module wins over its directory's (a pure-Python
+        # check under tests/deploy may say it is a unit test); each tier brings its needs.
+        tiers = [t for t in DIR_MARKERS if item.get_closest_marker(t) is not None]
+        for name in {m for t in tiers or [tier] for m in DIR_MARKERS.get(t, ())}:
+            if item.get_closest_marker(name) is None:
+                item.add_marker(getattr(pytest.mark, name))
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _BROKER_FIXTURES:
+            if item.get_closest_marker("kafka") is None:
+                item.add_marker(pytest.mark.kafka)
+            if tier in _NO_BROKER_TIERS:
+                misplaced.append(item.nodeid)
+        if "local_broker" in fixtures:
             item.add_marker(pytest.mark.local_broker)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under xdist, hand out the slow tests first (the order is the same on every worker):
+        # the long ones then run side by side and the short ones fill in, instead of one long
+        # test holding up the end of the run.
+        items.sort(key=lambda i: i.get_closest_marker("slow") is None)
+    if misplaced:
+        raise pytest.UsageError(
+            "tests in a no-broker tier (tests/unit, tests/contract) use a broker fixture; "
+            "move them to tests/integration: " + ", ".join(misplaced)
+        )
     if external_bootstrap() is not None:
         dropped = [i for i in items if i.get_closest_marker("local_broker") is not None]
         if dropped:
@@ -82,17 +139,27 @@ def _session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalB
     if external_bootstrap() is not None:
         yield None
         return
-    port, controller_port = free_ports(2)
     cache = os.environ.get("GREENCHANNEL_TEST_KAFKA_CACHE")
-    settings = BrokerSettings(
-        port=port,
-        controller_port=controller_port,
-        data_dir=tmp_path_factory.mktemp("kafka"),
-        **({"cache_dir": Path(cache)} if cache else {}),
-    )
-    broker = LocalBroker(settings)
+    for attempt in (1, 2):
+        # Free now, but another worker (or process) may bind the port before the broker does:
+        # then the broker fails to start, and a second pair of ports is tried.
+        port, controller_port = free_ports(2)
+        settings = BrokerSettings(
+            port=port,
+            controller_port=controller_port,
+            data_dir=tmp_path_factory.mktemp("kafka"),
+            **({"cache_dir": Path(cache)} if cache else {}),
+        )
+        broker = LocalBroker(settings)
+        try:
+            broker.start()
+        except BrokerError:
+            broker.stop()
+            if attempt == 2 or not (port_in_use(port) or port_in_use(controller_port)):
+                raise
+            continue
+        break
     try:
-        broker.start()
         yield broker
     finally:
         broker.stop()

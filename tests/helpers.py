@@ -1,4 +1,5 @@
-"""Shared helpers for integration and e2e tests: config files, gateway processes, readers."""
+"""Shared helpers for the broker tiers: config files, gateway processes, readers, waits and the
+exactly-once check of routing (every complaint routed once, every escalation it owes made once)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,21 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gateway.config import KafkaSettings
+from gateway.cities import city_key
+from gateway.config import KafkaSettings, Settings
+from gateway.dev.samples import Sample
+from gateway.errors import KafkaUnavailable
+from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Record
+from gateway.routing.rules import load_rules
+from gateway.topics import Department, Desk, Topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -100,3 +108,72 @@ def read_all(
 def header(record: Record, name: str) -> str | None:
     value = record.header(name)
     return None if value is None else value.decode()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout_s`` passed (its last answer)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return predicate()
+
+
+def committed(bootstrap: str, group: str) -> int:
+    """Records the consumer group has committed (the sum of its offsets): its progress; 0 while
+    the group coordinator is not available yet (a fresh or restarting broker)."""
+    try:
+        with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
+            return sum(admin.group_offsets(group).values())
+    except KafkaUnavailable:
+        return 0
+
+
+def routed_topics(t: Topics) -> list[str]:
+    """Every topic the router sends a complaint to (departments and desks)."""
+    return [
+        t.department(Department.CONSUMER_PROTECTION),
+        t.department(Department.CUSTOMER_SERVICE),
+        *(t.desk(d) for d in Desk),
+    ]
+
+
+def escalated_keys(settings: Settings, samples: Iterable[Sample]) -> set[bytes]:
+    """Record keys (complaint ids) of the samples the router must escalate: major by the
+    configured rules, from a green-channel city."""
+    classifier = load_rules(settings.router.rules_file)
+    green = set(settings.router.green_cities)
+    return {
+        s.record["complaint_id"].encode()
+        for s in samples
+        if city_key(s.record["city_code"]) in green and classifier.classify(s.record).major
+    }
+
+
+def assert_exactly_once(
+    settings: Settings, count: int, escalated: set[bytes], timeout_s: float = 240
+) -> None:
+    """``count`` complaints routed exactly once (read_committed), and exactly one escalation
+    for each key in ``escalated``: none missing, none twice, none for another complaint."""
+    t = Topics(settings.topics.prefix)
+    assert escalated, "the stream holds no complaint to escalate: the check would prove nothing"
+    escalation_topics = {t.escalations(c) for c in settings.router.green_cities}
+    read = read_all(
+        settings.kafka.bootstrap_servers,
+        [*routed_topics(t), *sorted(escalation_topics)],
+        expect=count + len(escalated),
+        timeout_s=timeout_s,
+        idle_s=5,
+    )
+    keys = Counter(r.key for r in read if r.topic not in escalation_topics)
+    dupes = [k for k, n in keys.items() if n > 1]
+    assert not dupes, f"{len(dupes)} complaints routed more than once"
+    assert len(keys) == count, f"{count - len(keys)} complaints missing"
+    esc_keys = Counter(r.key for r in read if r.topic in escalation_topics)
+    twice = sorted(k for k, n in esc_keys.items() if n > 1 and k is not None)
+    assert not twice, f"{len(twice)} escalations published more than once"
+    missing = escalated - set(esc_keys)
+    assert not missing, f"{len(missing)} of {len(escalated)} major complaints not escalated"
+    extra = set(esc_keys) - escalated
+    assert not extra, f"{len(extra)} escalations for complaints that are not major"

@@ -210,7 +210,3 @@ def _str(body: Mapping[str, Any], key: str) -> str:
             f"schema registry: answer without string {key!r}", reason="registry_protocol"
         )
     return value
-
-
-RegistryClient = SchemaRegistry
-"""Alias of :class:`SchemaRegistry`."""

@@ -11,8 +11,7 @@ from typing import Any
 import click
 
 from gateway.commands.common import settings_from
-from gateway.config import BrokerSettings
-from gateway.dev.broker import LocalBroker
+from gateway.dev.broker import BrokerSettings, LocalBroker, load_broker_settings
 
 _PERF_TOPIC = "greenchannel.perf-ceiling"
 
@@ -27,8 +26,15 @@ def _local(
         update["controller_port"] = port + 1
     if controller_port is not None:
         update["controller_port"] = controller_port
-    settings: BrokerSettings = settings_from(ctx).broker.model_copy(update=update)
+    settings: BrokerSettings = _broker_settings(ctx).model_copy(update=update)
     return LocalBroker(settings)
+
+
+def _broker_settings(ctx: click.Context) -> BrokerSettings:
+    """The ``broker:`` section of the top-level ``--config`` file (and GREENCHANNEL_BROKER__*)."""
+    root = ctx.find_root()
+    config_path = root.obj.get("config_path") if isinstance(root.obj, dict) else None
+    return load_broker_settings(config_path)
 
 
 def _location_options(func: Any) -> Any:
@@ -147,7 +153,7 @@ def perf_ceiling(
 
     settings = settings_from(ctx)
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap} if bootstrap else {})
-    local = LocalBroker(settings.broker)
+    local = LocalBroker(_broker_settings(ctx))
     spec = TopicSpec(_PERF_TOPIC, partitions, 3_600_000, "perf ceiling scratch topic")
     with Admin(kafka) as admin:
         admin.wait_ready(30)

@@ -17,6 +17,7 @@ import click
 from gateway.avro.codec import Codec
 from gateway.commands.common import settings_from
 from gateway.config import Settings
+from gateway.deadletters.headers import iso
 from gateway.deadletters.replay import (
     DEFAULT_MAX_REPLAYS,
     STAGES,
@@ -26,7 +27,6 @@ from gateway.deadletters.replay import (
     ReplayReport,
     Stage,
     dlq_topic,
-    iso,
     known_pii,
     mask_record,
     masked_key,
@@ -122,7 +122,7 @@ def _cells(letter: DeadLetter) -> tuple[str, ...]:
     status = "" if letter.http_status is None else str(letter.http_status)
     return (
         letter.position,
-        iso(letter.time_ms),
+        iso(letter.time_ms, precision="s"),
         letter.stage,
         letter.city or "-",
         letter.reason,

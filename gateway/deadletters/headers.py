@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Literal
 
 from gateway.kafka.clients import Headers, Record
 from gateway.pii import mask_text, trim
@@ -32,8 +33,20 @@ PREFIX = "gc-dlq-"
 REPLAY_COUNT = "gc-replay-count"
 
 
-def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+def iso(ms: int | None, *, precision: Literal["ms", "s"] = "ms") -> str:
+    """UTC ISO 8601 of epoch milliseconds ("" for None): the gateway's one time formatter.
+
+    ``precision="ms"``: ``2026-01-02T03:04:05.678+00:00``, the format of the dead-letter time
+    headers (``gc-dlq-time``, ``gc-dlq-first-attempt``, ``gc-dlq-last-attempt``: a wire
+    contract, read back with :meth:`datetime.fromisoformat`). ``precision="s"``:
+    ``2026-01-02T03:04:05Z``, what the operator's dlq tool shows (``list``, ``show``).
+    """
+    if ms is None:
+        return ""
+    when = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if precision == "s":
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return when.isoformat(timespec="milliseconds")
 
 
 def dead_letter_headers(

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from gateway.config import KafkaSettings
-from gateway.deadletters.headers import PREFIX, REPLAY_COUNT, headers_dict, replay_count
+from gateway.deadletters.headers import PREFIX, REPLAY_COUNT, headers_dict, iso, replay_count
 from gateway.errors import ConfigError, GreenChannelError, KafkaUnavailable
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Headers, Record, TopicPartition
@@ -186,7 +186,7 @@ class DeadLetter:
         """A JSON-able summary with personal data masked (for ``dlq list``)."""
         return {
             "dlq": self.position,
-            "time": iso(self.time_ms),
+            "time": iso(self.time_ms, precision="s"),
             "stage": self.stage,
             "city": self.city,
             "reason": self.reason,
@@ -197,12 +197,6 @@ class DeadLetter:
             "source": f"{self.source_topic}:{self.source_partition}:{self.source_offset}",
             "key": masked_key(self.key),
         }
-
-
-def iso(ms: int | None) -> str:
-    if ms is None:
-        return ""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.errors import FatalError, GreenChannelError
+import yaml
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.config import ENV_PREFIX, KafkaSettings
+from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.kafka.admin import Admin
 
 MAIN_CLASS = "kafka.Kafka"
@@ -40,6 +44,66 @@ STORAGE_TOOL = "kafka.tools.StorageTool"
 STATE_FILE = "greenchannel-broker.json"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 _START_MARKER = "=== greenchannel: broker starting"
+
+
+class BrokerSettings(BaseSettings):
+    """The development broker (``greenchannel broker``, the demo, the tests).
+
+    A development tool's settings, not the gateway's: the ``broker:`` section of the config file
+    (which :func:`gateway.config.load_settings` leaves aside) and ``GREENCHANNEL_BROKER__*``
+    variables (``GREENCHANNEL_BROKER__PORT=29092``), read by :func:`load_broker_settings`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=f"{ENV_PREFIX}BROKER__", extra="forbid", frozen=True
+    )
+
+    kafka_version: str = "4.1.1"
+    port: int = Field(19092, ge=1, le=65_535)
+    controller_port: int = Field(19093, ge=1, le=65_535)
+    data_dir: Path = Path("var/kafka")
+    cache_dir: Path = Path.home() / ".cache" / "greenchannel" / "kafka"
+    heap: str = "-Xms256m -Xmx768m"
+    start_timeout_s: float = Field(90.0, gt=0, le=3600)
+    sasl_ssl_port: int | None = Field(None, ge=1, le=65_535)
+    """Also listen with SASL_SSL here: TLS with a generated development CA (``<data_dir>/tls``)
+    and SCRAM-SHA-512 for the user below, created when the storage is formatted."""
+    scram_username: str = "gateway"
+    scram_password: SecretStr = SecretStr("dev-only-kafka-scram")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # env beats the config file's section, which is passed as init kwargs.
+        return (env_settings, init_settings)
+
+
+def load_broker_settings(path: Path | str | None = None) -> BrokerSettings:
+    """The ``broker:`` section of the config file (``path`` or ``GREENCHANNEL_CONFIG``), under
+    ``GREENCHANNEL_BROKER__*`` variables, over the defaults; ConfigError naming the bad key."""
+    path = path or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    section: object = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read the broker section of {path}: {exc}") from exc
+        section = loaded.get("broker") or {} if isinstance(loaded, dict) else {}
+    if not isinstance(section, dict):
+        raise ConfigError(f"broker: must be a mapping in {path}")
+    try:
+        return BrokerSettings(**section)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"broker.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid broker settings: {problems}") from exc
 
 
 class BrokerError(FatalError):

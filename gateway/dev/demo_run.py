@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from gateway.config import KafkaSettings, Settings, load_settings
-from gateway.dev.broker import LocalBroker, free_ports, port_in_use
+from gateway.dev.broker import LocalBroker, free_ports, load_broker_settings, port_in_use
 from gateway.dev.bureaus import DEFAULT_ADMIN_PORT, BureauSimulator, default_tls_dir
 from gateway.dev.demo_faults import FaultPlan, describe_faults
 from gateway.dev.demo_gateway import GatewayProcess, gateway_env
@@ -150,14 +150,14 @@ class Demo:
             bootstrap = self.settings.kafka.bootstrap_servers
             self._wait_kafka(bootstrap, 30.0)
             return f"using {bootstrap} (--no-broker)"
-        broker = LocalBroker(self.settings.broker)
+        broker = LocalBroker(load_broker_settings())
         self._use_bootstrap(broker.bootstrap)
-        if port_in_use(self.settings.broker.port):
+        if port_in_use(broker.settings.port):
             try:
                 self._wait_kafka(broker.bootstrap, 10.0)
             except GreenChannelError as exc:
                 raise DemoError(
-                    f"port {self.settings.broker.port} is in use, but not by a Kafka broker "
+                    f"port {broker.settings.port} is in use, but not by a Kafka broker "
                     f"({exc}); stop it, or use --no-broker with GREENCHANNEL_BOOTSTRAP_SERVERS"
                 ) from exc
             return f"reusing the broker already running at {broker.bootstrap} (left running)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from gateway.routing.rules import SIGNALS
@@ -76,7 +75,6 @@ def build_escalation(
 
 
 def _millis(value: Any) -> int:
-    """fastavro returns timestamp-millis as aware datetimes; accept ints too."""
-    if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+    """Epoch milliseconds: the codec decodes ``timestamp-millis`` as int (logical types
+    stripped), never as datetime."""
     return int(value)

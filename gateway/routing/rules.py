@@ -13,7 +13,7 @@ A rule file (YAML) is an ordered list; the first rule whose conditions all hold 
         route: customer-service
 
 Conditions (all given must hold; a list means "any of"): ``categories``, ``products``,
-``channels``, ``signals`` (any named boolean severity signal is true), ``repeat_count_at_least``,
+``channels`` (their values are the enum symbols of ``schemas/complaint.avsc``), ``signals`` (any named boolean severity signal is true), ``repeat_count_at_least``,
 ``amount_fen_at_least``, ``text_any`` (any keyword occurs in the description). Routes:
 ``consumer-protection`` (major), ``customer-service`` (general) or ``call-center/<desk>``.
 The last rule must have no conditions, so every complaint gets a route. Rules are compiled once
@@ -22,6 +22,7 @@ into predicates; classifying is a pure function of the decoded complaint.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -36,37 +37,25 @@ from gateway.topics import Department, Desk
 
 Complaint = Mapping[str, Any]
 
-SIGNALS = ("safety_hazard", "injury", "media_attention", "asks_for_regulator", "group_incident")
-CATEGORIES = (
-    "QUALITY",
-    "SAFETY",
-    "FRAUD",
-    "FALSE_ADVERTISING",
-    "REFUND",
-    "DELIVERY",
-    "SERVICE",
-    "PRICE",
-    "PRIVACY",
-    "CONSULTATION",
-    "SUGGESTION",
-    "COOPERATION",
-    "OTHER",
-)
-PRODUCTS = (
-    "FOOD",
-    "RESTAURANT",
-    "COSMETICS",
-    "ELECTRONICS",
-    "APPAREL",
-    "HOME",
-    "HOTEL",
-    "TRAVEL",
-    "ENTERTAINMENT",
-    "HEALTH",
-    "EDUCATION",
-    "OTHER",
-)
-CHANNELS = ("APP", "WEB", "HOTLINE", "WECHAT", "EMAIL", "PLATFORM_12315", "OTHER")
+
+def _complaint_fields() -> dict[str, Any]:
+    """The complaint schema's fields by name (``schemas/complaint.avsc``, the one source)."""
+    text = resources.files("gateway").joinpath("schemas/complaint.avsc").read_text("utf-8")
+    return {f["name"]: f["type"] for f in json.loads(text)["fields"]}
+
+
+def _enum_symbols(field: str) -> tuple[str, ...]:
+    kind = _COMPLAINT[field]
+    assert isinstance(kind, dict) and kind["type"] == "enum", field
+    return tuple(kind["symbols"])
+
+
+_COMPLAINT = _complaint_fields()
+CATEGORIES = _enum_symbols("category")
+PRODUCTS = _enum_symbols("product_category")
+CHANNELS = _enum_symbols("channel")
+SIGNALS = tuple(f["name"] for f in _COMPLAINT["signals"]["fields"] if f["type"] == "boolean")
+"""The boolean severity signals (``signals`` also holds ``repeat_count``, an int)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import yaml
 
 from tests.deploy.catalogue import DEPLOY, documented_metrics, known_series_names, tool
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.unit  # except the PromQL check, which needs promtool
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = GRAFANA / "greenchannel-dashboard.json"
@@ -102,6 +102,7 @@ def test_city_panels_filter_by_the_city_variable() -> None:
             assert 'city=~"$city"' in expr, f"{title}: ignores $city"
 
 
+@pytest.mark.deploy
 def test_queries_are_valid_promql(tmp_path: Path) -> None:
     rules = []
     for n, (_title, expr) in enumerate(_exprs()):

@@ -23,7 +23,7 @@ import yaml
 from gateway.config import ObservabilitySettings, load_settings
 from tests.deploy.catalogue import DEPLOY, ROOT, tool
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy  # the validators of `deploy/check.sh install`
 
 CHART = DEPLOY / "helm" / "greenchannel"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"

@@ -26,7 +26,7 @@ from tests.deploy.catalogue import (
     tool,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy  # the validators of `deploy/check.sh install`
 
 PROM = DEPLOY / "prometheus"
 TEST_FILES = sorted((PROM / "tests").glob("*.yml"))

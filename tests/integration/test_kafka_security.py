@@ -19,8 +19,8 @@ import pytest
 from pydantic import SecretStr
 
 from gateway.avro.codec import Codec
-from gateway.config import BrokerSettings, KafkaSettings, load_settings
-from gateway.dev.broker import LocalBroker, free_ports
+from gateway.config import KafkaSettings, load_settings
+from gateway.dev.broker import BrokerSettings, LocalBroker, free_ports
 from gateway.dev.bureau_tls import ensure_tls
 from gateway.dev.samples import SampleFactory, publish
 from gateway.errors import ConfigError, GreenChannelError
@@ -31,7 +31,8 @@ from tests.helpers import gateway_process, stop_process, write_config
 from tests.integration.run_kit import GatewayRun
 from tests.integration.test_router import department_topics
 
-pytestmark = pytest.mark.integration
+# One SASL_SSL broker for the module: under xdist its tests stay on one worker (--dist loadgroup).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("secure_broker")]
 FAIL_FAST_S = 5.0
 """A rejected handshake must be reported within this, not after kafka-python's 30 s retries."""
 

@@ -14,7 +14,7 @@ from gateway.app import App
 from gateway.avro.codec import Codec
 from gateway.cities import city_key
 from gateway.config import Settings
-from gateway.dev.samples import SampleFactory, publish
+from gateway.dev.samples import MAJOR_HEADER, SampleFactory, publish
 from gateway.kafka.clients import Producer
 from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import escalation_id
@@ -72,12 +72,14 @@ def test_every_complaint_lands_where_the_rules_say_exactly_once(
 
     classifier = load_rules()
     expected: dict[str, Any] = {}
+    major: dict[str, bool] = {}
     expected_escalations = set()
     for s in samples:
         d = classifier.classify(s.record)
         topic = t.desk(d.desk) if d.desk else t.department(d.department)
         city = city_key(s.record["city_code"])
         expected[s.record["complaint_id"]] = (topic, d.rule_id)
+        major[s.record["complaint_id"]] = d.major
         if d.major and city in settings.router.green_cities:
             expected_escalations.add(escalation_id(s.record["complaint_id"], str(city)))
 
@@ -86,7 +88,11 @@ def test_every_complaint_lands_where_the_rules_say_exactly_once(
     for r in routed:
         cid = r.key.decode() if r.key else ""
         assert (r.topic, header(r, "gc-rule")) == expected[cid]
-        assert header(r, "gc-route") is None  # the topic says where, gc-rule says why
+        # exactly the headers the router owes (the topic says where, gc-rule says why), the
+        # publisher's own kept: nothing else, in particular no routing header of old
+        names = [name for name, _ in r.headers]
+        owed = ["gc-handling", "gc-city"] if major[cid] else []
+        assert names == [MAJOR_HEADER, "gc-rule", *owed], (cid, names)
         if r.topic == t.department(Department.CONSUMER_PROTECTION):
             city = header(r, "gc-city")
             want = "escalated" if city in settings.router.green_cities else "manual"

@@ -3,7 +3,9 @@
 Routers run as real ``greenchannel route`` processes against the real broker; a publisher
 thread streams complaints while the test kills, restarts, adds and removes routers. At the end
 every complaint must be in its department topic exactly once (read_committed), and every
-escalation exactly once.
+major complaint from a green-channel city must have exactly one escalation (none lost, none
+doubled). Steps wait on what they need (the router's committed progress, its partitions),
+never on a fixed sleep.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,13 +22,22 @@ import pytest
 from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.dev.broker import LocalBroker
-from gateway.dev.samples import Pacer, SampleFactory, publish
+from gateway.dev.samples import Pacer, Sample, SampleFactory, publish
 from gateway.kafka.clients import Producer
 from gateway.ops.watchdog import EXIT_STUCK
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
-from tests.helpers import gateway_process, read_all, stop_process, write_config
-from tests.integration.test_router import department_topics
+from tests.helpers import (
+    assert_exactly_once,
+    committed,
+    escalated_keys,
+    gateway_process,
+    read_all,
+    routed_topics,
+    stop_process,
+    wait_until,
+    write_config,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,6 +60,8 @@ class Fleet:
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.exits: list[int] = []
+        self.bootstrap = settings.kafka.bootstrap_servers
+        self.group = f"{prefix}router"
 
     def start(self, instance: str) -> None:
         self.procs[instance] = gateway_process(
@@ -80,45 +92,52 @@ class Fleet:
             p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("router-*.log")
         )
 
+    def assignments(self, instance: str) -> int:
+        """How often router ``instance`` (all its runs) got partitions assigned."""
+        log = self.tmp / f"router-{instance}.log"
+        return log.read_text(errors="replace").count("partitions assigned") if log.exists() else 0
+
+    def progress(self) -> int:
+        """Complaints the routers have committed (the group's offsets)."""
+        return committed(self.bootstrap, self.group)
+
+    def wait_assigned(self, instance: str, times: int = 1, timeout_s: float = 60) -> None:
+        assert wait_until(lambda: self.assignments(instance) >= times, timeout_s), self.logs()
+
+    def wait_progress(self, since: int, done: int, timeout_s: float = 60) -> int:
+        """Wait until the routers committed more than ``since`` (or all ``done``); the new
+        progress."""
+        now = [since]
+
+        def moved() -> bool:
+            now[0] = self.progress()
+            return now[0] > since or now[0] >= done
+
+        assert wait_until(moved, timeout_s, every_s=0.2), (since, self.logs()[-2000:])
+        return now[0]
+
 
 def stream(
     settings: Settings, count: int, rate: float, seed: int
-) -> tuple[threading.Thread, list[int]]:
-    """Publish ``count`` complaints at ``rate``/s from a thread; returns (thread, [majors])."""
-    result: list[int] = []
+) -> tuple[threading.Thread, set[bytes]]:
+    """Publish ``count`` complaints at ``rate``/s from a thread; returns the thread and the keys
+    of the complaints the router must escalate."""
+    samples: list[Sample] = list(SampleFactory(seed=seed, major_share=0.1).complaints(count))
 
     def run() -> None:
         producer = Producer(settings.kafka)
-        samples = SampleFactory(seed=seed, major_share=0.1).complaints(count)
-        res = publish(
+        publish(
             producer,
             Codec(settings.codec),
             Topics(settings.topics.prefix).complaints,
-            samples,
+            iter(samples),
             pacer=Pacer(rate),
         )
         producer.close()
-        result.append(res.majors)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    return thread, result
-
-
-def assert_exactly_once(settings: Settings, count: int, timeout_s: float = 240) -> None:
-    t = Topics(settings.topics.prefix)
-    bootstrap = settings.kafka.bootstrap_servers
-    routed = read_all(bootstrap, department_topics(t), expect=count, timeout_s=timeout_s, idle_s=5)
-    keys = Counter(r.key for r in routed)
-    dupes = [k for k, n in keys.items() if n > 1]
-    assert not dupes, f"{len(dupes)} complaints routed more than once"
-    assert len(keys) == count, f"{count - len(keys)} complaints missing"
-    escalations = read_all(
-        bootstrap, [t.escalations(c) for c in settings.router.green_cities], idle_s=4
-    )
-    esc_keys = Counter(r.key for r in escalations)
-    assert escalations, "no escalations"
-    assert max(esc_keys.values()) == 1, "an escalation was published twice"
+    return thread, escalated_keys(settings, samples)
 
 
 def test_sigkill_the_router_repeatedly_while_20000_complaints_flow(
@@ -128,17 +147,18 @@ def test_sigkill_the_router_repeatedly_while_20000_complaints_flow(
     settings = settings_factory()
     fleet = Fleet(tmp_path, settings, static_membership=True)
     fleet.start("0")
-    publisher, _ = stream(settings, 20_000, 1_250, seed=21)
+    publisher, escalated = stream(settings, 20_000, 1_250, seed=21)
     kills = 0
+    progress = 0
     try:
         while publisher.is_alive() or kills < 5:
-            time.sleep(2.0)
-            if "0" in fleet.procs:
-                fleet.kill("0")
-                kills += 1
-                fleet.start("0")
+            # each kill lands after the (restarted) router committed work of its own
+            progress = fleet.wait_progress(progress, done=20_000)
+            fleet.kill("0")
+            kills += 1
+            fleet.start("0")
         publisher.join(120)
-        assert_exactly_once(settings, 20_000)
+        assert_exactly_once(settings, 20_000, escalated)
     finally:
         fleet.stop_all()
     assert kills >= 5
@@ -155,17 +175,17 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
     settings = settings_factory()
     fleet = Fleet(tmp_path, settings, static_membership=True)
     fleet.start("0")
-    publisher, _ = stream(settings, 10_000, 1_000, seed=22)
+    publisher, escalated = stream(settings, 10_000, 1_000, seed=22)
     try:
-        time.sleep(4)
+        fleet.wait_progress(0, done=10_000)  # mid-stream: the router is routing
         local_broker.restart()
         deadline = time.monotonic() + 180
         while publisher.is_alive() and time.monotonic() < deadline:
-            fleet.supervise()
-            time.sleep(1)
+            fleet.supervise()  # a supervisor's periodic check
+            publisher.join(1)
         publisher.join(60)
         fleet.supervise()
-        assert_exactly_once(settings, 10_000)
+        assert_exactly_once(settings, 10_000, escalated)
     finally:
         fleet.stop_all()
 
@@ -178,18 +198,22 @@ def test_routers_joining_and_leaving_share_work_without_loss_or_duplicates(
     fleet = Fleet(tmp_path, settings)
     fleet.start("0")
     fleet.start("1")
-    publisher, _ = stream(settings, 20_000, 1_500, seed=23)
+    publisher, escalated = stream(settings, 20_000, 1_500, seed=23)
     try:
-        time.sleep(3)
+        fleet.wait_assigned("0")
+        fleet.wait_assigned("1")
+        progress = fleet.wait_progress(0, done=20_000)
         fleet.start("2")  # join
-        time.sleep(3)
+        fleet.wait_assigned("2")
+        progress = fleet.wait_progress(progress, done=20_000)
         assert fleet.kill("0", signal.SIGTERM) == 0  # graceful leave
-        time.sleep(3)
+        progress = fleet.wait_progress(progress, done=20_000)
+        assigned_before = fleet.assignments("0")  # the first run's, rebalances included
         fleet.start("0")  # rejoin
-        time.sleep(2)
+        fleet.wait_assigned("0", times=assigned_before + 1)
         fleet.kill("1", signal.SIGKILL)  # crash
         publisher.join(120)
-        assert_exactly_once(settings, 20_000)
+        assert_exactly_once(settings, 20_000, escalated)
     finally:
         fleet.stop_all()
     for instance in ("0", "1", "2"):  # every member really took part
@@ -214,16 +238,14 @@ def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
     topic_factory.create_all()
     settings = settings_factory()
     expected = 30_000
-    backlog, _ = stream(settings, expected, 50_000, seed=24)
+    backlog, escalated = stream(settings, expected, 50_000, seed=24)
     backlog.join(180)
     fleet = Fleet(tmp_path, settings, watchdog_s=5.0)
     fleet.start("0")
     proc = fleet.procs["0"]
     try:
-        deadline = time.monotonic() + 60
-        while "partitions assigned" not in fleet.logs() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)  # into the backlog
+        fleet.wait_assigned("0")
+        fleet.wait_progress(0, done=expected)  # into the backlog: a transaction committed
         code: int | None = None
         missed = 0
         while code is None and missed < 3:
@@ -236,15 +258,16 @@ def test_frozen_broker_makes_a_stuck_router_exit_non_zero(
             exited_after = time.monotonic() - frozen_at
             if code is None:
                 missed += 1
-                more, _ = stream(settings, 10_000, 50_000, seed=240 + missed)
+                more, more_escalated = stream(settings, 10_000, 50_000, seed=240 + missed)
                 more.join(180)
                 expected += 10_000
+                escalated |= more_escalated
         assert code == EXIT_STUCK, (missed, fleet.logs()[-2000:])
         assert exited_after < 20
         assert "blocked for" in fleet.logs()
         fleet.procs.pop("0")
         fleet.start("0")  # the supervisor's restart
-        assert_exactly_once(settings, expected)
+        assert_exactly_once(settings, expected, escalated)
     finally:
         fleet.stop_all()
 
@@ -263,11 +286,11 @@ def test_router_idle_through_a_broker_freeze_carries_on_after_the_thaw(
     fleet.start("0")
     proc = fleet.procs["0"]
     try:
-        first, _ = stream(settings, 2_000, 1_000, seed=25)
+        first, escalated = stream(settings, 2_000, 1_000, seed=25)
         first.join(60)
         read_all(
             settings.kafka.bootstrap_servers,
-            department_topics(Topics(settings.topics.prefix)),
+            routed_topics(Topics(settings.topics.prefix)),
             expect=2_000,
             timeout_s=120,
             idle_s=3,
@@ -277,9 +300,9 @@ def test_router_idle_through_a_broker_freeze_carries_on_after_the_thaw(
             assert _exit_code_within(proc, 12) is None, fleet.logs()[-2000:]
         finally:
             local_broker.thaw()
-        second, _ = stream(settings, 2_000, 1_000, seed=26)
+        second, second_escalated = stream(settings, 2_000, 1_000, seed=26)
         second.join(120)
-        assert_exactly_once(settings, 4_000)
+        assert_exactly_once(settings, 4_000, escalated | second_escalated)
         assert proc.poll() is None
         assert "blocked for" not in fleet.logs()
     finally:
@@ -291,3 +314,38 @@ def _exit_code_within(proc: subprocess.Popen[bytes], seconds: float) -> int | No
         return proc.wait(seconds)
     except subprocess.TimeoutExpired:
         return None
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("lost", "major complaints not escalated"),
+        ("doubled", "escalations published more than once"),
+        ("extra", "escalations for complaints that are not major"),
+    ],
+)
+def test_the_exactly_once_check_catches_escalations_lost_doubled_or_extra(
+    settings_factory: Callable[..., Settings],
+    topic_factory: TopicFactory,
+    fault: str,
+    message: str,
+) -> None:
+    """The check itself: a run whose complaints all arrived once but whose escalations are
+    wrong must fail it (the check of old only looked for duplicates)."""
+    topic_factory.create_all()
+    settings = settings_factory()
+    t = Topics(settings.topics.prefix)
+    keys = [f"c{i}".encode() for i in range(20)]
+    escalated = set(keys[:5])
+    written = {"lost": keys[:4], "doubled": [*keys[:5], keys[0]], "extra": keys[:6]}[fault]
+    producer = Producer(settings.kafka)
+    try:
+        for key in keys:
+            producer.send(routed_topics(t)[0], b"complaint", key=key)
+        for key in written:
+            producer.send(t.escalations("wuhu"), b"escalation", key=key)
+        producer.flush(30)
+    finally:
+        producer.close()
+    with pytest.raises(AssertionError, match=message):
+        assert_exactly_once(settings, len(keys), escalated, timeout_s=10)

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.config import BrokerSettings
-from gateway.dev.broker import LocalBroker
+from gateway.dev.broker import BrokerSettings, LocalBroker
 from tests.integration.conftest import bureaus, sim, tls_dir
 
 __all__ = ["JavaTools", "bureaus", "java_tools", "kcat", "sim", "tls_dir"]

@@ -9,8 +9,14 @@ from kafka import errors as kerrors
 from pydantic import SecretStr
 
 from gateway.commands.topics import _retention
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.dev.broker import LocalBroker, free_ports, port_in_use, server_properties
+from gateway.config import KafkaSettings
+from gateway.dev.broker import (
+    BrokerSettings,
+    LocalBroker,
+    free_ports,
+    port_in_use,
+    server_properties,
+)
 from gateway.errors import ConfigError, FatalError, KafkaUnavailable
 from gateway.kafka.admin import client_config, wrap_kafka_error
 
@@ -108,3 +114,24 @@ def test_retention_formatting() -> None:
     assert _retention(36 * 3600 * 1000) == "36h"
     assert _retention(None) == "-"
     assert _retention(-1) == "forever"
+
+
+def test_broker_settings_are_the_dev_tools_not_the_gateways(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.config import Settings, load_settings
+    from gateway.dev.broker import load_broker_settings
+
+    assert "broker" not in Settings.model_fields
+    config = tmp_path / "gc.yaml"
+    config.write_text("broker:\n  port: 39092\n  heap: -Xmx1g\ntopics:\n  prefix: x.\n", "utf-8")
+    assert load_settings(config).topics.prefix == "x."  # the gateway ignores broker:
+    broker = load_broker_settings(config)
+    assert (broker.port, broker.heap, broker.controller_port) == (39092, "-Xmx1g", 19093)
+    monkeypatch.setenv("GREENCHANNEL_BROKER__PORT", "29092")
+    monkeypatch.setenv("GREENCHANNEL_CONFIG", str(config))
+    assert load_broker_settings().port == 29092  # env beats the file
+    assert load_settings().topics.prefix == "x."
+    config.write_text("broker:\n  prot: 1\n", "utf-8")
+    with pytest.raises(ConfigError, match=r"broker\.prot"):
+        load_broker_settings(config)

@@ -12,8 +12,8 @@ from kafka.coordinator.base import MemberState
 from kafka.net import transport
 from pydantic import SecretStr
 
-from gateway.config import BrokerSettings, KafkaSettings
-from gateway.dev.broker import BrokerError, server_properties
+from gateway.config import KafkaSettings
+from gateway.dev.broker import BrokerError, BrokerSettings, server_properties
 from gateway.errors import ConfigError
 from gateway.kafka import compat as kafka_compat
 from gateway.kafka.clients import _headers, _security_error, check_connection, client_config
@@ -42,11 +42,33 @@ def test_an_unfinished_join_makes_the_consumer_rejoin() -> None:
 
 
 def test_the_eof_fix_is_installed_for_the_pinned_version() -> None:
-    installed = transport.KafkaTCPTransport._read_from_sock
-    if kafka_compat.KAFKA_PYTHON_VERSION in kafka_compat._EOF_FIX_VERSIONS:
-        assert installed is kafka_compat._read_from_sock
-    else:
-        assert installed is not kafka_compat._read_from_sock
+    # The gateway is pinned to, and tested on, a kafka-python the fix is written for: another
+    # version must fail here (re-check the bug and the fix), not silently run unpatched.
+    assert kafka_compat.KAFKA_PYTHON_VERSION in kafka_compat._EOF_FIX_VERSIONS
+    assert transport.KafkaTCPTransport._read_from_sock is kafka_compat._read_from_sock
+
+
+def test_the_eof_fix_leaves_other_versions_and_changed_internals_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def _read_from_sock(self: object) -> None:  # kafka-python's own, as far as we know
+        return None
+
+    async def changed(self: object) -> None:  # internals renamed or rewritten
+        return None
+
+    cls = transport.KafkaTCPTransport
+    monkeypatch.setattr(cls, "_read_from_sock", _read_from_sock)
+    monkeypatch.setattr(kafka_compat, "KAFKA_PYTHON_VERSION", "3.0.13")
+    assert kafka_compat.install_eof_fix() is False
+    assert cls._read_from_sock is _read_from_sock
+    monkeypatch.setattr(kafka_compat, "KAFKA_PYTHON_VERSION", "3.0.12")
+    monkeypatch.setattr(cls, "_read_from_sock", changed)
+    assert kafka_compat.install_eof_fix() is False
+    assert cls._read_from_sock is changed
+    monkeypatch.setattr(cls, "_read_from_sock", _read_from_sock)
+    assert kafka_compat.install_eof_fix() is True
+    assert cls._read_from_sock is kafka_compat._read_from_sock
 
 
 @pytest.mark.parametrize(
@@ -66,8 +88,17 @@ def test_only_a_missing_broker_counts_as_unreachable(
     assert kafka_compat._unreachable(error) is unreachable
 
 
-def test_plaintext_needs_no_connection_check() -> None:
-    check_connection(KafkaSettings(bootstrap_servers="127.0.0.1:1"))  # no IO, no error
+def test_plaintext_needs_no_connection_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[object] = []
+    monkeypatch.setattr(
+        "gateway.kafka.clients.first_connection_error",
+        lambda *args: attempts.append(args),
+    )
+    check_connection(KafkaSettings(bootstrap_servers="127.0.0.1:1"))
+    assert attempts == []  # no connection attempt, no error
+    secure = SECURE.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})
+    check_connection(secure)  # the check runs for a secured protocol (None: nothing to report)
+    assert len(attempts) == 1
 
 
 def test_a_plaintext_port_is_not_diagnosed_as_a_handshake_failure() -> None:
