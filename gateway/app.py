@@ -24,6 +24,7 @@ from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.ops.health import OpsServer
+from gateway.ops.liveness import Liveness
 from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
@@ -31,6 +32,9 @@ from gateway.routing.rules import load_rules
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
+"""Exit codes (docs/errors.md): 0 drained, 1 a loop ended on a fatal error, 2 start-up refused
+(configuration, ``gateway.cli``), 3 a blocking call outlived the watchdog
+(``gateway.ops.watchdog.EXIT_STUCK``), 4 SIGTERM drain did not finish in time."""
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -64,6 +68,8 @@ class App:
         s = self.settings
         self.stop = threading.Event()
         self.watchdog = Watchdog(s.router.watchdog_s)
+        self.liveness = Liveness()
+        """Progress of every loop (``/healthz``); the router and the deliverer register in it."""
         self.codec = Codec(s.codec)  # builds its registry client from codec.registry_url
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
@@ -71,7 +77,14 @@ class App:
         if self.route:
             classifier = load_rules(s.router.rules_file)
             rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
-            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
+            self.router = Router(
+                s,
+                rr,
+                self.metrics,
+                self.watchdog,
+                instance_id=self.instance_id,
+                liveness=self.liveness,
+            )
         if self.deliver:
             cities = self.cities or [c for c, cs in s.cities.items() if cs.enabled]
             unknown = [c for c in cities if c not in s.cities]
@@ -86,7 +99,7 @@ class App:
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}
         if self.router is not None:
-            parts["router"] = self.router.ready.is_set()
+            parts["router"] = self.router.is_ready()
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
         return parts
@@ -117,7 +130,12 @@ class App:
         ops = None
         if with_ops:
             ops = OpsServer(
-                obs.host, obs.port, self.metrics.registry, self.watchdog.heartbeat_ages, self.ready
+                obs.host,
+                obs.port,
+                self.metrics.registry,
+                self.watchdog.heartbeat_ages,
+                self.ready,
+                progress=self.liveness,
             )
             ops.start()
             log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", obs.host, ops.port)

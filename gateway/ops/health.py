@@ -1,7 +1,9 @@
 """The operations HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz``.
 
-``/healthz`` is liveness from the poll loops' heartbeats only (never from Kafka or bureau
-reachability: a broker outage must not make the orchestrator kill a healthy process).
+``/healthz`` is liveness: the poll loops' heartbeats and, when given, the progress registry
+(:class:`gateway.ops.liveness.Liveness`: a loop that aborts the same batch again and again, a
+thread that is gone, a commit point that stopped moving). Never from Kafka or bureau
+reachability: a broker outage must not make the orchestrator kill a healthy process.
 ``/readyz`` is 200 once every component reports ready (partitions assigned, producer up).
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gateway.ops.liveness import Liveness
 
 
 class _Server(ThreadingHTTPServer):
@@ -36,6 +40,7 @@ class OpsServer:
         ready: Callable[[], Mapping[str, bool]],
         *,
         liveness_s: float = 60.0,
+        progress: Liveness | None = None,
     ) -> None:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -50,7 +55,16 @@ class OpsServer:
                 elif path == "/healthz":
                     ages = dict(heartbeats())
                     ok = bool(ages) and all(a <= liveness_s for a in ages.values())
-                    self._json(200 if ok else 503, {"ok": ok, "heartbeat_age_s": ages})
+                    body: dict[str, object] = {"ok": ok, "heartbeat_age_s": ages}
+                    if progress is not None:
+                        status = progress.status()
+                        ok = ok and all(c.ok for c in status.values())
+                        body["ok"] = ok
+                        body["progress"] = {
+                            name: {"ok": c.ok, "age_s": c.age_s, "reason": c.reason}
+                            for name, c in status.items()
+                        }
+                    self._json(200 if ok else 503, body)
                 elif path == "/readyz":
                     parts = dict(ready())
                     ok = bool(parts) and all(parts.values())
