@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 BATCH_OVERHEAD = 61 + 36
 """Record batch header (61 bytes) plus one record's own fields at their widest varints."""
-PER_HEADER = 10
-"""A header's two length varints at their widest."""
 DEFAULT_LIMIT = 1_048_588
 """Kafka's default ``message.max.bytes``, used until the real limits are known."""
 SLACK = 8192
@@ -30,9 +28,20 @@ SLACK = 8192
 headers, an escalation's extra fields. A record this far below every limit needs no exact check."""
 
 
+def _varint(n: int) -> int:
+    """Bytes of a length as Kafka writes it (a zig-zag varint: ``2n`` in 7-bit groups)."""
+    z = n << 1
+    return 1 if z < 0x80 else 2 if z < 0x4000 else 3 if z < 0x200000 else 4 if z < 0x10000000 else 5
+
+
 def header_bytes(headers: Iterable[tuple[str, bytes]]) -> int:
-    """Bytes ``headers`` take in a record (UTF-8 names, values, length varints)."""
-    return sum(len(name.encode("utf-8")) + len(value) + PER_HEADER for name, value in headers)
+    """Bytes ``headers`` take in a record (UTF-8 names, values, their length varints)."""
+    total = 0
+    for name, value in headers:
+        n = len(name.encode("utf-8"))
+        v = len(value)
+        total += n + v + _varint(n) + _varint(v)
+    return total
 
 
 def wire_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:

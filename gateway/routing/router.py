@@ -245,9 +245,7 @@ class RecordRouter:
             key, _, bounded = bounded_dead_letter(key, value, headers, max_value_bytes=0)
             room = limit - wire_size(key, b"", bounded) - 1024
             cap = MINIMAL_PREFIX_BYTES if minimal else DEAD_LETTER_PREFIX_BYTES
-            key, value, headers = bounded_dead_letter(
-                key, value, headers, max_value_bytes=min(cap, room)
-            )
+            value, headers = value[: max(0, min(cap, room))], bounded
         return Routed([Output(topic, key, value, headers)], None, reason)
 
 
