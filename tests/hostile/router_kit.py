@@ -104,10 +104,21 @@ class Publisher:
         return tag
 
     def valid(self, codec: Codec, n: int, seed: int = 1) -> list[str]:
-        """``n`` valid complaints (received now); returns their tags."""
+        """``n`` valid complaints (received now), sent together; returns their tags."""
         start = int(time.time() * 1000) - 3_600_000
         samples = SampleFactory(seed=seed, start_ms=start, interval_ms=10).complaints(n)
-        return [self.send(codec.encode("complaint", s.record, self.topic)) for s in samples]
+        pending = []
+        for s in samples:
+            tag = uuid.uuid4().hex[:12]
+            value = codec.encode("complaint", s.record, self.topic)
+            future = self.producer.send(
+                self.topic, value, key=tag.encode(), headers=[(TAG, tag.encode())]
+            )
+            pending.append((tag, future))
+        for tag, future in pending:
+            meta = future.get(timeout=60)
+            self.sent[tag] = Sent(tag, meta.partition, meta.offset)
+        return [tag for tag, _ in pending]
 
     def close(self) -> None:
         self.producer.close()

@@ -176,10 +176,10 @@ def test_append_returning_three_values_falls_back_to_send(
         caplog.at_level(logging.WARNING, logger="gateway.kafka.append"),
         RouterRun(settings) as run,
     ):
-        assert run.app.router is not None
-        assert not run.app.router.producer.fast_path
         reader.wait_for(tags, timeout_s=60)
         assert run.thread.is_alive()
+        assert run.app.router is not None
+        assert not run.app.router.producer.fast_path
         assert run.metric("greenchannel_router_transactions_total", result="aborted") == 0
     assert "returned 3 values, expected 4" in caplog.text
     assert all(len(reader.outcomes.routed.get(tag, [])) == 1 for tag in tags)

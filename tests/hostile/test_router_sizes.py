@@ -22,7 +22,6 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.dev.samples import SampleFactory
-from gateway.errors import BrokerRejected
 from gateway.kafka.admin import Admin
 from gateway.topics import Department, Desk, Topics
 from tests.conftest import TopicFactory
@@ -167,6 +166,7 @@ def test_a_topic_limit_lowered_while_routing_is_learnt_from_the_refusal(
 def test_broker_rejected_is_what_a_refused_send_becomes(topic_factory: TopicFactory) -> None:
     """The wrapping the bisection relies on: a record the producer refuses as too large is a
     record-level ``BrokerRejected``, not a fatal error."""
+    from gateway.errors import BrokerRejected
     from gateway.kafka.clients import Producer
 
     topic = topic_factory.create("sized", partitions=1)[0]
