@@ -44,6 +44,12 @@ def header_bytes(headers: Iterable[tuple[str, bytes]]) -> int:
     return total
 
 
+def header_bound(headers: Iterable[tuple[str, bytes]]) -> int:
+    """A cheap upper bound of :func:`header_bytes` (no encoding: a name's UTF-8 is at most four
+    bytes per character; two length varints at most ten bytes)."""
+    return sum(len(name) * 4 + len(value) + 10 for name, value in headers)
+
+
 def wire_size(key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]) -> int:
     """Upper bound of one record's size as a record batch of its own."""
     return BATCH_OVERHEAD + (len(key) if key else 0) + len(value) + header_bytes(headers)
@@ -106,4 +112,4 @@ class TopicLimits:
         return dict(self._limits)
 
 
-__all__ = ["SLACK", "TopicLimits", "header_bytes", "wire_size"]
+__all__ = ["SLACK", "TopicLimits", "header_bound", "header_bytes", "wire_size"]

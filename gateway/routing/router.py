@@ -61,7 +61,7 @@ from gateway.ops.liveness import Liveness
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.escalation import build_escalation
-from gateway.routing.limits import TopicLimits, header_bytes, wire_size
+from gateway.routing.limits import TopicLimits, header_bound, wire_size
 from gateway.routing.rules import Classifier, Decision
 from gateway.topics import Department, Topics
 
@@ -147,7 +147,7 @@ class RecordRouter:
         if record.key is not None:
             size += len(record.key)
         if record.headers:
-            size += header_bytes(record.headers)
+            size += header_bound(record.headers)
         if size >= self.limits.fast_below:
             return self._fit(record, routed)
         return routed
@@ -163,7 +163,14 @@ class RecordRouter:
             raise RecordError("record has no value (empty or tombstone)", reason="empty")
         complaint = self.codec.decode_as("complaint", value)
         validate_complaint(complaint)
-        self._check_timestamps(complaint)
+        received = complaint["received_at"]
+        if not self.ts_min <= received <= self._ts_max:
+            self._check_timestamp("received_at", received)
+        order = complaint["order"]
+        if order is not None:
+            paid = order["paid_at"]
+            if paid is not None and not self.ts_min <= paid <= self._ts_max:
+                self._check_timestamp("order.paid_at", paid)
         city = city_key(complaint["city_code"])
         if city is None:
             raise UnknownCity(f"unknown city code {complaint['city_code']!r}")
@@ -182,24 +189,19 @@ class RecordRouter:
             outputs.append(self._escalation(complaint, city, decision, key))
         return Routed(outputs, decision)
 
-    def _check_timestamps(self, complaint: dict[str, object]) -> None:
-        received = complaint["received_at"]
-        order = complaint["order"]
-        paid = order.get("paid_at") if isinstance(order, dict) else None
-        for name, value in (("received_at", received), ("order.paid_at", paid)):
-            if value is None or type(value) is not int:
-                continue
-            if value < self.ts_min:
-                raise ImplausibleTimestamp(
-                    f"complaint {name} {value} is before the plausible minimum {self.ts_min}"
-                )
-            if value > self._ts_max:
-                self._ts_max = self.clock_ms() + self._ts_ahead
-                if value > self._ts_max:
-                    raise ImplausibleTimestamp(
-                        f"complaint {name} {value} is more than {self._ts_ahead // 1000}s "
-                        "ahead of the router's clock"
-                    )
+    def _check_timestamp(self, name: str, value: int) -> None:
+        """Raise for a timestamp outside the plausible bounds (the upper bound, clock + ahead,
+        is cached and re-read from the clock only when a timestamp is beyond it)."""
+        if value < self.ts_min:
+            raise ImplausibleTimestamp(
+                f"complaint {name} {value} is before the plausible minimum {self.ts_min}"
+            )
+        self._ts_max = self.clock_ms() + self._ts_ahead
+        if value > self._ts_max:
+            raise ImplausibleTimestamp(
+                f"complaint {name} {value} is more than {self._ts_ahead // 1000}s ahead of "
+                "the router's clock"
+            )
 
     def _escalation(
         self, complaint: dict[str, object], city: str, decision: Decision, key: bytes
