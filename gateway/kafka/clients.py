@@ -57,6 +57,15 @@ _RECORD_REJECTIONS = (
     kerrors.InvalidTimestampError,
 )
 """Produce failures caused by a record itself (record-attributable: bisect, dead-letter it)."""
+_ABORTABLE = (
+    *_REBALANCING,
+    kerrors.TransactionAbortedError,
+    kerrors.UnknownProducerIdError,
+    kerrors.OutOfOrderSequenceNumberError,
+)
+"""Transaction failures that an abort clears (the group rebalanced under the transaction, the
+broker lost the producer's state): stage-transient, the batch is re-read. Fencing and
+authorisation are not here: they are fatal."""
 
 
 class TopicPartition(NamedTuple):
@@ -187,6 +196,9 @@ def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
 def _wrap(action: str, exc: Exception) -> Exception:
     if isinstance(exc, _RECORD_REJECTIONS):
         return BrokerRejected(f"{action}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, _ABORTABLE):
+        reason = "rebalance" if isinstance(exc, _REBALANCING) else "transaction_aborted"
+        return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}", reason=reason)
     if isinstance(exc, kerrors.KafkaError) and getattr(exc, "retriable", False):
         return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
     if isinstance(exc, kerrors.KafkaTimeoutError | kerrors.KafkaConnectionError):

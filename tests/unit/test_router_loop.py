@@ -528,3 +528,28 @@ def test_no_progress_makes_liveness_stale(settings: Settings, codec: Codec) -> N
     assert h.liveness.healthy()
     h.clock.now += settings.router.liveness_stale_s + 1
     assert not h.liveness.healthy()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "reason"),
+    [
+        ("MessageSizeTooLargeError", BrokerRejected, "broker_rejected"),
+        ("InvalidRecordError", BrokerRejected, "broker_rejected"),
+        ("CommitFailedError", KafkaUnavailable, "rebalance"),
+        ("UnknownMemberIdError", KafkaUnavailable, "rebalance"),
+        ("TransactionAbortedError", KafkaUnavailable, "transaction_aborted"),
+        ("NotCoordinatorError", KafkaUnavailable, "kafka_unavailable"),
+        ("ProducerFencedError", FatalError, "fatal"),
+        ("TransactionalIdAuthorizationFailedError", FatalError, "fatal"),
+    ],
+)
+def test_kafka_errors_are_classified_at_the_boundary(error: str, kind: type, reason: str) -> None:
+    """What the router's loop decides on: record-attributable (bisect), transient (abort, wait,
+    re-read) or fatal (exit) — a rebalance under a transaction is not fatal."""
+    from kafka import errors as kerrors
+
+    from gateway.kafka.clients import _wrap
+
+    wrapped = _wrap("commit_transaction", getattr(kerrors, error)("x"))
+    assert type(wrapped) is kind
+    assert wrapped.reason == reason  # type: ignore[attr-defined]
