@@ -23,11 +23,11 @@ from gateway.avro.store import SchemaStore
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
-from gateway.delivery.liveness import Liveness
 from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.http import HttpxTransport, preflight
 from gateway.kafka.follow import TopicFollower
 from gateway.ops.health import OpsServer
+from gateway.ops.liveness import Liveness
 from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
@@ -37,6 +37,9 @@ from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
+"""Exit codes (docs/errors.md): 0 drained, 1 a loop ended on a fatal error, 2 start-up refused
+(configuration, ``gateway.cli``), 3 a blocking call outlived the watchdog
+(``gateway.ops.watchdog.EXIT_STUCK``), 4 SIGTERM drain did not finish in time."""
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -89,8 +92,9 @@ class App:
     instance_id: str = "0"
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
-    liveness: Liveness | None = None
-    """Where the delivery engine reports progress (loop, workers, commit points) for /healthz."""
+    liveness: Liveness = field(default_factory=Liveness)
+    """Progress of every loop (``/healthz``): the router and the deliverer (loop, workers,
+    commit points) register in it."""
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -113,7 +117,14 @@ class App:
         if self.route:
             classifier = load_rules(s.router.rules_file)
             rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
-            self.router = Router(s, rr, self.metrics, self.watchdog, instance_id=self.instance_id)
+            self.router = Router(
+                s,
+                rr,
+                self.metrics,
+                self.watchdog,
+                instance_id=self.instance_id,
+                liveness=self.liveness,
+            )
         if self.deliver:
             self.engine = DeliveryEngine(
                 s,
@@ -149,7 +160,7 @@ class App:
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}
         if self.router is not None:
-            parts["router"] = self.router.ready.is_set()
+            parts["router"] = self.router.is_ready()
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
         return parts
@@ -190,6 +201,7 @@ class App:
                 self.ready,
                 max_connections=obs.max_connections,
                 request_timeout_s=obs.request_timeout_s,
+                progress=self.liveness,
             )
             ops.start()
             log.info("ops endpoint on http://%s:%d (/metrics /healthz /readyz)", obs.host, ops.port)

@@ -201,6 +201,24 @@ class RouterSettings(_Strict):
     gets its partitions back at once instead of after the session timeout."""
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
     handling_days: int = Field(10, ge=1, le=60)
+    timestamp_min_ms: int = Field(946_684_800_000, ge=0, le=4_102_444_800_000)
+    """Earliest plausible complaint timestamp (``received_at``, ``order.paid_at``), epoch ms
+    (default 2000-01-01 UTC); an earlier or negative one is dead-lettered
+    (``implausible_timestamp``)."""
+    timestamp_max_ahead_s: float = Field(86_400.0, ge=0, le=366 * 86_400)
+    """How far ahead of the router's clock a complaint timestamp may be (clock skew upstream);
+    later ones (year 10000...) are dead-lettered (``implausible_timestamp``)."""
+    topic_limits_refresh_s: float = Field(300.0, gt=0, le=86_400)
+    """How often the output topics' effective ``max.message.bytes`` is re-read (also after the
+    broker refused a record as too large)."""
+    backoff_initial_s: float = Field(0.2, gt=0, le=60)
+    backoff_max_s: float = Field(10.0, gt=0, le=600)
+    """Capped exponential backoff for stage-transient failures (broker, registry)."""
+    max_batch_aborts: int = Field(10, ge=1, le=10_000)
+    """Aborts of the same batch in a row after which ``/healthz`` reports the router unhealthy
+    (it keeps retrying with backoff; the orchestrator decides)."""
+    liveness_stale_s: float = Field(120.0, gt=0, le=3600)
+    """No progress (no committed transaction, no idle poll) for this long: ``/healthz`` 503."""
 
 
 class RetrySettings(_Strict):

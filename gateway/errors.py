@@ -1,6 +1,7 @@
 """One error taxonomy for the whole gateway.
 
-Every failure the gateway can meet is one of three kinds, and the kind decides what happens::
+Every failure the gateway can meet is one of three kinds, and the kind decides what happens
+(the per-stage table, with exit codes, is ``docs/errors.md``)::
 
     GreenChannelError
     ├── RecordError            per-record: this record can never succeed -> dead-letter it, go on
@@ -9,18 +10,33 @@ Every failure the gateway can meet is one of three kinds, and the kind decides w
     │   │   ├── UnknownSchema          unknown fingerprint / registry schema id
     │   │   └── TrailingBytes          the body did not consume the whole buffer
     │   ├── InvalidComplaint   decoded, but required business data is missing or wrong
-    │   │   └── UnknownCity            city code is not a GB/T 2260 division we know
+    │   │   ├── UnknownCity            city code is not a GB/T 2260 division we know
+    │   │   └── ImplausibleTimestamp   a timestamp outside the configured plausible bounds
+    │   ├── RecordTooLarge     an output (or its dead letter) exceeds the topic's max.message.bytes
+    │   ├── BrokerRejected     the broker refused a record of a transaction (too large, invalid):
+    │   │                      record-attributable, the router bisects the batch to find it
+    │   ├── InternalError      an unexpected exception while handling one record (a bug or an
+    │   │                      input nobody foresaw): that record is dead-lettered, reason
+    │   │                      ``internal_error``, the loop goes on
     │   ├── RejectedByBureau   the bureau refused the escalation permanently
     │   └── IrregularAnswer    the bureau answered, but not within bounds (answer over the size
     │                          cap, a case number missing/too long): dead-letter, never a receipt
-    ├── TransientError         may succeed later -> retry, then pause the source (never dead-letter)
+    ├── TransientError         may succeed later -> wait with capped backoff, /readyz false, a
+    │   │                      metric; resume by itself (never dead-letter)
     │   ├── BureauUnavailable  transport error, timeout, 5xx, breaker open
     │   ├── RateLimited        429 / local token bucket empty (carries retry_after)
-    │   └── KafkaUnavailable   broker unreachable, request timed out
-    └── FatalError             the process cannot continue -> shut down non-zero, let the supervisor restart
-        ├── ConfigError        invalid configuration (names the bad key)
+    │   ├── KafkaUnavailable   broker unreachable, request timed out
+    │   └── RegistryUnavailable  the schema registry did not answer (decoding waits)
+    └── FatalError             the process cannot continue -> exit non-zero (exit code 1, 3 for
+        │                      StuckError), let the supervisor restart or an operator look
+        ├── ConfigError        invalid configuration, authentication or authorisation (names the key)
         ├── ConnectorError     a connector plug-in is broken or registered twice
         └── StuckError         a blocking client call outlived its watchdog deadline
+
+Rules every loop follows: a ``RecordError`` costs one record (a dead letter with its bounded
+``reason``); a ``TransientError`` is never retried in a tight loop nor counted against a record,
+and never escapes a loop; a ``FatalError`` is never caught to be retried: it ends the loop and the
+process exits with the code documented in ``docs/errors.md``.
 
 Library exceptions (fastavro, kafka-python, httpx) are wrapped at the boundary with
 ``raise ... from exc`` so callers only ever catch these classes.
@@ -75,6 +91,26 @@ class UnknownCity(InvalidComplaint):
     reason = "unknown_city"
 
 
+class ImplausibleTimestamp(InvalidComplaint):
+    reason = "implausible_timestamp"
+
+
+class RecordTooLarge(RecordError):
+    reason = "too_large"
+
+
+class BrokerRejected(RecordError):
+    """The broker refused a record of a transaction (which one is found by bisecting)."""
+
+    reason = "broker_rejected"
+
+
+class InternalError(RecordError):
+    """An unexpected exception while handling one record: dead-letter that record, go on."""
+
+    reason = "internal_error"
+
+
 class RejectedByBureau(RecordError):
     reason = "rejected"
 
@@ -108,6 +144,10 @@ class RateLimited(TransientError):
 
 class KafkaUnavailable(TransientError):
     reason = "kafka_unavailable"
+
+
+class RegistryUnavailable(TransientError):
+    reason = "registry_unavailable"
 
 
 # --- fatal -----------------------------------------------------------------------------------

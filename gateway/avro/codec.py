@@ -73,7 +73,9 @@ from gateway.errors import (
     InvalidComplaint,
     OversizedRecord,
     RecordError,
+    RegistryUnavailable,
     TrailingBytes,
+    TransientError,
     UnknownSchema,
 )
 
@@ -452,6 +454,10 @@ class Codec:
             raise UnknownSchema(str(refused), reason=refused.reason)
         try:
             writer = _admit(self._schemas, None, self.registry.schema_by_id(schema_id))
+        except RegistryUnavailable:
+            raise
+        except TransientError as exc:  # an outage, not the record's fault: the caller waits
+            raise RegistryUnavailable(f"schema id {schema_id}: {exc}") from exc
         except UnknownSchema as exc:
             if len(self._refused_ids) >= _MAX_REFUSED_IDS:
                 self._refused_ids.clear()

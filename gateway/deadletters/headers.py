@@ -18,10 +18,22 @@ and adds ``gc-dlq-*`` headers (all UTF-8 text; personal data masked)::
     gc-dlq-first-attempt    delivery only: ISO 8601 UTC
     gc-dlq-last-attempt     delivery only: ISO 8601 UTC
     gc-replay-count         how many times this record was replayed (loop guard)
+
+A dead letter that would itself be larger than the dead-letter topic takes (a ~1 MB value plus
+these headers, a record with a 1 MB header) is *bounded* instead (:func:`bounded_dead_letter`):
+it keeps the ``gc-dlq-*`` headers above (source coordinates, reason...) and ``gc-replay-count``,
+drops the original headers, keeps only a prefix of the value, and says so::
+
+    gc-dlq-truncated        "true": the value is only a prefix; the record cannot be replayed
+    gc-dlq-value-bytes      the original value's length
+    gc-dlq-value-sha256     hex SHA-256 of the original value (to match it upstream)
+    gc-dlq-headers-dropped  how many original headers were dropped
+    gc-dlq-key-sha256       only when the key was dropped too (longer than 1 KiB)
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
@@ -31,6 +43,13 @@ from gateway.pii import mask_text, trim
 
 PREFIX = "gc-dlq-"
 REPLAY_COUNT = "gc-replay-count"
+TRUNCATED = PREFIX + "truncated"
+VALUE_BYTES = PREFIX + "value-bytes"
+VALUE_SHA256 = PREFIX + "value-sha256"
+HEADERS_DROPPED = PREFIX + "headers-dropped"
+KEY_SHA256 = PREFIX + "key-sha256"
+MAX_KEPT_KEY = 1024
+"""A bounded dead letter keeps a key up to this long (and its hash otherwise)."""
 
 
 def iso(ms: int | None, *, precision: Literal["ms", "s"] = "ms") -> str:
@@ -74,6 +93,38 @@ def dead_letter_headers(
     for key, value in (extra or {}).items():
         fields[key] = trim(mask_text(value, known_pii), 1024)
     return kept + [(PREFIX + k, v.encode("utf-8")) for k, v in fields.items()]
+
+
+def bounded_dead_letter(
+    key: bytes | None,
+    value: bytes,
+    headers: Headers,
+    *,
+    max_value_bytes: int,
+) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
+    """A dead letter that cannot be too large: ``headers`` reduced to the ``gc-dlq-*`` ones (and
+    ``gc-replay-count``), the value cut to ``max_value_bytes``, the truncation headers added
+    (see the module docstring). ``headers`` are a dead letter's, from :func:`dead_letter_headers`.
+    """
+    kept = [
+        (k, v) for k, v in headers if k.startswith(PREFIX) or (k == REPLAY_COUNT and len(v) <= 20)
+    ]
+    dropped = len(headers) - len(kept)
+    kept += [
+        (TRUNCATED, b"true"),
+        (VALUE_BYTES, str(len(value)).encode()),
+        (VALUE_SHA256, hashlib.sha256(value).hexdigest().encode()),
+        (HEADERS_DROPPED, str(dropped).encode()),
+    ]
+    if key is not None and len(key) > MAX_KEPT_KEY:
+        kept.append((KEY_SHA256, hashlib.sha256(key).hexdigest().encode()))
+        key = None
+    return key, value[: max(0, max_value_bytes)], kept
+
+
+def is_truncated(headers: Headers) -> bool:
+    """Whether a dead letter is bounded (:func:`bounded_dead_letter`): not replayable."""
+    return any(k == TRUNCATED for k, _ in headers)
 
 
 def headers_dict(headers: Headers) -> dict[str, str]:

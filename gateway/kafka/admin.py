@@ -267,6 +267,24 @@ class Admin:
             if t["error_code"] == 0
         ]
 
+    def max_message_bytes(self, names: list[str]) -> dict[str, int]:
+        """Each topic's effective ``max.message.bytes`` (the topic's own setting or the broker's
+        ``message.max.bytes`` default): the largest record batch the broker accepts there."""
+        if not names:
+            return {}
+        wanted = {"max.message.bytes": None}
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n, configs=wanted) for n in names]
+        with kafka_errors("describe topic configs"):
+            configs = self._admin().describe_configs(resources, config_filter="all")
+        by_topic: dict[str, dict[str, Any]] = configs.get("topic", {})
+        out: dict[str, int] = {}
+        for name in names:
+            entry = by_topic.get(name, {}).get("max.message.bytes")
+            value = entry.get("value") if isinstance(entry, dict) else None
+            if value is not None and str(value).isdigit():
+                out[name] = int(value)
+        return out
+
     def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
         """A consumer group's committed offsets as ``{(topic, partition): offset}`` ({} if none)."""
         with kafka_errors(f"list offsets of group {group}"):

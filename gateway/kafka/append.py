@@ -16,6 +16,12 @@ are exactly ``send()``'s.
 
 This reaches into kafka-python internals (3.0.x): :func:`batch_appender` checks they are there
 and returns ``None`` otherwise, and :meth:`gateway.kafka.clients.Producer.send_all` then sends one by one.
+The check is a start-up self-test, not only a look at names: :func:`self_check` appends two
+records to a throwaway accumulator of the producer's own class and checks what comes back
+(``(future, batch_is_full, new_batch_created, abort_for_new_batch)``, the first append creating
+a batch, the second joining it). Upstream has changed that shape (a later ``append`` returns
+three values); a mismatch logs a warning and falls back to ``send()``, never an unpacking error
+inside a transaction.
 """
 
 from __future__ import annotations
@@ -110,22 +116,51 @@ def _size(key: bytes | None, value: Any, headers: Sequence[Any]) -> int | None:
     return size
 
 
+def self_check(producer: Any) -> None:
+    """Exercise the internals :class:`BatchAppender` uses; raise ``TypeError`` (saying what
+    differs) when they are not what it was written against. No record reaches the producer."""
+    accumulator = producer._accumulator
+    params = tuple(inspect.signature(accumulator.append).parameters)
+    if params[:5] != _APPEND_PARAMS:
+        raise TypeError(f"RecordAccumulator.append{params}")
+    for needed in ("_sender", "_transaction_manager"):
+        getattr(producer, needed)
+    if not callable(producer._sender.wakeup):
+        raise TypeError("sender.wakeup is not callable")
+    manager = producer._transaction_manager
+    if manager is not None and not callable(manager.maybe_add_partition_to_transaction):
+        raise TypeError("transaction_manager.maybe_add_partition_to_transaction is not callable")
+    config = {k: v for k, v in accumulator.config.items() if k != "transaction_manager"}
+    probe = type(accumulator)(**config)
+    tp = _KTP("gc-self-check", 0)
+    first = probe.append(tp, None, b"k", b"v", [("h", b"x")])
+    second = probe.append(tp, None, b"k", b"v", [])
+    for result in (first, second):
+        if not isinstance(result, tuple) or len(result) != 4:
+            shape = len(result) if isinstance(result, tuple) else type(result).__name__
+            raise TypeError(f"RecordAccumulator.append returned {shape} values, expected 4")
+        if not all(isinstance(flag, bool) for flag in result[1:]):
+            raise TypeError("RecordAccumulator.append flags are not booleans")
+    if not first[2] or second[2]:
+        raise TypeError("RecordAccumulator.append reports new batches differently")
+
+
 def batch_appender(producer: Any) -> BatchAppender | None:
     """A :class:`BatchAppender` for a kafka-python ``KafkaProducer``, or ``None`` if its internals
     are not the ones this was written against (then send one by one)."""
     try:
         partitioner = producer.config["partitioner"]
-        params = tuple(inspect.signature(producer._accumulator.append).parameters)
         if not isinstance(partitioner, KeyHashPartitioner):
             return None  # another partitioner was configured: only send() knows its placement
-        if params[:5] != _APPEND_PARAMS:
-            raise TypeError(f"RecordAccumulator.append{params}")
-        for needed in ("_sender", "_transaction_manager"):
-            getattr(producer, needed)
+        self_check(producer)
         return BatchAppender(producer, partitioner)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        log.warning("kafka-python internals changed (%s); records are sent one by one", exc)
+    except Exception as exc:  # any surprise in the self-check means: do not use the fast path
+        log.warning(
+            "kafka-python internals changed (%s: %s); records are sent one by one with send()",
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
-__all__ = ["BatchAppender", "Outgoing", "batch_appender"]
+__all__ = ["BatchAppender", "Outgoing", "batch_appender", "self_check"]

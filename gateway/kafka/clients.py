@@ -25,7 +25,13 @@ from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
-from gateway.errors import ConfigError, FatalError, GreenChannelError, KafkaUnavailable
+from gateway.errors import (
+    BrokerRejected,
+    ConfigError,
+    FatalError,
+    GreenChannelError,
+    KafkaUnavailable,
+)
 from gateway.kafka.append import Outgoing, batch_appender
 from gateway.kafka.compat import (
     drop_parked_records,
@@ -44,6 +50,22 @@ _REBALANCING = (
     kerrors.UnknownMemberIdError,
 )
 """Commit failures a rebalance causes: the next poll() rejoins, then committing works again."""
+_RECORD_REJECTIONS = (
+    kerrors.MessageSizeTooLargeError,
+    kerrors.RecordListTooLargeError,
+    kerrors.InvalidRecordError,
+    kerrors.InvalidTimestampError,
+)
+"""Produce failures caused by a record itself (record-attributable: bisect, dead-letter it)."""
+_ABORTABLE = (
+    *_REBALANCING,
+    kerrors.TransactionAbortedError,
+    kerrors.UnknownProducerIdError,
+    kerrors.OutOfOrderSequenceNumberError,
+)
+"""Transaction failures that an abort clears (the group rebalanced under the transaction, the
+broker lost the producer's state): stage-transient, the batch is re-read. Fencing and
+authorisation are not here: they are fatal."""
 
 
 class TopicPartition(NamedTuple):
@@ -172,6 +194,11 @@ def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
 
 
 def _wrap(action: str, exc: Exception) -> Exception:
+    if isinstance(exc, _RECORD_REJECTIONS):
+        return BrokerRejected(f"{action}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, _ABORTABLE):
+        reason = "rebalance" if isinstance(exc, _REBALANCING) else "transaction_aborted"
+        return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}", reason=reason)
     if isinstance(exc, kerrors.KafkaError) and getattr(exc, "retriable", False):
         return KafkaUnavailable(f"{action}: {type(exc).__name__}: {exc}")
     if isinstance(exc, kerrors.KafkaTimeoutError | kerrors.KafkaConnectionError):
@@ -385,6 +412,16 @@ class Producer:
         except Exception as exc:
             raise _wrap("create producer", exc) from exc
         self._appender = batch_appender(self._producer)
+
+    @property
+    def max_request_size(self) -> int:
+        """The largest record (batch) this producer sends; bigger ones fail in ``send()``."""
+        return int(self._producer.config["max_request_size"])
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether :meth:`send_all` uses the batch appender (its self-check passed)."""
+        return self._appender is not None
 
     def send(
         self,

@@ -2,9 +2,11 @@
 
 Two parts, kept apart:
 
-* **What is answered** (:func:`health_routes`): ``/healthz`` is liveness from the poll loops'
-  heartbeats only (never from Kafka or bureau reachability: a broker outage must not make the
-  orchestrator kill a healthy process); ``/readyz`` is 200 once every component reports ready
+* **What is answered** (:func:`health_routes`): ``/healthz`` is liveness: the poll loops'
+  heartbeats and, when given, the progress registry (:class:`gateway.ops.liveness.Liveness`:
+  a loop that aborts the same batch again and again, a thread that is gone, a commit point
+  that stopped moving). Never from Kafka or bureau reachability: a broker outage must not make
+  the orchestrator kill a healthy process; ``/readyz`` is 200 once every component reports ready
   (partitions assigned, producer up); ``/metrics`` is the Prometheus exposition.
 * **How it is served** (:class:`OpsServer`): a small, bounded HTTP/1.1 server. One thread
   reads request heads from every connection without blocking (a selector); only a complete
@@ -37,6 +39,7 @@ from typing import Any, ClassVar, cast
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.errors import ConfigError
+from gateway.ops.liveness import Liveness
 
 MAX_HEAD_BYTES = 16 * 1024
 """Longest request head (request line and headers) the ops endpoint reads."""
@@ -61,6 +64,7 @@ def health_routes(
     heartbeats: Callable[[], Mapping[str, float]],
     ready: Callable[[], Mapping[str, bool]],
     liveness_s: float,
+    progress: Liveness | None = None,
 ) -> dict[str, Callable[[], Answer]]:
     """The answers of the three paths (the health decisions live here, not in the server)."""
 
@@ -70,7 +74,16 @@ def health_routes(
     def healthz() -> Answer:
         ages = dict(heartbeats())
         ok = bool(ages) and all(a <= liveness_s for a in ages.values())
-        return _json(200 if ok else 503, {"ok": ok, "heartbeat_age_s": ages})
+        body: dict[str, object] = {"ok": ok, "heartbeat_age_s": ages}
+        if progress is not None:
+            status = progress.status()
+            ok = ok and all(c.ok for c in status.values())
+            body["ok"] = ok
+            body["progress"] = {
+                name: {"ok": c.ok, "age_s": c.age_s, "reason": c.reason}
+                for name, c in status.items()
+            }
+        return _json(200 if ok else 503, body)
 
     def readyz() -> Answer:
         parts = dict(ready())
@@ -160,8 +173,9 @@ class OpsServer:
         request_timeout_s: float = 5.0,
         workers: int = WORKERS,
         routes: Routes | None = None,
+        progress: Liveness | None = None,
     ) -> None:
-        served = routes or health_routes(registry, heartbeats, ready, liveness_s)
+        served = routes or health_routes(registry, heartbeats, ready, liveness_s, progress)
         self._routes = served
         self._max_open = max_connections
         self._timeout_s = request_timeout_s

@@ -142,6 +142,23 @@ class Metrics:
             LATENCY_BUCKETS,
         )
         r.register(self.route_latency)
+        self.router_stalled = Gauge(
+            f"{NS}_router_stalled",
+            "1 while the router waits out a stage-transient failure, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.router_stalls = Counter(
+            f"{NS}_router_stalls_total",
+            "Stage-transient failures the router started waiting out, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.router_bisections = Counter(
+            f"{NS}_router_bisections_total",
+            "Batches the broker refused a record of, bisected to dead-letter that record.",
+            registry=r,
+        )
         # delivery
         self.attempts = Counter(
             f"{NS}_delivery_attempts_total",
@@ -259,6 +276,14 @@ class Metrics:
 
     def on_routed_latencies(self, seconds: Iterable[float]) -> None:
         self.route_latency.observe_many(max(0.0, s) for s in seconds)
+
+    def on_router_stalled(self, reason: str, stalled: bool) -> None:
+        self.router_stalled.labels(reason).set(1 if stalled else 0)
+        if stalled:
+            self.router_stalls.labels(reason).inc()
+
+    def on_router_bisected(self) -> None:
+        self.router_bisections.inc()
 
     # delivery -----------------------------------------------------------------------------
     def on_attempt(self, city: str, outcome: str) -> None:

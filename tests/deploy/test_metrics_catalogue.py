@@ -56,6 +56,8 @@ EVENTS = {
     "on_router_dead_lettered": lambda m: m.on_router_dead_lettered("undecodable"),
     "on_transaction": lambda m: (m.on_transaction(0.02, 3, True), m.on_transaction(0.5, 3, False)),
     "on_routed_latencies": lambda m: m.on_routed_latencies([0.3, 0.004, 7200.0]),
+    "on_router_stalled": lambda m: m.on_router_stalled("registry_unavailable", True),
+    "on_router_bisected": lambda m: m.on_router_bisected(),
     "on_attempt": lambda m: m.on_attempt("wuhu", "accepted"),
     "on_retry": lambda m: m.on_retry("wuhu", "unavailable"),
     "on_delivered": lambda m: m.on_delivered("wuhu", 1.5),
