@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from gateway.avro.codec import Codec
+from gateway.cases import calendar as official_calendar
+from gateway.cases.deadlines import calendar_from, rules_from
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -68,6 +70,7 @@ class App:
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
+        self._install_calendar()
         if self.route:
             classifier = load_rules(s.router.rules_file)
             rr = RecordRouter(s, classifier, self.codec, lambda: int(self.clock() * 1000))
@@ -82,6 +85,22 @@ class App:
                 s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
             )
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
+
+    def _install_calendar(self) -> None:
+        """The official working-day calendar for every deadline of this process (the router's
+        escalation builder reads the installed one), and its unknown-days gauge."""
+        cases = self.settings.cases
+        today = official_calendar.local_date(int(self.clock() * 1000))
+        self.calendar = calendar_from(cases, today=today)
+        self.deadlines = rules_from(cases, self.calendar)
+        official_calendar.install(self.calendar)
+        window = cases.calendar.lookahead_days
+
+        def unknown_days() -> float:
+            now = official_calendar.local_date(int(self.clock() * 1000))
+            return float(self.calendar.unknown_days(now, window))
+
+        self.metrics.watch_calendar(unknown_days)
 
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}

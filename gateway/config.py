@@ -14,7 +14,7 @@ attributes, never raw dict keys.
 from __future__ import annotations
 
 import os
-from datetime import time
+from datetime import date, time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -235,6 +235,53 @@ class ObservabilitySettings(_Strict):
     log_format: Literal["json", "text"] = "json"
 
 
+class CalendarSettings(_Strict):
+    """The official working-day calendar (``gateway.cases.calendar``)."""
+
+    override_file: Path | None = None
+    """Years the pinned ``chinese_calendar`` does not know yet (format and how to fill it in:
+    ``gateway/defaults/calendar.yaml``); a year here replaces the library's year."""
+    lookahead_days: int = Field(60, ge=1, le=366)
+    """``greenchannel_calendar_unknown_days`` counts unknown days in this many coming days."""
+
+
+class DeadlineRuleSettings(_Strict):
+    """A statutory limit in working days for steps started on or after ``effective_from``."""
+
+    limit: Literal["acceptance", "negotiation", "mediation"]
+    working_days: int = Field(ge=1, le=366)
+    effective_from: date
+    source: str = ""
+
+
+def _default_deadlines() -> list[DeadlineRuleSettings]:
+    order20 = date(2020, 1, 1)
+    return [
+        DeadlineRuleSettings(
+            limit="acceptance",
+            working_days=7,
+            effective_from=order20,
+            source="SAMR Order 20 Art. 14",
+        ),
+        DeadlineRuleSettings(
+            limit="negotiation", working_days=10, effective_from=order20, source="12315 ODR rules"
+        ),
+        DeadlineRuleSettings(
+            limit="mediation",
+            working_days=45,
+            effective_from=order20,
+            source="SAMR Order 20 Art. 21",
+        ),
+    ]
+
+
+class CasesSettings(_Strict):
+    """Case lifecycle: the calendar and the deadline rule set (docs/cases.md)."""
+
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    deadlines: list[DeadlineRuleSettings] = Field(default_factory=_default_deadlines)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -247,6 +294,7 @@ class Settings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    cases: CasesSettings = Field(default_factory=CasesSettings)
     cities: dict[str, CitySettings] = Field(default_factory=dict)
 
     @classmethod

@@ -135,6 +135,9 @@ def check_config(ctx: click.Context) -> None:
         classifier = load_rules(settings.router.rules_file)
         cities = [c for c, cs in settings.cities.items() if cs.enabled]
         load_connectors({settings.connector_of(c) for c in cities})
+        from gateway.cases.deadlines import calendar_from, rules_from
+
+        rules_from(settings.cases, calendar_from(settings.cases))
     except GreenChannelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

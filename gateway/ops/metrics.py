@@ -220,6 +220,13 @@ class Metrics:
         )
         for collector in (self.lag, self.oldest, self.heartbeats):
             r.register(collector)
+        # cases
+        self.calendar_unknown = Gauge(
+            f"{NS}_calendar_unknown_days",
+            "Days of the coming window (cases.calendar.lookahead_days) whose official "
+            "working-day arrangement is unknown (deadlines there count Monday-Friday).",
+            registry=r,
+        )
 
     # router -------------------------------------------------------------------------------
     def on_consumed(self, n: int) -> None:
@@ -275,3 +282,6 @@ class Metrics:
 
     def watch_heartbeats(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         self.heartbeats.add(snapshot)
+
+    def watch_calendar(self, unknown_days: Callable[[], float]) -> None:
+        self.calendar_unknown.set_function(unknown_days)

@@ -67,6 +67,7 @@ EVENTS = {
     "watch_lag": lambda m: m.watch_lag("router", lambda: {"gc.complaints.v1": 7}),
     "watch_oldest": lambda m: m.watch_oldest(lambda: {"wuhu": 12.0}),
     "watch_heartbeats": lambda m: m.watch_heartbeats(lambda: {"router": 0.1, "deliver": 0.2}),
+    "watch_calendar": lambda m: m.watch_calendar(lambda: 29.0),
 }
 
 
