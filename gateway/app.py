@@ -21,6 +21,9 @@ from types import FrameType
 from gateway.avro.codec import Codec
 from gateway.cases import calendar as official_calendar
 from gateway.cases.deadlines import calendar_from, rules_from
+from gateway.cases.intake import CaseIntake
+from gateway.cases.keeper import CaseKeeper
+from gateway.cases.loop import TransactionalLoop
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -59,6 +62,8 @@ class App:
     deliver: bool = True
     cities: list[str] | None = None
     instance_id: str = "0"
+    keep_cases: bool = False
+    """Also run the case intake and the case keeper (``greenchannel cases keep``)."""
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
 
@@ -84,6 +89,21 @@ class App:
             self.engine = DeliveryEngine(
                 s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
             )
+        self.case_loops: list[TransactionalLoop] = []
+        if self.keep_cases:
+            self.case_loops = [
+                CaseIntake(
+                    s, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
+                ),
+                CaseKeeper(
+                    s,
+                    self.codec,
+                    self.deadlines,
+                    self.metrics,
+                    self.watchdog,
+                    instance_id=self.instance_id,
+                ),
+            ]
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
 
     def _install_calendar(self) -> None:
@@ -108,6 +128,8 @@ class App:
             parts["router"] = self.router.ready.is_set()
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
+        for loop in self.case_loops:
+            parts[loop.name] = loop.ready.is_set()
         return parts
 
     def _guarded(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:
@@ -149,6 +171,7 @@ class App:
             threads.append(
                 self._guarded("deliver", lambda stop: engine.run(stop, shutdown_timeout_s))
             )
+        threads += [self._guarded(loop.name, loop.run) for loop in self.case_loops]
         for t in threads:
             t.start()
         while not self.stop.wait(0.2):

@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("gateway.commands.run", "check_config"),
     ("gateway.commands.publish_samples", "publish_samples"),
     ("gateway.commands.dlq", "dlq"),
+    ("gateway.commands.cases", "cases"),
 ]
 
 

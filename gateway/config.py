@@ -280,6 +280,11 @@ class CasesSettings(_Strict):
 
     calendar: CalendarSettings = Field(default_factory=CalendarSettings)
     deadlines: list[DeadlineRuleSettings] = Field(default_factory=_default_deadlines)
+    intake_group_id: str = "greenchannel-cases-intake"
+    """Consumer group (and transactional id prefix) turning escalations and receipts into
+    case updates."""
+    keeper_group_id: str = "greenchannel-cases"
+    """Consumer group (and transactional id prefix) of the case keeper."""
 
 
 class Settings(BaseSettings):

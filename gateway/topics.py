@@ -11,10 +11,16 @@ topic                                  partitions  retention    role
 ``{p}receipts.v1``                     6           90 days      DeliveryReceipts (bureau case numbers)
 ``{p}dlq.complaints.v1``               3           90 days      complaints the router could not process
 ``{p}dlq.escalations.v1``              3           90 days      escalations a bureau rejected permanently
+``{p}cases.updates.v1``                6           90 days      CaseUpdates (key = escalation id)
+``{p}cases.state.v1``                  6           compacted    CaseState per case (key = escalation id)
+``{p}dlq.cases.v1``                    3           90 days      case updates the state machine refused
 =====================================  ==========  ===========  ==========================================
 
-``{p}`` is the configurable prefix (default ``gc.``). All topics use ``cleanup.policy=delete``;
-keys are the complaint id, so one complaint's records stay ordered in one partition.
+``{p}`` is the configurable prefix (default ``gc.``). All topics but the case state use
+``cleanup.policy=delete``; keys are the complaint id, so one complaint's records stay ordered in
+one partition, except on the case topics, keyed by escalation id. The case updates and the case
+state topics must have the same number of partitions: the keeper writes a case's state to the
+partition number its updates come from.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DAY_MS = 24 * 3600 * 1000
+CASE_PARTITIONS = 6
+"""Partitions of the case updates and the case state topics (the same for both)."""
 
 
 class Department(StrEnum):
@@ -48,9 +56,14 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     role: str
+    compacted: bool = False
+    """``cleanup.policy=compact``: the latest record per key is kept forever (``retention_ms``
+    then bounds how long a deleted key's tombstone stays)."""
 
     @property
     def configs(self) -> dict[str, str]:
+        if self.compacted:
+            return {"cleanup.policy": "compact", "delete.retention.ms": str(self.retention_ms)}
         return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
 
 
@@ -93,6 +106,18 @@ class Topics:
     def dlq_escalations(self) -> str:
         return f"{self.prefix}dlq.escalations.v1"
 
+    @property
+    def case_updates(self) -> str:
+        return f"{self.prefix}cases.updates.v1"
+
+    @property
+    def case_state(self) -> str:
+        return f"{self.prefix}cases.state.v1"
+
+    @property
+    def dlq_cases(self) -> str:
+        return f"{self.prefix}dlq.cases.v1"
+
     def all(self, cities: list[str]) -> list[TopicSpec]:
         """Every topic with its partitions and retention, for ``topics init``."""
         specs = [
@@ -114,5 +139,8 @@ class Topics:
             TopicSpec(self.receipts, 6, 90 * DAY_MS, "delivery receipts"),
             TopicSpec(self.dlq_complaints, 3, 90 * DAY_MS, "dead-lettered complaints"),
             TopicSpec(self.dlq_escalations, 3, 90 * DAY_MS, "dead-lettered escalations"),
+            TopicSpec(self.case_updates, CASE_PARTITIONS, 90 * DAY_MS, "case updates"),
+            TopicSpec(self.case_state, CASE_PARTITIONS, DAY_MS, "case state", compacted=True),
+            TopicSpec(self.dlq_cases, 3, 90 * DAY_MS, "dead-lettered case updates"),
         ]
         return specs

@@ -66,12 +66,14 @@ from gateway.errors import (
     UnknownSchema,
 )
 
-Kind = Literal["complaint", "escalation", "receipt"]
+Kind = Literal["complaint", "escalation", "receipt", "case_update", "case_state"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 RECORD_NAMES: Final[dict[str, Kind]] = {
     "Complaint": "complaint",
     "Escalation": "escalation",
     "DeliveryReceipt": "receipt",
+    "CaseUpdate": "case_update",
+    "CaseState": "case_state",
 }
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 CONFLUENT_MAGIC: Final = b"\x00"

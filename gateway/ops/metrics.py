@@ -227,6 +227,20 @@ class Metrics:
             "working-day arrangement is unknown (deadlines there count Monday-Friday).",
             registry=r,
         )
+        self.case_updates = Counter(
+            f"{NS}_case_updates_total",
+            "Case updates the case keeper handled, by city and outcome "
+            "(applied, duplicate, refused).",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.case_dlq = Counter(
+            f"{NS}_case_dead_letters_total",
+            "Case updates dead-lettered (refused by the state machine or undecodable), "
+            "by city and reason.",
+            ["city", "reason"],
+            registry=r,
+        )
 
     # router -------------------------------------------------------------------------------
     def on_consumed(self, n: int) -> None:
@@ -285,3 +299,9 @@ class Metrics:
 
     def watch_calendar(self, unknown_days: Callable[[], float]) -> None:
         self.calendar_unknown.set_function(unknown_days)
+
+    def on_case_update(self, city: str, outcome: str) -> None:
+        self.case_updates.labels(city, outcome).inc()
+
+    def on_case_dead_lettered(self, city: str, reason: str) -> None:
+        self.case_dlq.labels(city, reason).inc()

@@ -68,6 +68,8 @@ EVENTS = {
     "watch_oldest": lambda m: m.watch_oldest(lambda: {"wuhu": 12.0}),
     "watch_heartbeats": lambda m: m.watch_heartbeats(lambda: {"router": 0.1, "deliver": 0.2}),
     "watch_calendar": lambda m: m.watch_calendar(lambda: 29.0),
+    "on_case_update": lambda m: m.on_case_update("wuhu", "applied"),
+    "on_case_dead_lettered": lambda m: m.on_case_dead_lettered("wuhu", "out_of_order"),
 }
 
 
