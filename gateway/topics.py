@@ -11,14 +11,16 @@ topic                                  partitions  retention    role
 ``{p}receipts.v1``                     6           90 days      DeliveryReceipts (bureau case numbers)
 ``{p}dlq.complaints.v1``               3           90 days      complaints the router could not process
 ``{p}dlq.escalations.v1``              3           90 days      escalations a bureau rejected permanently
-``{p}cases.updates.v1``                6           90 days      CaseUpdates (key = escalation id)
+``{p}cases.inbound.v1``                6           7 days       CaseUpdates as they arrive (may repeat)
+``{p}cases.updates.v1``                6           90 days      CaseUpdates applied: one per state change
+``{p}cases.cursors.v1``                1           compacted    poll cursor per polled city (key = city)
 ``{p}cases.state.v1``                  6           compacted    CaseState per case (key = escalation id)
 ``{p}dlq.cases.v1``                    3           90 days      case updates the state machine refused
 =====================================  ==========  ===========  ==========================================
 
 ``{p}`` is the configurable prefix (default ``gc.``). All topics but the case state use
 ``cleanup.policy=delete``; keys are the complaint id, so one complaint's records stay ordered in
-one partition, except on the case topics, keyed by escalation id. The case updates and the case
+one partition, except on the case topics, keyed by escalation id. The case inbound, updates and
 state topics must have the same number of partitions: the keeper writes a case's state to the
 partition number its updates come from.
 """
@@ -107,6 +109,14 @@ class Topics:
         return f"{self.prefix}dlq.escalations.v1"
 
     @property
+    def case_inbound(self) -> str:
+        return f"{self.prefix}cases.inbound.v1"
+
+    @property
+    def case_cursors(self) -> str:
+        return f"{self.prefix}cases.cursors.v1"
+
+    @property
     def case_updates(self) -> str:
         return f"{self.prefix}cases.updates.v1"
 
@@ -139,7 +149,11 @@ class Topics:
             TopicSpec(self.receipts, 6, 90 * DAY_MS, "delivery receipts"),
             TopicSpec(self.dlq_complaints, 3, 90 * DAY_MS, "dead-lettered complaints"),
             TopicSpec(self.dlq_escalations, 3, 90 * DAY_MS, "dead-lettered escalations"),
-            TopicSpec(self.case_updates, CASE_PARTITIONS, 90 * DAY_MS, "case updates"),
+            TopicSpec(
+                self.case_inbound, CASE_PARTITIONS, 7 * DAY_MS, "case updates as they arrive"
+            ),
+            TopicSpec(self.case_updates, CASE_PARTITIONS, 90 * DAY_MS, "case updates applied"),
+            TopicSpec(self.case_cursors, 1, DAY_MS, "poll cursors", compacted=True),
             TopicSpec(self.case_state, CASE_PARTITIONS, DAY_MS, "case state", compacted=True),
             TopicSpec(self.dlq_cases, 3, 90 * DAY_MS, "dead-lettered case updates"),
         ]

@@ -59,7 +59,7 @@ class CaseIntake(TransactionalLoop):
         )
 
     def output_topics(self) -> list[str]:
-        return [self.topics.case_updates, self.topics.dlq_cases]
+        return [self.topics.case_inbound, self.topics.dlq_cases]
 
     def outputs(self, records: list[Record]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -77,7 +77,7 @@ class CaseIntake(TransactionalLoop):
             if update is not None:
                 value = self.codec.encode("case_update", update)
                 key = update["escalation_id"].encode()
-                out.append((self.topics.case_updates, key, value, ()))
+                out.append((self.topics.case_inbound, key, value, ()))
         return out
 
     def _update(self, record: Record, now: int) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """The case keeper: applies CaseUpdates to each case's state, exactly once, through the machine.
 
-Consumes ``{prefix}cases.updates.v1`` (keyed by escalation id) and writes the new state of each
-case it changes to the compacted ``{prefix}cases.state.v1`` — same key, so the same partition
-number (both topics have ``CASE_PARTITIONS`` partitions and the same key partitioner). States
+Consumes ``{prefix}cases.inbound.v1`` (keyed by escalation id: the intake's facts, the bureaus'
+callbacks and polls, repeats included) and, for each update it applies, writes the update to
+``{prefix}cases.updates.v1`` (so that topic holds exactly one record per state change) and the
+new state to the compacted ``{prefix}cases.state.v1`` — same key, so the same partition number
+(the three topics have ``CASE_PARTITIONS`` partitions and the same key partitioner). States
 live in memory per assigned partition; when a partition is assigned, its states are read back
 from the state topic (``read_committed``, to the end). Updates the machine refuses are
 dead-lettered to ``{prefix}dlq.cases.v1`` with the reason (``out_of_order``,
@@ -65,7 +67,7 @@ class CaseKeeper(TransactionalLoop):
             watchdog,
             group_id=cs.keeper_group_id,
             transactional_id=f"{cs.keeper_group_id}-{instance_id}",
-            topics=[self.topics.case_updates],
+            topics=[self.topics.case_inbound],
             clock=clock,
             on_assigned=self._restore,
             on_revoked=self._forget,
@@ -104,7 +106,7 @@ class CaseKeeper(TransactionalLoop):
 
     # the batch ------------------------------------------------------------------------------
     def output_topics(self) -> list[str]:
-        return [self.topics.case_state, self.topics.dlq_cases]
+        return [self.topics.case_updates, self.topics.case_state, self.topics.dlq_cases]
 
     def outputs(self, records: list[Record]) -> list[Outgoing]:
         self._pending = {}
@@ -138,7 +140,10 @@ class CaseKeeper(TransactionalLoop):
         pending[eid] = verdict.state
         self._counts.append((city, "applied", update["state"]))
         value = self.codec.encode("case_state", verdict.state)
-        return [(self.topics.case_state, eid.encode(), value, ())]
+        return [
+            (self.topics.case_updates, eid.encode(), record.value, ()),
+            (self.topics.case_state, eid.encode(), value, ()),
+        ]
 
     def _dead_letter(
         self, record: Record, error: Exception, reason: str, city: str, now: int
