@@ -10,7 +10,8 @@ Every failure the gateway can meet is one of three kinds, and the kind decides w
     │   │   └── TrailingBytes          the body did not consume the whole buffer
     │   ├── InvalidComplaint   decoded, but required business data is missing or wrong
     │   │   └── UnknownCity            city code is not a GB/T 2260 division we know
-    │   └── RejectedByBureau   the bureau refused the escalation permanently
+    │   ├── RejectedByBureau   the bureau refused the escalation permanently
+    │   └── InboundRefused     a bureau's callback fails verification or cannot be read
     ├── TransientError         may succeed later -> retry, then pause the source (never dead-letter)
     │   ├── BureauUnavailable  transport error, timeout, 5xx, breaker open
     │   ├── RateLimited        429 / local token bucket empty (carries retry_after)
@@ -71,6 +72,15 @@ class InvalidComplaint(RecordError):
 
 class UnknownCity(InvalidComplaint):
     reason = "unknown_city"
+
+
+class InboundRefused(RecordError):
+    """A bureau's callback is not taken: bad signature, stale or replayed, unreadable.
+
+    ``reason`` is one of ``bad_signature``, ``unknown_client``, ``stale``, ``replayed``,
+    ``malformed``; the receiver answers in the city's format and nothing reaches Kafka."""
+
+    reason = "malformed"
 
 
 class RejectedByBureau(RecordError):
