@@ -23,7 +23,8 @@ from gateway.cases import calendar as official_calendar
 from gateway.cases.deadlines import calendar_from, rules_from
 from gateway.cases.intake import CaseIntake
 from gateway.cases.keeper import CaseKeeper
-from gateway.cases.loop import TransactionalLoop
+from gateway.cases.poller import CasePoller
+from gateway.cases.receiver import CallbackReceivers
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -33,6 +34,9 @@ from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
+from gateway.sdk import CallbackInbound, PollInbound, inbound_kind
+
+CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -89,9 +93,11 @@ class App:
             self.engine = DeliveryEngine(
                 s, connectors, self.codec, self.metrics, self.watchdog, cities=cities
             )
-        self.case_loops: list[TransactionalLoop] = []
+        self.case_loops: list[CaseLoop] = []
+        self.receivers: CallbackReceivers | None = None
         if self.keep_cases:
             self.case_loops = [
+                *self._inbound_loops(),
                 CaseIntake(
                     s, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
                 ),
@@ -105,6 +111,34 @@ class App:
                 ),
             ]
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
+
+    def _inbound_loops(self) -> list[CaseLoop]:
+        """The callback receivers and the poller of the enabled cities' connectors."""
+        s = self.settings
+        cities = [c for c, cs in s.cities.items() if cs.enabled and cs.inbound.enabled]
+        connectors = load_connectors({s.connector_of(c) for c in cities})
+        by_city = {c: connectors[s.connector_of(c)] for c in cities}
+        callbacks = {
+            c: k
+            for c, k in by_city.items()
+            if isinstance(k, CallbackInbound) and inbound_kind(k) == "callback"
+        }
+        polls = {
+            c: k
+            for c, k in by_city.items()
+            if isinstance(k, PollInbound) and inbound_kind(k) == "poll"
+        }
+        loops: list[CaseLoop] = []
+        if callbacks:
+            self.receivers = CallbackReceivers(s, callbacks, self.codec, self.metrics)
+            loops.append(self.receivers)
+        if polls:
+            loops.append(
+                CasePoller(
+                    s, polls, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
+                )
+            )
+        return loops
 
     def _install_calendar(self) -> None:
         """The official working-day calendar for every deadline of this process (the router's
@@ -129,7 +163,7 @@ class App:
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
         for loop in self.case_loops:
-            parts[loop.name] = loop.ready.is_set()
+            parts[_loop_name(loop)] = loop.ready.is_set()
         return parts
 
     def _guarded(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:
@@ -171,7 +205,7 @@ class App:
             threads.append(
                 self._guarded("deliver", lambda stop: engine.run(stop, shutdown_timeout_s))
             )
-        threads += [self._guarded(loop.name, loop.run) for loop in self.case_loops]
+        threads += [self._guarded(_loop_name(loop), loop.run) for loop in self.case_loops]
         for t in threads:
             t.start()
         while not self.stop.wait(0.2):
@@ -188,3 +222,7 @@ class App:
         if any(isinstance(e, FatalError | Exception) for e in self.errors):
             return EXIT_FATAL
         return EXIT_OK
+
+
+def _loop_name(loop: CaseLoop) -> str:
+    return "cases-callbacks" if isinstance(loop, CallbackReceivers) else loop.name

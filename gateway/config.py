@@ -202,6 +202,26 @@ class TlsSettings(_Strict):
     key_file: Path | None = None
 
 
+class InboundSettings(_Strict):
+    """Case updates from this city's bureau (``docs/cases.md``): the callback receiver or the
+    poller, whichever the connector declares."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(0, ge=0, le=65535)
+    """Port of this city's callback receiver (0: any free port; production sets it)."""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    """Serve the receiver over HTTPS with this certificate (where the city requires TLS)."""
+    rate_per_s: float = Field(20.0, gt=0)
+    """Callbacks accepted per second (beyond: the city's rate-limited answer)."""
+    burst: int = Field(20, ge=1)
+    max_skew_s: float = Field(300.0, gt=0)
+    """A callback's signed timestamp may be this far from our clock; older ones are stale."""
+    poll_interval_s: float = Field(30.0, gt=0)
+    """Seconds between two polls of the bureau when the last one brought nothing more."""
+
+
 class CitySettings(_Strict):
     enabled: bool = True
     connector: str | None = None
@@ -217,6 +237,7 @@ class CitySettings(_Strict):
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
 
 
 class DeliverySettings(_Strict):
@@ -285,6 +306,8 @@ class CasesSettings(_Strict):
     case updates."""
     keeper_group_id: str = "greenchannel-cases"
     """Consumer group (and transactional id prefix) of the case keeper."""
+    poller_transactional_id: str = "greenchannel-cases-poller"
+    """Transactional id prefix of the poller (run one poller replica)."""
 
 
 class Settings(BaseSettings):

@@ -19,10 +19,12 @@ graph from the case's current state:
 
 * a state the case has already been in is a **repeat** (a callback sent twice, overlapping
   polls): :class:`Duplicate`, nothing changes;
-* a state earlier than the current one, or a bureau event time before the last transition, is
-  **out of order**: :class:`Refused` (``out_of_order``);
-* anything else the graph does not allow (negotiation before acceptance, anything after
-  RETURNED or CLOSED) is **impossible**: :class:`Refused` (``impossible_transition``);
+* a state that fits the case's path but not its current state — a late one (mediation reported
+  after closure) or an early one whose predecessor has not arrived (negotiation before
+  acceptance) — or a bureau event time before the last transition, is **out of order**:
+  :class:`Refused` (``out_of_order``);
+* a state the case's path excludes (anything after RETURNED, RETURNED once accepted) is
+  **impossible**: :class:`Refused` (``impossible_transition``);
 * RETURNED needs a reason, CLOSED a closure (``missing_reason`` / ``missing_closure``); a case
   number that contradicts the known one is ``case_number_mismatch``; a state this version does
   not know is ``unknown_state``.
@@ -73,6 +75,7 @@ RANK = {
     Status.MEDIATION: 4,
     Status.CLOSED: 5,
 }
+_ACCEPTED_PATH = frozenset({Status.ACCEPTED, Status.NEGOTIATION, Status.MEDIATION, Status.CLOSED})
 # which running limit a state ends, and which it starts
 _ENDS: dict[Status, tuple[Limit, ...]] = {
     Status.ACCEPTED: (Limit.ACCEPTANCE,),
@@ -156,9 +159,7 @@ def _check_bureau(
 ) -> Refused | None:
     current = Status(state["state"]) if state is not None and state["state"] else None
     if target not in ALLOWED[current]:
-        if current is not None and RANK[target] < RANK[current]:
-            return Refused("out_of_order", f"{target} arrived after {current}")
-        return Refused("impossible_transition", f"{current or 'no state'} -> {target}")
+        return _not_allowed(state, current, target)
     last_bureau = [
         t["at"] for t in (state or {}).get("transitions", []) if Status(t["state"]) not in FACTS
     ]
@@ -169,6 +170,14 @@ def _check_bureau(
     if target is Status.CLOSED and not update.get("closure"):
         return Refused("missing_closure", "CLOSED without a closure")
     return None
+
+
+def _not_allowed(state: dict[str, Any] | None, current: Status | None, target: Status) -> Refused:
+    seen = {Status(t["state"]) for t in state["transitions"]} if state is not None else set()
+    excluded = current is Status.RETURNED or (target is Status.RETURNED and seen & _ACCEPTED_PATH)
+    if excluded or (current is Status.CLOSED and RANK[target] >= RANK[current]):
+        return Refused("impossible_transition", f"{current} -> {target}")
+    return Refused("out_of_order", f"{target} while the case is {current or 'unknown'}")
 
 
 def _copy(state: dict[str, Any]) -> dict[str, Any]:

@@ -125,9 +125,9 @@ class _CityHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
         assert self.server.city is not None
-        req = Incoming(self.command, path, headers, body, self._peer_cn())
+        req = Incoming(self.command, parts.path, headers, body, self._peer_cn(), parts.query)
         answer = self.server.city.handle(req)
         if answer is None:
             self.close_connection = True

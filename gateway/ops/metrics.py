@@ -234,6 +234,19 @@ class Metrics:
             ["city", "outcome"],
             registry=r,
         )
+        self.case_callbacks = Counter(
+            f"{NS}_case_callbacks_total",
+            "Bureau callbacks received, by city and outcome (ok, bad_signature, stale, "
+            "replayed, malformed, rate_limited, unavailable...).",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.case_polls = Counter(
+            f"{NS}_case_polls_total",
+            "Polls of the bureaus for case updates, by city and outcome.",
+            ["city", "outcome"],
+            registry=r,
+        )
         self.case_dlq = Counter(
             f"{NS}_case_dead_letters_total",
             "Case updates dead-lettered (refused by the state machine or undecodable), "
@@ -305,3 +318,9 @@ class Metrics:
 
     def on_case_dead_lettered(self, city: str, reason: str) -> None:
         self.case_dlq.labels(city, reason).inc()
+
+    def on_case_callback(self, city: str, outcome: str) -> None:
+        self.case_callbacks.labels(city, outcome).inc()
+
+    def on_case_poll(self, city: str, outcome: str) -> None:
+        self.case_polls.labels(city, outcome).inc()

@@ -131,8 +131,11 @@ def test_a_repeated_callback_is_a_duplicate_and_changes_nothing(rules: DeadlineR
 @pytest.mark.parametrize(
     ("updates", "reason"),
     [
-        # the bureau hands over for negotiation a case it never accepted
-        (["ACCEPTED?skip", "NEGOTIATION"], "impossible_transition"),
+        # negotiation before its acceptance arrived
+        (["ACCEPTED?skip", "NEGOTIATION"], "out_of_order"),
+        # returned once accepted, or after closure
+        (["ACCEPTED", "RETURNED"], "impossible_transition"),
+        (["ACCEPTED", "CLOSED", "RETURNED"], "impossible_transition"),
         # nothing after RETURNED
         (["RETURNED", "NEGOTIATION"], "impossible_transition"),
         (["RETURNED", "ACCEPTED"], "impossible_transition"),

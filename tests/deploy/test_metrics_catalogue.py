@@ -70,6 +70,8 @@ EVENTS = {
     "watch_calendar": lambda m: m.watch_calendar(lambda: 29.0),
     "on_case_update": lambda m: m.on_case_update("wuhu", "applied"),
     "on_case_dead_lettered": lambda m: m.on_case_dead_lettered("wuhu", "out_of_order"),
+    "on_case_callback": lambda m: m.on_case_callback("wuhu", "replayed"),
+    "on_case_poll": lambda m: m.on_case_poll("suzhou", "ok"),
 }
 
 
