@@ -25,6 +25,7 @@ from gateway.cases.intake import CaseIntake
 from gateway.cases.keeper import CaseKeeper
 from gateway.cases.poller import CasePoller
 from gateway.cases.receiver import CallbackReceivers
+from gateway.cases.results import ResultDeliverer
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -34,9 +35,9 @@ from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
-from gateway.sdk import CallbackInbound, PollInbound, inbound_kind
+from gateway.sdk import CallbackInbound, PollInbound, ResultOutbound, inbound_kind
 
-CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller
+CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller | ResultDeliverer
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -136,6 +137,17 @@ class App:
             loops.append(
                 CasePoller(
                     s, polls, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
+                )
+            )
+        if any(isinstance(k, ResultOutbound) for k in by_city.values()):
+            loops.append(
+                ResultDeliverer(
+                    s,
+                    by_city,
+                    self.codec,
+                    self.metrics,
+                    self.watchdog,
+                    instance_id=self.instance_id,
                 )
             )
         return loops

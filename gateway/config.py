@@ -306,6 +306,8 @@ class CasesSettings(_Strict):
     case updates."""
     keeper_group_id: str = "greenchannel-cases"
     """Consumer group (and transactional id prefix) of the case keeper."""
+    results_group_id: str = "greenchannel-results"
+    """Consumer group (and transactional id prefix) delivering handling results."""
     poller_transactional_id: str = "greenchannel-cases-poller"
     """Transactional id prefix of the poller (run one poller replica)."""
 

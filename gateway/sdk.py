@@ -314,3 +314,40 @@ def inbound_kind(connector: object) -> str:
     if kind == "poll" and isinstance(connector, PollInbound):
         return "poll"
     return "none"
+
+
+# --- outbound: handling results to the bureaus -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingResult:
+    """How the enterprise handled a case (mirrors ``schemas/handling_result.avsc``)."""
+
+    result_id: str
+    """The bureau's idempotency key for this report."""
+    escalation_id: str
+    complaint_id: str
+    city: str
+    case_number: str | None
+    contacted_at_ms: int
+    method: str
+    settled: bool
+    refund_fen: int | None
+    compensation_fen: int | None
+    satisfaction: str
+    note: str | None
+    reported_at_ms: int
+
+
+@runtime_checkable
+class ResultOutbound(Protocol):
+    """A connector that reports handling results to its bureau (same engine as escalations:
+    rate limit, retries, breaker, idempotency key, dead letters, receipts)."""
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        """Build the bureau request for a result. Pure."""
+        ...
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        """Classify the bureau's answer (``Accepted.case_number``: its receipt). Pure."""
+        ...

@@ -16,6 +16,9 @@ topic                                  partitions  retention    role
 ``{p}cases.cursors.v1``                1           compacted    poll cursor per polled city (key = city)
 ``{p}cases.state.v1``                  6           compacted    CaseState per case (key = escalation id)
 ``{p}dlq.cases.v1``                    3           90 days      case updates the state machine refused
+``{p}results.v1``                      6           30 days      HandlingResults to report to the bureaus
+``{p}results.receipts.v1``             6           90 days      DeliveryReceipts of reported results
+``{p}dlq.results.v1``                  3           90 days      results a bureau rejected permanently
 =====================================  ==========  ===========  ==========================================
 
 ``{p}`` is the configurable prefix (default ``gc.``). All topics but the case state use
@@ -128,6 +131,18 @@ class Topics:
     def dlq_cases(self) -> str:
         return f"{self.prefix}dlq.cases.v1"
 
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}results.v1"
+
+    @property
+    def result_receipts(self) -> str:
+        return f"{self.prefix}results.receipts.v1"
+
+    @property
+    def dlq_results(self) -> str:
+        return f"{self.prefix}dlq.results.v1"
+
     def all(self, cities: list[str]) -> list[TopicSpec]:
         """Every topic with its partitions and retention, for ``topics init``."""
         specs = [
@@ -156,5 +171,8 @@ class Topics:
             TopicSpec(self.case_cursors, 1, DAY_MS, "poll cursors", compacted=True),
             TopicSpec(self.case_state, CASE_PARTITIONS, DAY_MS, "case state", compacted=True),
             TopicSpec(self.dlq_cases, 3, 90 * DAY_MS, "dead-lettered case updates"),
+            TopicSpec(self.results, 6, 30 * DAY_MS, "handling results"),
+            TopicSpec(self.result_receipts, 6, 90 * DAY_MS, "handling result receipts"),
+            TopicSpec(self.dlq_results, 3, 90 * DAY_MS, "dead-lettered handling results"),
         ]
         return specs

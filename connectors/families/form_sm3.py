@@ -46,7 +46,13 @@ from connectors.families.common import (
     json_answer,
     sm3_hex,
 )
-from connectors.families.inbound import StatusCodes, event_time_ms, same, signed_time_ms
+from connectors.families.inbound import (
+    StatusCodes,
+    event_time_ms,
+    result_fields,
+    same,
+    signed_time_ms,
+)
 from gateway.errors import InboundRefused
 from gateway.sdk import (
     BureauRequest,
@@ -54,6 +60,7 @@ from gateway.sdk import (
     Callback,
     Credentials,
     Escalation,
+    HandlingResult,
     InboundRequest,
     Outcome,
     RequestContext,
@@ -102,6 +109,7 @@ class FormSm3Connector(NoToken):
     inbound: str = "callback"
     callback_path: str = "/12315/case-notify"
     status_codes: StatusCodes = field(default_factory=StatusCodes)
+    result_path: str = "/12315/case-result"
 
     def signed_params(self, escalation: Escalation, ctx: RequestContext) -> dict[str, str]:
         params = {
@@ -136,6 +144,26 @@ class FormSm3Connector(NoToken):
         if answer is None:
             return RetryLater("unreadable_answer")
         return self.codes.outcome(answer)
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        params = {
+            **result_fields(result),
+            self.app_id_field: ctx.credentials.client_id,
+            self.timestamp_field: self.timestamp(ctx.now_ms),
+            self.nonce_field: ctx.nonce,
+        }
+        kept = {key: params[key] for key in sorted(params) if params[key] != ""}
+        kept[self.sign_field] = sm3_signature(kept, ctx.credentials.secret, upper=self.upper)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "Accept": "application/json" if self.answer_format == "json" else "*/*",
+        }
+        return BureauRequest("POST", self.result_path, headers, urlencode(kept).encode("ascii"))
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
 
     # --- inbound: the bureau's case-update callbacks ------------------------------------------
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from connectors.families.common import CST
-from gateway.sdk import CaseEvent
+from connectors.families.common import CST, JsonValue, iso_local, yuan
+from gateway.sdk import CaseEvent, HandlingResult
 
 DEFAULT_STATES = {
     "accepted": "ACCEPTED",
@@ -123,3 +123,35 @@ def json_event(codes: StatusCodes, event: object) -> CaseEvent:
         ref=text("event_id"),
         note=text("remark"),
     )
+
+
+def result_fields(result: HandlingResult) -> dict[str, str]:
+    """A handling result as flat text fields (forms, SOAP), empty values included."""
+    return {
+        "result_id": result.result_id,
+        "out_id": result.escalation_id,
+        "case_no": result.case_number or "",
+        "contacted_at": iso_local(result.contacted_at_ms),
+        "method": result.method.lower(),
+        "settled": "1" if result.settled else "0",
+        "refund": yuan(result.refund_fen),
+        "compensation": yuan(result.compensation_fen),
+        "satisfaction": result.satisfaction.lower(),
+        "note": result.note or "",
+    }
+
+
+def result_body(result: HandlingResult) -> dict[str, JsonValue]:
+    """A handling result as a JSON object (JSON+HMAC and OAuth2+JSON families)."""
+    return {
+        "idempotency_key": result.result_id,
+        "complaint_ref": result.escalation_id,
+        "case_no": result.case_number or "",
+        "contacted_at": iso_local(result.contacted_at_ms),
+        "method": result.method.lower(),
+        "settled": result.settled,
+        "refund": yuan(result.refund_fen),
+        "compensation": yuan(result.compensation_fen),
+        "satisfaction": result.satisfaction.lower(),
+        "note": result.note or "",
+    }

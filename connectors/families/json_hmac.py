@@ -54,7 +54,13 @@ from connectors.families.common import (
     json_answer,
     sha256_hex,
 )
-from connectors.families.inbound import StatusCodes, json_event, same, signed_time_ms
+from connectors.families.inbound import (
+    StatusCodes,
+    json_event,
+    result_body,
+    same,
+    signed_time_ms,
+)
 from gateway.errors import InboundRefused
 from gateway.sdk import (
     BureauRequest,
@@ -63,6 +69,7 @@ from gateway.sdk import (
     CaseEvent,
     Credentials,
     Escalation,
+    HandlingResult,
     InboundRequest,
     Outcome,
     RequestContext,
@@ -100,6 +107,7 @@ class JsonHmacConnector(NoToken):
     inbound: str = "callback"
     callback_path: str = "/12315/case-updates"
     status_codes: StatusCodes = field(default_factory=StatusCodes)
+    result_path: str = "/12315/case-results"
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         body = dump_json(self.body(escalation))
@@ -120,6 +128,28 @@ class JsonHmacConnector(NoToken):
 
     def interpret(self, response: BureauResponse) -> Outcome:
         return interpret_json(response, self.codes, RetryLater("auth"))
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        body = dump_json(result_body(result))
+        timestamp = str(ctx.now_ms)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "X-Client-Id": ctx.credentials.client_id,
+            "X-Timestamp": timestamp,
+            "X-Nonce": ctx.nonce,
+            "X-Idempotency-Key": result.result_id,
+            "X-Signature": signature(
+                ctx.credentials.secret,
+                string_to_sign("POST", self.result_path, timestamp, ctx.nonce, body),
+            ),
+        }
+        return BureauRequest("POST", self.result_path, headers, body)
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
 
     # --- inbound: the bureau's case-update callbacks ------------------------------------------
 

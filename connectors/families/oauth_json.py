@@ -33,11 +33,12 @@ from connectors.families.common import (
     interpret_json,
     json_answer,
 )
-from connectors.families.inbound import StatusCodes, json_event
+from connectors.families.inbound import StatusCodes, json_event, result_body
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
     Escalation,
+    HandlingResult,
     Outcome,
     PollPage,
     RequestContext,
@@ -74,6 +75,8 @@ class OAuthJsonConnector:
     """Where updates are queried; empty: ``case-updates`` beside the complaint path."""
     poll_limit: int = 100
     status_codes: StatusCodes = field(default_factory=StatusCodes)
+    result_path: str = ""
+    """Where results are reported; empty: ``case-results`` beside the complaint path."""
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         if not ctx.bearer_token:
@@ -115,6 +118,23 @@ class OAuthJsonConnector:
         if not isinstance(kind, str) or kind.lower() != "bearer":
             raise ValueError(f"unsupported token_type {kind!r}")
         return token, _expires_in(answer.get("expires_in"))
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        if not ctx.bearer_token:
+            raise ValueError(f"{self.name}: RequestContext.bearer_token is required")
+        path = self.result_path or self.path.rsplit("/", 1)[0] + "/case-results"
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {ctx.bearer_token}",
+            "Idempotency-Key": result.result_id,
+        }
+        return BureauRequest("POST", path, headers, dump_json(result_body(result)))
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
 
     # --- inbound: polling the bureau for case updates ----------------------------------------
 

@@ -45,12 +45,13 @@ from connectors.families.common import (
     iso_utc,
     trim,
 )
-from connectors.families.inbound import StatusCodes, event_time_ms
+from connectors.families.inbound import StatusCodes, event_time_ms, result_fields
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
     CaseEvent,
     Escalation,
+    HandlingResult,
     Outcome,
     PollPage,
     Rejected,
@@ -166,6 +167,25 @@ class SoapConnector(NoToken):
         answer = {local(child.tag): (child.text or "") for child in content}
         return self.codes.outcome(answer)
 
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
+        ET.SubElement(envelope, f"{{{SOAP_NS}}}Header").append(_security(ctx))
+        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
+        operation = ET.SubElement(body, f"{{{self.namespace}}}SubmitHandlingResult")
+        for key, value in result_fields(result).items():
+            ET.SubElement(operation, f"{{{self.namespace}}}{_camel(key)}").text = xml_text(value)
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": f'"{self.namespace}#SubmitHandlingResult"',
+        }
+        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        return BureauRequest("POST", self.path, headers, payload)
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
+
     # --- inbound: polling the bureau for case updates ----------------------------------------
 
     def poll_request(self, cursor: str, ctx: RequestContext) -> BureauRequest:
@@ -212,6 +232,11 @@ class SoapConnector(NoToken):
         if not cursor:
             raise ValueError("poll answer without nextCursor")
         return PollPage(tuple(events), cursor)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _security(ctx: RequestContext) -> ET.Element:

@@ -17,6 +17,7 @@ SCHEMA_FILES = {
     "receipt": "receipt.avsc",
     "case_update": "case_update.avsc",
     "case_state": "case_state.avsc",
+    "handling_result": "handling_result.avsc",
 }
 """Message kind -> file name under the schemas directory."""
 

@@ -68,7 +68,8 @@ class TransactionalLoop:
     def output_topics(self) -> list[str]:
         raise NotImplementedError
 
-    def outputs(self, records: list[Record]) -> list[Outgoing]:
+    def outputs(self, records: list[Record]) -> list[Outgoing] | None:
+        """The batch's outputs; None: not now (the batch is read again, nothing committed)."""
         raise NotImplementedError
 
     def committed(self) -> None:
@@ -95,6 +96,10 @@ class TransactionalLoop:
     def process(self, records: list[Record]) -> bool:
         outputs = self.outputs(records)
         first, following = offset_ranges(records)
+        if outputs is None:
+            for tp, offset in first.items():
+                self.consumer.seek(tp, offset)
+            return False
         try:
             with self.watchdog.guard("transaction"):
                 self.producer.begin()

@@ -41,10 +41,13 @@ from gateway.dev.bureau_protocols import (
     Answer,
     Incoming,
     NonceCache,
+    Verdict,
     check_auth,
     parse_xml,
+    render,
 )
 
+RESULT_PATHS = ("/case-results", "/case-result")
 HOUR = 3600.0
 DAY = 24 * HOUR
 
@@ -115,7 +118,10 @@ class BureauLifecycle:
         self._nonces = NonceCache()
         self._http = httpx.Client(timeout=10.0, verify=verify)
         self.callback_answers: dict[str, int] = {}
-        city.inbound = self.answer_poll if self.polled else None
+        self.results: dict[str, dict[str, str]] = {}
+        """Handling results the bureau accepted, by idempotency key."""
+        self.result_submissions = 0
+        city.inbound = self.answer
 
     # --- observations ----------------------------------------------------------------------
     def events(self) -> list[Event]:
@@ -293,6 +299,68 @@ class BureauLifecycle:
         kept["sign"] = sign.upper() if self.profile.form_upper else sign
         headers = {"content-type": "application/x-www-form-urlencoded; charset=utf-8"}
         return urlencode(kept).encode(), headers
+
+    # --- handling results ------------------------------------------------------------------
+    def answer(self, req: Incoming, now: float) -> Answer | None:
+        """The answer to a poll or a handling result, or None for anything else."""
+        family = self.profile.family
+        if family == "soap" and "SubmitHandlingResult" in req.headers.get("soapaction", ""):
+            return self._result(req, now)
+        if family != "soap" and req.method == "POST" and req.path.endswith(RESULT_PATHS):
+            return self._result(req, now)
+        return self.answer_poll(req, now) if self.polled else None
+
+    def _result(self, req: Incoming, now: float) -> Answer:
+        p = self.profile
+        problem = self._result_auth(req, now)
+        if problem:
+            return render(p, Verdict.AUTH, message=problem)
+        key, fields = self._result_fields(req)
+        if not key:
+            return render(p, Verdict.INVALID, message="no result id")
+        with self._lock:
+            self.result_submissions += 1
+            known = self.results.get(key)
+            if known is not None:
+                return render(p, Verdict.DUPLICATE, known["receipt_no"], "duplicate")
+            receipt = f"{p.case_prefix}R{len(self.results) + 1:06d}"
+            self.results[key] = {**fields, "receipt_no": receipt}
+        return render(p, Verdict.OK, receipt, "accepted")
+
+    def _result_auth(self, req: Incoming, now: float) -> str | None:
+        p = self.profile
+        if p.family == "oauth_json":
+            scheme, _, token = req.headers.get("authorization", "").partition(" ")
+            ok = scheme.lower() == "bearer" and self.city.token_valid(token, now)
+            return None if ok else "invalid or expired token"
+        if p.family == "soap":
+            ns = p.soap[0]
+            p = replace(p, soap=(ns, "", f"{ns}#SubmitHandlingResult", ""))
+        with self._lock:
+            return check_auth(p, req, self.client, self._nonces, now)
+
+    def _result_fields(self, req: Incoming) -> tuple[str, dict[str, str]]:
+        family = self.profile.family
+        if family == "soap":
+            root = parse_xml(req.body)
+            op = (
+                None
+                if root is None
+                else root.find(f".//{{{self.profile.soap[0]}}}SubmitHandlingResult")
+            )
+            fields = {} if op is None else {c.tag.rpartition("}")[2]: c.text or "" for c in op}
+            return fields.get("resultId", ""), fields
+        if family == "form_sm3":
+            fields = dict(parse_qsl(req.body.decode("utf-8", "replace")))
+            return fields.get("result_id", ""), fields
+        try:
+            data = json.loads(req.body)
+        except ValueError:
+            return "", {}
+        fields = {k: str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return req.headers.get("x-idempotency-key") or req.headers.get(
+            "idempotency-key", ""
+        ), fields
 
     # --- being polled ----------------------------------------------------------------------
     def answer_poll(self, req: Incoming, now: float) -> Answer | None:

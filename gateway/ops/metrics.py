@@ -247,6 +247,13 @@ class Metrics:
             ["city", "outcome"],
             registry=r,
         )
+        self.case_results = Counter(
+            f"{NS}_case_results_total",
+            "Handling results reported to the bureaus, by city and final outcome "
+            "(accepted, rejected).",
+            ["city", "outcome"],
+            registry=r,
+        )
         self.case_dlq = Counter(
             f"{NS}_case_dead_letters_total",
             "Case updates dead-lettered (refused by the state machine or undecodable), "
@@ -324,3 +331,6 @@ class Metrics:
 
     def on_case_poll(self, city: str, outcome: str) -> None:
         self.case_polls.labels(city, outcome).inc()
+
+    def on_case_result(self, city: str, outcome: str) -> None:
+        self.case_results.labels(city, outcome).inc()

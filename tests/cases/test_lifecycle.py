@@ -71,7 +71,12 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
     settings = settings.model_copy(
         update={
             "cases": settings.cases.model_copy(
-                update={"intake_group_id": f"{prefix}intake", "keeper_group_id": f"{prefix}keeper"}
+                update={
+                    "intake_group_id": f"{prefix}intake",
+                    "keeper_group_id": f"{prefix}keeper",
+                    "results_group_id": f"{prefix}results",
+                    "poller_transactional_id": f"{prefix}poller",
+                }
             )
         }
     )
@@ -133,6 +138,29 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
         wait_for(accounted, 60, "every emitted state change applied or dead-lettered")
         applied, dead = judged()
         finals = [app_state(app, e) for e in expected]
+        # Handling results back to every bureau; two of them answer 5xx half of the time, so
+        # their deliveries are retried. Each result must reach its bureau once, with a receipt.
+        faulty = ("suzhou", "hefei")
+        for city in faulty:
+            sim.city(city).set_faults(error_5xx_ratio=1.0)
+        results = publish_results(settings, codec, [s for s in finals if s is not None])
+        wait_for(
+            lambda: all(sim.city(c).counters().get("server_errors", 0) >= 2 for c in faulty),
+            60,
+            "the faulty bureaus refusing the first attempts",
+        )
+        for city in faulty:
+            sim.city(city).reset_faults()
+        wait_for(
+            lambda: (
+                len(records_of(topic_factory.bootstrap, topic_factory.topics.result_receipts))
+                >= len(results)
+            ),
+            120,
+            "a receipt for every handling result",
+        )
+        receipts = records_of(topic_factory.bootstrap, topic_factory.topics.result_receipts)
+        stored = {c: dict(lc.results) for c, lc in lifecycles.items()}
     finally:
         for lc in lifecycles.values():
             lc.stop()
@@ -162,6 +190,25 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
         acceptance = [d for d in s["deadlines"] if d["limit"] == "ACCEPTANCE"]
         assert len(acceptance) == 1 and acceptance[0]["met_at"] is not None
         assert acceptance[0]["due_at"] > acceptance[0]["started_at"]
+    # results: one receipt each, each stored once by its bureau, retries where 5xx were injected
+    decoded = [codec.decode_as("receipt", r.value) for r in receipts]
+    assert len(decoded) == len(results)
+    assert {r["escalation_id"] for r in decoded} == {r["escalation_id"] for r in results}
+    for r in results:
+        assert r["result_id"] in stored[r["city"]], r["city"]
+    assert sum(len(v) for v in stored.values()) == len(results)
+    for city in ("suzhou", "hefei"):
+        retried = sum(
+            sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "greenchannel_delivery_retries_total"
+            and sample.labels.get("city") == city
+        )
+        assert retried > 0, city
+    assert registry.get_sample_value(
+        "greenchannel_case_results_total", {"city": "hefei", "outcome": "accepted"}
+    ) == float(PER_CITY)
     callbacks = registry.get_sample_value(
         "greenchannel_case_callbacks_total", {"city": "beijing", "outcome": "ok"}
     )
@@ -178,6 +225,43 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
         "greenchannel_case_polls_total", {"city": "shenzhen", "outcome": "ok"}
     )
     assert polls and polls > 0
+
+
+def publish_results(
+    settings: Settings, codec: Codec, states: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    import time
+    import uuid
+
+    from gateway.kafka.clients import Producer
+    from gateway.topics import Topics
+
+    now = int(time.time() * 1000)
+    results = [
+        {
+            "result_id": str(uuid.uuid5(uuid.NAMESPACE_URL, s["escalation_id"])),
+            "escalation_id": s["escalation_id"],
+            "complaint_id": s["complaint_id"],
+            "city": s["city"],
+            "case_number": s["case_number"],
+            "contacted_at": now - 3_600_000,
+            "method": "PHONE",
+            "settled": s.get("closure") == "SETTLED",
+            "refund_fen": 12_900,
+            "compensation_fen": None,
+            "satisfaction": "SATISFIED",
+            "note": "已电话联系消费者，协商退款",
+            "reported_at": now,
+        }
+        for s in states
+    ]
+    producer = Producer(settings.kafka)
+    topic = Topics(settings.topics.prefix).results
+    for r in results:
+        producer.send(topic, codec.encode("handling_result", r), key=r["escalation_id"].encode())
+    producer.flush(30)
+    producer.close()
+    return results
 
 
 def app_state(app: App, escalation_id: str) -> dict[str, Any] | None:

@@ -72,6 +72,7 @@ EVENTS = {
     "on_case_dead_lettered": lambda m: m.on_case_dead_lettered("wuhu", "out_of_order"),
     "on_case_callback": lambda m: m.on_case_callback("wuhu", "replayed"),
     "on_case_poll": lambda m: m.on_case_poll("suzhou", "ok"),
+    "on_case_result": lambda m: m.on_case_result("wuhu", "accepted"),
 }
 
 

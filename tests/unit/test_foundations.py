@@ -159,9 +159,8 @@ def test_json_logs_mask_personal_data() -> None:
 def test_topics_named_in_one_place() -> None:
     t = Topics("gc.")
     names = [spec.name for spec in t.all(["wuhu", "hefei"])]
-    assert (
-        len(names) == len(set(names)) == 3 + 6 + 2 + 3 + 5
-    )  # + case inbound, updates, cursors, state, dlq
+    cases = 5 + 3  # case inbound, updates, cursors, state, dlq; results, receipts, dlq
+    assert len(names) == len(set(names)) == 3 + 6 + 2 + 3 + cases
     specs = {spec.name: spec for spec in t.all([])}
     assert specs[t.case_state].configs["cleanup.policy"] == "compact"
     assert specs[t.case_state].partitions == specs[t.case_updates].partitions

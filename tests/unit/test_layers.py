@@ -69,6 +69,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.app": ("gateway.dev", "gateway.commands"),
     # case lifecycle: above kafka/avro/ops/policies/deadletters, beside routing and delivery
     "gateway.cases": ("gateway.dev", "gateway.routing", "gateway.delivery", "gateway.commands"),
+    # the handling-result path reuses the delivery engine's public pieces (CityDelivery)
+    "gateway.cases.results": ("gateway.dev", "gateway.routing", "gateway.commands"),
     # the calendar sits in the router's hot path: standard library, PyYAML, chinese_calendar
     "gateway.cases.calendar": (
         "gateway.dev",
