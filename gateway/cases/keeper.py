@@ -26,6 +26,7 @@ from gateway.avro.codec import Codec
 from gateway.cases.deadlines import DeadlineRules
 from gateway.cases.loop import TransactionalLoop
 from gateway.cases.machine import Applied, Duplicate, Refused, apply
+from gateway.cases.sla import figures
 from gateway.config import Settings
 from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import DecodeError, RecordError
@@ -72,6 +73,7 @@ class CaseKeeper(TransactionalLoop):
             on_assigned=self._restore,
             on_revoked=self._forget,
         )
+        observer.watch_cases(lambda: figures(self.all_states(), self.now_ms(), self.rules.calendar))
 
     # partitions -----------------------------------------------------------------------------
     def _restore(self, tps: list[TopicPartition]) -> None:
@@ -97,6 +99,10 @@ class CaseKeeper(TransactionalLoop):
     def _forget(self, tps: list[TopicPartition]) -> None:
         for tp in tps:
             self.states.pop(tp.partition, None)
+
+    def all_states(self) -> list[dict[str, Any]]:
+        """A snapshot of every state this keeper holds (for the SLA figures)."""
+        return [state for held in list(self.states.values()) for state in list(held.values())]
 
     def state_of(self, escalation_id: str) -> dict[str, Any] | None:
         for held in self.states.values():

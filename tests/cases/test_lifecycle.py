@@ -138,6 +138,12 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
         wait_for(accounted, 60, "every emitted state change applied or dead-lettered")
         applied, dead = judged()
         finals = [app_state(app, e) for e in expected]
+        case_gauge = {
+            (sample.labels["city"], sample.labels["state"]): sample.value
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == "greenchannel_cases"
+        }
         # Handling results back to every bureau; two of them answer 5xx half of the time, so
         # their deliveries are retried. Each result must reach its bureau once, with a receipt.
         faulty = ("suzhou", "hefei")
@@ -190,6 +196,9 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
         acceptance = [d for d in s["deadlines"] if d["limit"] == "ACCEPTANCE"]
         assert len(acceptance) == 1 and acceptance[0]["met_at"] is not None
         assert acceptance[0]["due_at"] > acceptance[0]["started_at"]
+    # the SLA view counts every case once, in its final state
+    assert sum(case_gauge.values()) == len(expected)
+    assert {state for _, state in case_gauge} <= {"CLOSED", "RETURNED"}
     # results: one receipt each, each stored once by its bureau, retries where 5xx were injected
     decoded = [codec.decode_as("receipt", r.value) for r in receipts]
     assert len(decoded) == len(results)

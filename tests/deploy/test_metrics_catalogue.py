@@ -73,7 +73,23 @@ EVENTS = {
     "on_case_callback": lambda m: m.on_case_callback("wuhu", "replayed"),
     "on_case_poll": lambda m: m.on_case_poll("suzhou", "ok"),
     "on_case_result": lambda m: m.on_case_result("wuhu", "accepted"),
+    "watch_cases": lambda m: m.watch_cases(_case_figures),
 }
+
+
+def _case_figures() -> object:
+    from collections import Counter
+
+    from gateway.cases.sla import Figures
+
+    return Figures(
+        cases=Counter({("wuhu", "NEGOTIATION"): 3}),
+        at_risk=Counter({("wuhu", "negotiation"): 1}),
+        overdue=Counter({("wuhu", "acceptance"): 1}),
+        closed=Counter({("wuhu", "true", "SETTLED"): 2}),
+        handling={"wuhu": [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]},
+        handling_sum=Counter({"wuhu": 500_000.0}),
+    )
 
 
 def _scrape() -> str:
