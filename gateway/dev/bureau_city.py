@@ -150,6 +150,9 @@ class CityBureau:
         self._listeners: list[Callable[[bool], None]] = []
         self.inbound: Callable[[Incoming, float], Answer | None] | None = None
         """Answers case-update polls (set by :mod:`gateway.dev.bureau_lifecycle`)."""
+        self.lifecycle: Any = None
+        """The :class:`~gateway.dev.bureau_lifecycle.BureauLifecycle` playing this bureau's side
+        of the case lifecycle, when one is attached."""
 
     @staticmethod
     def baseline(rate_per_s: float, burst: int) -> Faults:

@@ -122,12 +122,38 @@ class BureauLifecycle:
         """Handling results the bureau accepted, by idempotency key."""
         self.result_submissions = 0
         city.inbound = self.answer
+        city.lifecycle = self
 
     # --- observations ----------------------------------------------------------------------
     def events(self) -> list[Event]:
         """Every event the bureau emitted (callback or change log), in order."""
         with self._lock:
             return list(self._sent)
+
+    def record(self, key: str, case_number: str, status: str, **extra: str) -> Event:
+        """Emit one event now, as the lifecycle would (the conformance kit's probe)."""
+        with self._lock:
+            event = Event(
+                seq=len(self._sent) + 1,
+                key=key,
+                case_number=case_number,
+                status=status,
+                at_ms=int(time.time() * 1000),
+                reason=extra.get("reason", ""),
+                result=extra.get("result", ""),
+            )
+            self._sent.append(event)
+            if self.polled:
+                self._log.append(event)
+        return event
+
+    def signed_callback(self, event: Event, path: str) -> tuple[bytes, dict[str, str]]:
+        """The callback the bureau would send for ``event`` to ``path`` (body, headers)."""
+        url, self.callback_url = self.callback_url, f"http://gateway{path}"
+        try:
+            return self._signed(event)
+        finally:
+            self.callback_url = url
 
     def finished(self) -> bool:
         with self._lock:
