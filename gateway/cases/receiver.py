@@ -143,6 +143,13 @@ class CityReceiver:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+        super().setup()
 
     def do_POST(self) -> None:
         self._serve()
@@ -178,6 +185,10 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], receiver: CityReceiver) -> None:
         super().__init__(address, _Handler)
         self.receiver = receiver
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed TLS handshake or a dropped connection: logged, not printed."""
+        log.info("cases: %s callback connection failed", self.receiver.city, exc_info=True)
 
 
 class CallbackReceivers:
@@ -231,7 +242,10 @@ class CallbackReceivers:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.minimum_version = ssl.TLSVersion.TLSv1_2
                 ctx.load_cert_chain(str(inbound.tls_cert_file), str(inbound.tls_key_file))
-                server.socket = ctx.wrap_socket(server.socket, server_side=True)
+                # the handshake happens on the handler's thread (setup), not in the accept loop
+                server.socket = ctx.wrap_socket(
+                    server.socket, server_side=True, do_handshake_on_connect=False
+                )
             self._servers[city] = server
             thread = threading.Thread(
                 target=server.serve_forever, name=f"callbacks-{city}", daemon=True
