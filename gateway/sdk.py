@@ -326,7 +326,7 @@ class HandlingResult:
     result_id: str
     """The bureau's idempotency key for this report."""
     escalation_id: str
-    complaint_id: str
+    complaint_id: str | None
     city: str
     case_number: str | None
     contacted_at_ms: int

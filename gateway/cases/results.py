@@ -101,7 +101,7 @@ def handling_result(record: Mapping[str, Any]) -> HandlingResult:
     return HandlingResult(
         result_id=record["result_id"],
         escalation_id=record["escalation_id"],
-        complaint_id=record["complaint_id"],
+        complaint_id=record.get("complaint_id"),
         city=record["city"],
         case_number=record.get("case_number"),
         contacted_at_ms=int(record["contacted_at"]),
@@ -236,7 +236,7 @@ class ResultDeliverer(TransactionalLoop):
         self.observer.on_case_result(result.city, "accepted")
         receipt = {
             "escalation_id": result.escalation_id,
-            "complaint_id": result.complaint_id,
+            "complaint_id": result.complaint_id or "",
             "city": result.city,
             "outcome": "ACCEPTED",
             "case_number": outcome.case_number,
