@@ -448,23 +448,26 @@ def _lifecycle(kit: _Kit) -> Any:
     return lifecycle
 
 
-def _patient(call: Callable[[], BureauResponse]) -> BureauResponse:
+def _patient(call: Callable[[], BureauResponse], within_s: float = 40.0) -> BureauResponse:
     """``call()`` again while the bureau answers 429 (the checks share its rate limit)."""
-    for _ in range(20):
+    from connectors.families.common import retry_after
+
+    deadline = time.monotonic() + within_s
+    while True:
         response = call()
-        if response.status != 429:
+        if response.status != 429 or time.monotonic() > deadline:
             return response
-        time.sleep(min(2.0, float(response.headers.get("retry-after") or 0.5)))
-    return response
+        time.sleep(min(3.0, retry_after(response) or 0.5))
 
 
 def _accepted_case(kit: _Kit) -> tuple[Escalation, str]:
     escalation = sample_escalation(kit.connector, "inbound")
     outcome = kit.send(escalation)
-    for _ in range(20):
-        if not (isinstance(outcome, RetryLater) and outcome.reason == "rate_limited"):
+    deadline = time.monotonic() + 40.0
+    while isinstance(outcome, RetryLater) and outcome.reason == "rate_limited":
+        if time.monotonic() > deadline:
             break
-        time.sleep(min(2.0, outcome.retry_after or 0.5))
+        time.sleep(min(3.0, outcome.retry_after or 0.5))
         outcome = kit.send(escalation)
     if not isinstance(outcome, Accepted):
         raise AssertionError(f"the probe escalation was not accepted: {outcome!r}")
@@ -508,16 +511,18 @@ def check_poll(kit: _Kit) -> _Result:
     client = kit.client()
     escalation, number = _accepted_case(kit)
     bearer = client.token() if kit.connector.token_grant is not None else None
-    first = connector.parse_poll(
-        client.exchange(connector.poll_request("", client.context(bearer)))
-    )
+
+    def poll(cursor: str) -> Any:
+        return connector.parse_poll(
+            _patient(
+                lambda: client.exchange(connector.poll_request(cursor, client.context(bearer)))
+            )
+        )
+
+    first = poll("")
     _lifecycle(kit).record(escalation.escalation_id, number, "negotiating")
-    second = connector.parse_poll(
-        client.exchange(connector.poll_request(first.cursor, client.context(bearer)))
-    )
-    third = connector.parse_poll(
-        client.exchange(connector.poll_request(second.cursor, client.context(bearer)))
-    )
+    second = poll(first.cursor)
+    third = poll(second.cursor)
     got = [(e.escalation_id, e.state, e.case_number) for e in second.events]
     ok = (escalation.escalation_id, "NEGOTIATION", number) in got and not any(
         e.escalation_id == escalation.escalation_id for e in third.events
