@@ -20,6 +20,13 @@ from types import FrameType
 
 from gateway.avro.codec import Codec
 from gateway.avro.store import SchemaStore
+from gateway.cases import calendar as official_calendar
+from gateway.cases.deadlines import calendar_from, rules_from
+from gateway.cases.intake import CaseIntake
+from gateway.cases.keeper import CaseKeeper
+from gateway.cases.poller import CasePoller
+from gateway.cases.receiver import CallbackReceivers
+from gateway.cases.results import ResultDeliverer
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -32,8 +39,10 @@ from gateway.ops.metrics import Metrics
 from gateway.ops.watchdog import Watchdog
 from gateway.routing.router import RecordRouter, Router
 from gateway.routing.rules import load_rules
-from gateway.sdk import Connector
+from gateway.sdk import CallbackInbound, Connector, PollInbound, ResultOutbound, inbound_kind
 from gateway.topics import Topics
+
+CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller | ResultDeliverer
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -90,6 +99,8 @@ class App:
     deliver: bool = True
     cities: list[str] | None = None
     instance_id: str = "0"
+    keep_cases: bool = False
+    """Also run the case intake and the case keeper (``greenchannel cases keep``)."""
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     liveness: Liveness = field(default_factory=Liveness)
@@ -107,6 +118,7 @@ class App:
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
         self.errors: list[BaseException] = []
+        self._install_calendar()
         if self.deliver:  # refuse a configuration that cannot deliver before touching Kafka
             cities = self.cities or [c for c, cs in s.cities.items() if cs.enabled]
             unknown = [c for c in cities if c not in s.cities]
@@ -141,6 +153,23 @@ class App:
                 ),
                 liveness=self.liveness,
             )
+        self.case_loops: list[CaseLoop] = []
+        self.receivers: CallbackReceivers | None = None
+        if self.keep_cases:
+            self.case_loops = [
+                *self._inbound_loops(),
+                CaseIntake(
+                    s, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
+                ),
+                CaseKeeper(
+                    s,
+                    self.codec,
+                    self.deadlines,
+                    self.metrics,
+                    self.watchdog,
+                    instance_id=self.instance_id,
+                ),
+            ]
         self.metrics.watch_heartbeats(self.watchdog.heartbeat_ages)
 
     def _check_delivery(self, connectors: dict[str, Connector], cities: list[str]) -> None:
@@ -157,12 +186,69 @@ class App:
                     (cert.not_after_s - now) / 86_400,
                 )
 
+    def _inbound_loops(self) -> list[CaseLoop]:
+        """The callback receivers and the poller of the enabled cities' connectors."""
+        s = self.settings
+        cities = [c for c, cs in s.cities.items() if cs.enabled and cs.inbound.enabled]
+        connectors = load_connectors({s.connector_of(c) for c in cities})
+        by_city = {c: connectors[s.connector_of(c)] for c in cities}
+        callbacks = {
+            c: k
+            for c, k in by_city.items()
+            if isinstance(k, CallbackInbound) and inbound_kind(k) == "callback"
+        }
+        polls = {
+            c: k
+            for c, k in by_city.items()
+            if isinstance(k, PollInbound) and inbound_kind(k) == "poll"
+        }
+        loops: list[CaseLoop] = []
+        if callbacks:
+            self.receivers = CallbackReceivers(s, callbacks, self.codec, self.metrics)
+            loops.append(self.receivers)
+        if polls:
+            loops.append(
+                CasePoller(
+                    s, polls, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
+                )
+            )
+        if any(isinstance(k, ResultOutbound) for k in by_city.values()):
+            loops.append(
+                ResultDeliverer(
+                    s,
+                    by_city,
+                    self.codec,
+                    self.metrics,
+                    self.watchdog,
+                    instance_id=self.instance_id,
+                )
+            )
+        return loops
+
+    def _install_calendar(self) -> None:
+        """The official working-day calendar for every deadline of this process (the router's
+        escalation builder reads the installed one), and its unknown-days gauge."""
+        cases = self.settings.cases
+        today = official_calendar.local_date(int(self.clock() * 1000))
+        self.calendar = calendar_from(cases, today=today)
+        self.deadlines = rules_from(cases, self.calendar)
+        official_calendar.install(self.calendar)
+        window = cases.calendar.lookahead_days
+
+        def unknown_days() -> float:
+            now = official_calendar.local_date(int(self.clock() * 1000))
+            return float(self.calendar.unknown_days(now, window))
+
+        self.metrics.watch_calendar(unknown_days)
+
     def ready(self) -> dict[str, bool]:
         parts: dict[str, bool] = {}
         if self.router is not None:
             parts["router"] = self.router.is_ready()
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
+        for loop in self.case_loops:
+            parts[_loop_name(loop)] = loop.ready.is_set()
         return parts
 
     def _guarded(self, name: str, target: Callable[[threading.Event], None]) -> threading.Thread:
@@ -214,6 +300,7 @@ class App:
             threads.append(
                 self._guarded("deliver", lambda stop: engine.run(stop, shutdown_timeout_s))
             )
+        threads += [self._guarded(_loop_name(loop), loop.run) for loop in self.case_loops]
         for t in threads:
             t.start()
         while not self.stop.wait(0.2):
@@ -232,3 +319,7 @@ class App:
         if any(isinstance(e, FatalError | Exception) for e in self.errors):
             return EXIT_FATAL
         return EXIT_OK
+
+
+def _loop_name(loop: CaseLoop) -> str:
+    return "cases-callbacks" if isinstance(loop, CallbackReceivers) else loop.name

@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("gateway.commands.dlq", "dlq"),
     ("gateway.commands.registry", "registry"),
     ("gateway.commands.schemas", "schemas"),
+    ("gateway.commands.cases", "cases"),
 ]
 
 

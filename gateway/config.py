@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import time
+from datetime import date, time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -319,6 +319,26 @@ class TlsSettings(_Strict):
         return self
 
 
+class InboundSettings(_Strict):
+    """Case updates from this city's bureau (``docs/cases.md``): the callback receiver or the
+    poller, whichever the connector declares."""
+
+    enabled: bool = True
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(0, ge=0, le=65535)
+    """Port of this city's callback receiver (0: any free port; production sets it)."""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    """Serve the receiver over HTTPS with this certificate (where the city requires TLS)."""
+    rate_per_s: float = Field(20.0, gt=0, le=10_000)
+    """Callbacks accepted per second (beyond: the city's rate-limited answer)."""
+    burst: int = Field(20, ge=1, le=10_000)
+    max_skew_s: float = Field(300.0, gt=0, le=3600)
+    """A callback's signed timestamp may be this far from our clock; older ones are stale."""
+    poll_interval_s: float = Field(30.0, gt=0, le=86_400)
+    """Seconds between two polls of the bureau when the last one brought nothing more."""
+
+
 class CitySettings(_Strict):
     enabled: bool = True
     connector: str | None = None
@@ -343,6 +363,7 @@ class CitySettings(_Strict):
     credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     tls: TlsSettings = Field(default_factory=TlsSettings)
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    inbound: InboundSettings = Field(default_factory=InboundSettings)
 
 
 class DeliverySettings(_Strict):
@@ -387,6 +408,62 @@ class ObservabilitySettings(_Strict):
     log_format: Literal["json", "text"] = "json"
 
 
+class CalendarSettings(_Strict):
+    """The official working-day calendar (``gateway.cases.calendar``)."""
+
+    override_file: Path | None = None
+    """Years the pinned ``chinese_calendar`` does not know yet (format and how to fill it in:
+    ``gateway/defaults/calendar.yaml``); a year here replaces the library's year."""
+    lookahead_days: int = Field(60, ge=1, le=366)
+    """``greenchannel_calendar_unknown_days`` counts unknown days in this many coming days."""
+
+
+class DeadlineRuleSettings(_Strict):
+    """A statutory limit in working days for steps started on or after ``effective_from``."""
+
+    limit: Literal["acceptance", "negotiation", "mediation"]
+    working_days: int = Field(ge=1, le=366)
+    effective_from: date
+    source: str = ""
+
+
+def _default_deadlines() -> list[DeadlineRuleSettings]:
+    order20 = date(2020, 1, 1)
+    return [
+        DeadlineRuleSettings(
+            limit="acceptance",
+            working_days=7,
+            effective_from=order20,
+            source="SAMR Order 20 Art. 14",
+        ),
+        DeadlineRuleSettings(
+            limit="negotiation", working_days=10, effective_from=order20, source="12315 ODR rules"
+        ),
+        DeadlineRuleSettings(
+            limit="mediation",
+            working_days=45,
+            effective_from=order20,
+            source="SAMR Order 20 Art. 21",
+        ),
+    ]
+
+
+class CasesSettings(_Strict):
+    """Case lifecycle: the calendar and the deadline rule set (docs/cases.md)."""
+
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    deadlines: list[DeadlineRuleSettings] = Field(default_factory=_default_deadlines)
+    intake_group_id: str = "greenchannel-cases-intake"
+    """Consumer group (and transactional id prefix) turning escalations and receipts into
+    case updates."""
+    keeper_group_id: str = "greenchannel-cases"
+    """Consumer group (and transactional id prefix) of the case keeper."""
+    results_group_id: str = "greenchannel-results"
+    """Consumer group (and transactional id prefix) delivering handling results."""
+    poller_transactional_id: str = "greenchannel-cases-poller"
+    """Transactional id prefix of the poller (run one poller replica)."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -398,6 +475,7 @@ class Settings(BaseSettings):
     router: RouterSettings = Field(default_factory=RouterSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    cases: CasesSettings = Field(default_factory=CasesSettings)
     cities: dict[str, CitySettings] = Field(default_factory=dict)
 
     @classmethod

@@ -19,6 +19,7 @@ Every failure the gateway can meet is one of three kinds, and the kind decides w
     │   │                      input nobody foresaw): that record is dead-lettered, reason
     │   │                      ``internal_error``, the loop goes on
     │   ├── RejectedByBureau   the bureau refused the escalation permanently
+    │   ├── InboundRefused     a bureau's callback fails verification or cannot be read
     │   └── IrregularAnswer    the bureau answered, but not within bounds (answer over the size
     │                          cap, a case number missing/too long): dead-letter, never a receipt
     ├── TransientError         may succeed later -> wait with capped backoff, /readyz false, a
@@ -109,6 +110,15 @@ class InternalError(RecordError):
     """An unexpected exception while handling one record: dead-letter that record, go on."""
 
     reason = "internal_error"
+
+
+class InboundRefused(RecordError):
+    """A bureau's callback is not taken: bad signature, stale or replayed, unreadable.
+
+    ``reason`` is one of ``bad_signature``, ``unknown_client``, ``stale``, ``replayed``,
+    ``malformed``; the receiver answers in the city's format and nothing reaches Kafka."""
+
+    reason = "malformed"
 
 
 class RejectedByBureau(RecordError):

@@ -10,6 +10,21 @@ and registers it in the ``greenchannel.connectors`` entry-point group::
 
     [project.entry-points."greenchannel.connectors"]
     wuhu = "connectors.wuhu:connector"
+
+**Inbound side** (case updates from the bureau, ``docs/cases.md``), as pure as the outbound one.
+A connector declares ``inbound = "callback"``, ``"poll"`` or ``"none"``:
+
+* ``"callback"`` (:class:`CallbackInbound`): the bureau calls the gateway.
+  ``parse_callback(request, credentials) -> Callback`` verifies the city's own signature and
+  returns the signed timestamp and nonce (the receiver refuses stale and replayed ones: it owns
+  the clock and the nonce memory) and the :class:`CaseEvent` list, or raises
+  :class:`~gateway.errors.InboundRefused`; ``callback_answer(outcome)`` is the answer in the
+  city's format (``ok``, ``bad_signature``, ``stale``, ``replayed``, ``malformed``,
+  ``rate_limited``, ``unavailable``).
+* ``"poll"`` (:class:`PollInbound`): the gateway asks. ``poll_request(cursor, ctx)`` builds the
+  request for the changes after ``cursor`` (``""`` at the start); ``parse_poll(response) ->
+  PollPage`` reads the events and the next cursor (``ValueError`` when unreadable). The engine
+  runs polls under the city's rate limit and breaker and keeps the cursor in Kafka.
 """
 
 from __future__ import annotations
@@ -245,4 +260,153 @@ class Connector(Protocol):
         """Parse a token endpoint answer into (access_token, expires_in_seconds).
 
         Only called when ``token_grant`` is set; raise ``ValueError`` on a bad answer."""
+        ...
+
+
+# --- inbound: case updates from the bureaus ----------------------------------------------------
+
+CASE_STATES = frozenset({"ACCEPTED", "RETURNED", "NEGOTIATION", "MEDIATION", "CLOSED"})
+"""States a bureau reports (``schemas/case_update.avsc`` ``CaseStatus``)."""
+RETURN_REASONS = frozenset(
+    {
+        "MISSING_ELEMENTS",
+        "UNCLEAR",
+        "WRONG_TYPE",
+        "DUPLICATE",
+        "WITHDRAWN",
+        "NOT_JURISDICTION",
+        "OTHER",
+    }
+)
+CLOSURES = frozenset({"SETTLED", "NOT_SETTLED", "WITHDRAWN", "TERMINATED", "OTHER"})
+CALLBACK_OUTCOMES = frozenset(
+    {
+        "ok",
+        "bad_signature",
+        "unknown_client",
+        "stale",
+        "replayed",
+        "malformed",
+        "rate_limited",
+        "unavailable",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """An HTTP request a bureau sent to the gateway's receiver."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    """Header names are lower-case."""
+    body: bytes
+    query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CaseEvent:
+    """One state change of a case as a bureau reports it (the engine makes a CaseUpdate)."""
+
+    escalation_id: str
+    state: str
+    """One of :data:`CASE_STATES` (anything else is passed on and refused by the keeper)."""
+    occurred_at_ms: int
+    case_number: str | None = None
+    return_reason: str | None = None
+    closure: str | None = None
+    bureau_ref: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A callback whose signature verified."""
+
+    timestamp_ms: int
+    nonce: str
+    events: tuple[CaseEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PollPage:
+    events: tuple[CaseEvent, ...]
+    cursor: str
+    """Where the next poll starts (the same cursor again when nothing new came)."""
+
+
+@runtime_checkable
+class CallbackInbound(Protocol):
+    """A connector whose bureau calls the gateway back (``inbound = "callback"``)."""
+
+    @property
+    def callback_path(self) -> str: ...
+
+    def parse_callback(self, request: InboundRequest, credentials: Credentials) -> Callback:
+        """Verify and read a callback. Pure; raises :class:`InboundRefused`."""
+        ...
+
+    def callback_answer(self, outcome: str) -> BureauResponse:
+        """The answer to send, in the city's format, for one of :data:`CALLBACK_OUTCOMES`."""
+        ...
+
+
+@runtime_checkable
+class PollInbound(Protocol):
+    """A connector whose bureau is polled for changes (``inbound = "poll"``)."""
+
+    def poll_request(self, cursor: str, ctx: RequestContext) -> BureauRequest:
+        """The request for the changes after ``cursor``. Pure."""
+        ...
+
+    def parse_poll(self, response: BureauResponse) -> PollPage:
+        """Read a poll answer. Pure; ``ValueError`` when it cannot be read."""
+        ...
+
+
+def inbound_kind(connector: object) -> str:
+    """``"callback"``, ``"poll"`` or ``"none"``, checked against the protocols."""
+    kind = getattr(connector, "inbound", "none")
+    if kind == "callback" and isinstance(connector, CallbackInbound):
+        return "callback"
+    if kind == "poll" and isinstance(connector, PollInbound):
+        return "poll"
+    return "none"
+
+
+# --- outbound: handling results to the bureaus -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HandlingResult:
+    """How the enterprise handled a case (mirrors ``schemas/handling_result.avsc``)."""
+
+    result_id: str
+    """The bureau's idempotency key for this report."""
+    escalation_id: str
+    complaint_id: str | None
+    city: str
+    case_number: str | None
+    contacted_at_ms: int
+    method: str
+    settled: bool
+    refund_fen: int | None
+    compensation_fen: int | None
+    satisfaction: str
+    note: str | None
+    reported_at_ms: int
+
+
+@runtime_checkable
+class ResultOutbound(Protocol):
+    """A connector that reports handling results to its bureau (same engine as escalations:
+    rate limit, retries, breaker, idempotency key, dead letters, receipts)."""
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        """Build the bureau request for a result. Pure."""
+        ...
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        """Classify the bureau's answer (``Accepted.case_number``: its receipt). Pure."""
         ...

@@ -12,13 +12,25 @@ topic                                  partitions  retention    role
 ``{p}dlq.complaints.v1``               3           90 days      complaints the router could not process
 ``{p}dlq.escalations.v1``              3           90 days      escalations a bureau rejected permanently
 ``{p}schemas.v1``                      1           compacted    writer schemas upstream registered
+``{p}cases.inbound.v1``                6           7 days       CaseUpdates as they arrive (may repeat)
+``{p}cases.updates.v1``                6           90 days      CaseUpdates applied: one per state change
+``{p}cases.cursors.v1``                1           compacted    poll cursor per polled city (key = city)
+``{p}cases.state.v1``                  6           compacted    CaseState per case (key = escalation id)
+``{p}dlq.cases.v1``                    3           90 days      case updates the state machine refused
+``{p}results.v1``                      6           30 days      HandlingResults to report to the bureaus
+``{p}results.receipts.v1``             6           90 days      DeliveryReceipts of reported results
+``{p}dlq.results.v1``                  3           90 days      results a bureau rejected permanently
 =====================================  ==========  ===========  ==========================================
 
 ``{p}`` is the configurable prefix (default ``gc.``). The record topics use
 ``cleanup.policy=delete``; their keys are the complaint id, so one complaint's records stay
-ordered in one partition. The schema store (:mod:`gateway.avro.store`) is compacted
-(``cleanup.policy=compact``, never deleted by age, as Confluent's registry keeps ``_schemas``):
-key = the writer schema's fingerprint as Avro tools print it, value = the schema's JSON.
+ordered in one partition, except on the case topics, keyed by escalation id. The case inbound,
+updates and state topics must have the same number of partitions: the keeper writes a case's
+state to the partition number its updates come from. The compacted topics
+(``cleanup.policy=compact``: the latest record per key is kept, never deleted by age) are the
+schema store (:mod:`gateway.avro.store`, as Confluent's registry keeps ``_schemas``: key = the
+writer schema's fingerprint as Avro tools print it, value = the schema's JSON), the case state
+and the poll cursors.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 DAY_MS = 24 * 3600 * 1000
+CASE_PARTITIONS = 6
+"""Partitions of the case updates and the case state topics (the same for both)."""
 
 
 class Department(StrEnum):
@@ -53,11 +67,20 @@ class TopicSpec:
     retention_ms: int
     role: str
     cleanup_policy: str = "delete"
+    """``compact``: the latest record per key is kept forever (``retention_ms``, when positive,
+    then bounds how long a deleted key's tombstone stays)."""
+
+    @property
+    def compacted(self) -> bool:
+        return self.cleanup_policy == "compact"
 
     @property
     def configs(self) -> dict[str, str]:
-        if self.cleanup_policy == "compact":
-            return {"cleanup.policy": "compact", "retention.ms": "-1"}
+        if self.compacted:
+            configs = {"cleanup.policy": "compact", "retention.ms": "-1"}
+            if self.retention_ms > 0:
+                configs["delete.retention.ms"] = str(self.retention_ms)
+            return configs
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
@@ -105,6 +128,38 @@ class Topics:
         """The schema store: writer schemas by fingerprint (compacted)."""
         return f"{self.prefix}schemas.v1"
 
+    @property
+    def case_inbound(self) -> str:
+        return f"{self.prefix}cases.inbound.v1"
+
+    @property
+    def case_cursors(self) -> str:
+        return f"{self.prefix}cases.cursors.v1"
+
+    @property
+    def case_updates(self) -> str:
+        return f"{self.prefix}cases.updates.v1"
+
+    @property
+    def case_state(self) -> str:
+        return f"{self.prefix}cases.state.v1"
+
+    @property
+    def dlq_cases(self) -> str:
+        return f"{self.prefix}dlq.cases.v1"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}results.v1"
+
+    @property
+    def result_receipts(self) -> str:
+        return f"{self.prefix}results.receipts.v1"
+
+    @property
+    def dlq_results(self) -> str:
+        return f"{self.prefix}dlq.results.v1"
+
     def all(self, cities: list[str]) -> list[TopicSpec]:
         """Every topic with its partitions and retention, for ``topics init``."""
         specs = [
@@ -127,5 +182,17 @@ class Topics:
             TopicSpec(self.dlq_complaints, 3, 90 * DAY_MS, "dead-lettered complaints"),
             TopicSpec(self.dlq_escalations, 3, 90 * DAY_MS, "dead-lettered escalations"),
             TopicSpec(self.schemas, 1, -1, "writer schemas (compacted)", cleanup_policy="compact"),
+            TopicSpec(
+                self.case_inbound, CASE_PARTITIONS, 7 * DAY_MS, "case updates as they arrive"
+            ),
+            TopicSpec(self.case_updates, CASE_PARTITIONS, 90 * DAY_MS, "case updates applied"),
+            TopicSpec(self.case_cursors, 1, DAY_MS, "poll cursors", cleanup_policy="compact"),
+            TopicSpec(
+                self.case_state, CASE_PARTITIONS, DAY_MS, "case state", cleanup_policy="compact"
+            ),
+            TopicSpec(self.dlq_cases, 3, 90 * DAY_MS, "dead-lettered case updates"),
+            TopicSpec(self.results, 6, 30 * DAY_MS, "handling results"),
+            TopicSpec(self.result_receipts, 6, 90 * DAY_MS, "handling result receipts"),
+            TopicSpec(self.dlq_results, 3, 90 * DAY_MS, "dead-lettered handling results"),
         ]
         return specs

@@ -19,6 +19,19 @@ code and case number; a 200 with an error code is a business rejection, or ``Ret
 the city's busy codes; 409 is a duplicate -> ``Accepted`` with the existing case number;
 429 -> ``RetryLater`` with Retry-After; 5xx -> ``RetryLater``; other 4xx -> ``Rejected``.
 
+**Case updates (inbound: callback).** The bureau calls ``POST <callback_path>`` signed exactly
+like our requests (same headers, same ``string_to_sign`` over *its* method, path, timestamp,
+nonce and body, with the same shared secret); body::
+
+    {"events": [{"idempotency_key": "<escalation id>", "case_no": "...", "status": "accepted",
+                 "time": "2026-02-10T10:00:00+08:00", "reason": "", "result": "",
+                 "event_id": "...", "remark": "..."}]}
+
+``status``: accepted, returned (``reason``: missing_elements, unclear, wrong_type, duplicate,
+withdrawn, not_jurisdiction), negotiating, mediating, closed (``result``: settled, not_settled,
+withdrawn, terminated). We answer ``{"code": "0", "message": "ok"}`` (200) or an error code
+with 400/401/409/429/503 (:meth:`JsonHmacConnector.callback_answer`).
+
 **401/403 -> RetryLater(reason="auth"), not Rejected.** A refused signature means *our*
 configuration is wrong (secret, clock) and says nothing about the escalation: dead-lettering
 would bury good complaints. Retrying lets the city's breaker open, its partitions pause and the
@@ -38,12 +51,26 @@ from connectors.families.common import (
     NoToken,
     dump_json,
     interpret_json,
+    json_answer,
     sha256_hex,
 )
+from connectors.families.inbound import (
+    StatusCodes,
+    json_event,
+    result_body,
+    same,
+    signed_time_ms,
+)
+from gateway.errors import InboundRefused
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
+    Callback,
+    CaseEvent,
+    Credentials,
     Escalation,
+    HandlingResult,
+    InboundRequest,
     Outcome,
     RequestContext,
     RetryLater,
@@ -83,6 +110,11 @@ class JsonHmacConnector(NoToken):
     def requires_client_cert(self) -> bool:
         return self.transport.client_cert
 
+    inbound: str = "callback"
+    callback_path: str = "/12315/case-updates"
+    status_codes: StatusCodes = field(default_factory=StatusCodes)
+    result_path: str = "/12315/case-results"
+
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         body = dump_json(self.body(escalation))
         timestamp = str(ctx.now_ms)
@@ -102,3 +134,76 @@ class JsonHmacConnector(NoToken):
 
     def interpret(self, response: BureauResponse) -> Outcome:
         return interpret_json(response, self.codes, RetryLater("auth"))
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        body = dump_json(result_body(result))
+        timestamp = str(ctx.now_ms)
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "X-Client-Id": ctx.credentials.client_id,
+            "X-Timestamp": timestamp,
+            "X-Nonce": ctx.nonce,
+            "X-Idempotency-Key": result.result_id,
+            "X-Signature": signature(
+                ctx.credentials.secret,
+                string_to_sign("POST", self.result_path, timestamp, ctx.nonce, body),
+            ),
+        }
+        return BureauRequest("POST", self.result_path, headers, body)
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
+
+    # --- inbound: the bureau's case-update callbacks ------------------------------------------
+
+    def parse_callback(self, request: InboundRequest, credentials: Credentials) -> Callback:
+        h = request.headers
+        if h.get("x-client-id") != credentials.client_id:
+            raise InboundRefused("callback from an unknown client id", reason="unknown_client")
+        stamp, nonce = h.get("x-timestamp", ""), h.get("x-nonce", "")
+        try:
+            when = signed_time_ms(stamp)
+        except ValueError as exc:
+            raise InboundRefused("callback without a valid X-Timestamp") from exc
+        message = string_to_sign(request.method, request.path, stamp, nonce, request.body)
+        if not nonce or not same(signature(credentials.secret, message), h.get("x-signature", "")):
+            raise InboundRefused("callback signature does not verify", reason="bad_signature")
+        return Callback(when, nonce, tuple(self._events(request.body)))
+
+    def _events(self, body: bytes) -> list[CaseEvent]:
+        answer = json_answer(body)
+        events = answer.get("events") if answer is not None else None
+        if not isinstance(events, list):
+            raise InboundRefused("callback body has no events list")
+        try:
+            return [json_event(self.status_codes, e) for e in events]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise InboundRefused(f"unreadable callback event: {exc}") from exc
+
+    def callback_answer(self, outcome: str) -> BureauResponse:
+        return json_callback_answer(outcome)
+
+
+CALLBACK_STATUS = {
+    "ok": 200,
+    "bad_signature": 401,
+    "unknown_client": 401,
+    "stale": 401,
+    "replayed": 409,
+    "malformed": 400,
+    "rate_limited": 429,
+    "unavailable": 503,
+}
+
+
+def json_callback_answer(outcome: str) -> BureauResponse:
+    status = CALLBACK_STATUS.get(outcome, 400)
+    code = "0" if outcome == "ok" else outcome.upper()
+    body = dump_json({"code": code, "message": outcome})
+    headers = {"content-type": "application/json; charset=utf-8"}
+    if outcome == "rate_limited":
+        headers["retry-after"] = "1"
+    return BureauResponse(status, headers, body)

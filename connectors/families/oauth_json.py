@@ -9,6 +9,10 @@ token, refreshing it a little before it expires.
 Request: ``POST <path>`` with ``Authorization: Bearer <ctx.bearer_token>``,
 ``Idempotency-Key: <escalation_id>`` and a UTF-8 JSON body (which also carries the id).
 
+**Case updates (inbound: poll).** ``GET <poll_path>?cursor=<c>&limit=100`` with the bearer
+token (cursor ``""`` at the start); the bureau answers 200
+``{"next_cursor": "...", "updates": [<events as in the JSON+HMAC family's callbacks>]}``.
+
 Answers: as the JSON+HMAC family, except **401 -> RetryLater("token_expired",
 reauthenticate=True)**: the engine drops its cached token and fetches a new one before the
 retry. 403 (token valid but not allowed, or mTLS identity refused) is our configuration:
@@ -29,11 +33,14 @@ from connectors.families.common import (
     interpret_json,
     json_answer,
 )
+from connectors.families.inbound import StatusCodes, json_event, result_body
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
     Escalation,
+    HandlingResult,
     Outcome,
+    PollPage,
     RequestContext,
     RetryLater,
     TokenGrant,
@@ -64,6 +71,13 @@ class OAuthJsonConnector:
     personal_data: frozenset[str] = frozenset({"name", "phone"})
     family: str = FAMILY
     auth: str = "oauth2-client-credentials"
+    inbound: str = "poll"
+    poll_path: str = ""
+    """Where updates are queried; empty: ``case-updates`` beside the complaint path."""
+    poll_limit: int = 100
+    status_codes: StatusCodes = field(default_factory=StatusCodes)
+    result_path: str = ""
+    """Where results are reported; empty: ``case-results`` beside the complaint path."""
 
     @property
     def requires_client_cert(self) -> bool:
@@ -109,6 +123,42 @@ class OAuthJsonConnector:
         if not isinstance(kind, str) or kind.lower() != "bearer":
             raise ValueError(f"unsupported token_type {kind!r}")
         return token, _expires_in(answer.get("expires_in"))
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        if not ctx.bearer_token:
+            raise ValueError(f"{self.name}: RequestContext.bearer_token is required")
+        path = self.result_path or self.path.rsplit("/", 1)[0] + "/case-results"
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "Authorization": f"Bearer {ctx.bearer_token}",
+            "Idempotency-Key": result.result_id,
+        }
+        return BureauRequest("POST", path, headers, dump_json(result_body(result)))
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
+
+    # --- inbound: polling the bureau for case updates ----------------------------------------
+
+    def poll_request(self, cursor: str, ctx: RequestContext) -> BureauRequest:
+        if not ctx.bearer_token:
+            raise ValueError(f"{self.name}: RequestContext.bearer_token is required")
+        path = self.poll_path or self.path.rsplit("/", 1)[0] + "/case-updates"
+        query = urlencode({"cursor": cursor, "limit": str(self.poll_limit)})
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {ctx.bearer_token}"}
+        return BureauRequest("GET", f"{path}?{query}", headers, b"")
+
+    def parse_poll(self, response: BureauResponse) -> PollPage:
+        answer = json_answer(response.body) if response.status == 200 else None
+        if answer is None:
+            raise ValueError(f"poll answered {response.status} without a JSON object")
+        cursor, updates = answer.get("next_cursor"), answer.get("updates")
+        if not isinstance(cursor, str) or not cursor or not isinstance(updates, list):
+            raise ValueError("poll answer without next_cursor and updates")
+        return PollPage(tuple(json_event(self.status_codes, u) for u in updates), cursor)
 
 
 def _expires_in(value: object) -> float:

@@ -14,6 +14,13 @@ an envelope built with ``xml.etree`` (all text escaped, characters XML 1.0 forbi
 We chose the OASIS digest over a bespoke HMAC header: both bureaus' SOAP stacks (CXF, .NET)
 check it out of the box, and the secret never travels.
 
+**Case updates (inbound: poll).** We ask ``POST <poll_path or path>`` with SOAPAction
+``"<namespace>#QueryCaseUpdates"`` and the same WS-Security header; body
+``<QueryCaseUpdates><cursor>…</cursor><limit>100</limit></QueryCaseUpdates>`` (cursor ``""`` at
+the start). The bureau answers ``<QueryCaseUpdatesResponse><nextCursor>…</nextCursor>`` with one
+``<update>`` per change (children ``outId``, ``caseNo``, ``status``, ``time``, ``reason``,
+``result``, ``eventId``, ``remark``; words as in the JSON+HMAC family).
+
 Answers are parsed with ``xml.etree`` after refusing any DOCTYPE or ENTITY declaration (no
 entity expansion, no external fetches). SOAP faults: ``Client*`` -> Rejected;
 ``Server*`` -> RetryLater; WS-Security faults (FailedAuthentication, InvalidSecurity...) and
@@ -38,11 +45,15 @@ from connectors.families.common import (
     http_rejected,
     iso_utc,
 )
+from connectors.families.inbound import StatusCodes, event_time_ms, result_fields
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
+    CaseEvent,
     Escalation,
+    HandlingResult,
     Outcome,
+    PollPage,
     Rejected,
     RequestContext,
     RetryLater,
@@ -126,6 +137,12 @@ class SoapConnector(NoToken):
     def requires_client_cert(self) -> bool:
         return self.transport.client_cert
 
+    inbound: str = "poll"
+    poll_path: str = ""
+    """Where updates are queried; empty: the complaint path."""
+    poll_limit: int = 100
+    status_codes: StatusCodes = field(default_factory=StatusCodes)
+
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
         envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
         header = ET.SubElement(envelope, f"{{{SOAP_NS}}}Header")
@@ -155,6 +172,77 @@ class SoapConnector(NoToken):
             return RetryLater("unreadable_answer")
         answer = {local(child.tag): (child.text or "") for child in content}
         return self.codes.outcome(answer)
+
+    # --- outbound: handling results ----------------------------------------------------------
+
+    def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
+        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
+        ET.SubElement(envelope, f"{{{SOAP_NS}}}Header").append(_security(ctx))
+        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
+        operation = ET.SubElement(body, f"{{{self.namespace}}}SubmitHandlingResult")
+        for key, value in result_fields(result).items():
+            ET.SubElement(operation, f"{{{self.namespace}}}{_camel(key)}").text = xml_text(value)
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": f'"{self.namespace}#SubmitHandlingResult"',
+        }
+        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        return BureauRequest("POST", self.path, headers, payload)
+
+    def interpret_result(self, response: BureauResponse) -> Outcome:
+        return self.interpret(response)
+
+    # --- inbound: polling the bureau for case updates ----------------------------------------
+
+    def poll_request(self, cursor: str, ctx: RequestContext) -> BureauRequest:
+        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
+        ET.SubElement(envelope, f"{{{SOAP_NS}}}Header").append(_security(ctx))
+        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
+        query = ET.SubElement(body, f"{{{self.namespace}}}QueryCaseUpdates")
+        ET.SubElement(query, f"{{{self.namespace}}}cursor").text = xml_text(cursor)
+        ET.SubElement(query, f"{{{self.namespace}}}limit").text = str(self.poll_limit)
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            "SOAPAction": f'"{self.namespace}#QueryCaseUpdates"',
+        }
+        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        return BureauRequest("POST", self.poll_path or self.path, headers, payload)
+
+    def parse_poll(self, response: BureauResponse) -> PollPage:
+        content = _body_child(parse_xml(response.body) if response.body else None)
+        if content is None or response.status != 200:
+            raise ValueError(f"poll answered {response.status} without a SOAP body")
+        if local(content.tag) == "Fault":
+            raise ValueError(f"poll fault: {detail(' '.join(c.text or '' for c in content))}")
+        if local(content.tag) != "QueryCaseUpdatesResponse":
+            raise ValueError(f"unexpected poll answer element {local(content.tag)}")
+        cursor = ""
+        events: list[CaseEvent] = []
+        for child in content:
+            if local(child.tag) == "nextCursor":
+                cursor = child.text or ""
+            elif local(child.tag) == "update":
+                fields = {local(c.tag): (c.text or "") for c in child}
+                events.append(
+                    self.status_codes.event(
+                        escalation_id=fields.get("outId", ""),
+                        status=fields.get("status", ""),
+                        occurred_at_ms=event_time_ms(fields.get("time", "")),
+                        case_number=fields.get("caseNo", ""),
+                        reason=fields.get("reason", ""),
+                        result=fields.get("result", ""),
+                        ref=fields.get("eventId", ""),
+                        note=fields.get("remark", ""),
+                    )
+                )
+        if not cursor:
+            raise ValueError("poll answer without nextCursor")
+        return PollPage(tuple(events), cursor)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _security(ctx: RequestContext) -> ET.Element:

@@ -79,12 +79,15 @@ from gateway.errors import (
     UnknownSchema,
 )
 
-Kind = Literal["complaint", "escalation", "receipt"]
+Kind = Literal["complaint", "escalation", "receipt", "case_update", "case_state", "handling_result"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 RECORD_NAMES: Final[dict[str, Kind]] = {
     "Complaint": "complaint",
     "Escalation": "escalation",
     "DeliveryReceipt": "receipt",
+    "CaseUpdate": "case_update",
+    "CaseState": "case_state",
+    "HandlingResult": "handling_result",
 }
 SINGLE_OBJECT_MAGIC: Final = b"\xc3\x01"
 CONFLUENT_MAGIC: Final = b"\x00"

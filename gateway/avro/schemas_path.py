@@ -15,6 +15,9 @@ SCHEMA_FILES = {
     "complaint": "complaint.avsc",
     "escalation": "escalation.avsc",
     "receipt": "receipt.avsc",
+    "case_update": "case_update.avsc",
+    "case_state": "case_state.avsc",
+    "handling_result": "handling_result.avsc",
 }
 """Message kind -> file name under the schemas directory."""
 

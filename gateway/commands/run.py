@@ -162,6 +162,9 @@ def check_config(ctx: click.Context, elsewhere: bool) -> None:
             missing_tls_ok=True,
             missing_secrets_ok=elsewhere,
         )
+        from gateway.cases.deadlines import calendar_from, rules_from
+
+        rules_from(settings.cases, calendar_from(settings.cases))
     except GreenChannelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -148,6 +148,11 @@ class CityBureau:
         self._arrivals: list[Arrival] = []
         self._counters: dict[str, int] = {}
         self._listeners: list[Callable[[bool], None]] = []
+        self.inbound: Callable[[Incoming, float], Answer | None] | None = None
+        """Answers case-update polls (set by :mod:`gateway.dev.bureau_lifecycle`)."""
+        self.lifecycle: Any = None
+        """The :class:`~gateway.dev.bureau_lifecycle.BureauLifecycle` playing this bureau's side
+        of the case lifecycle, when one is attached."""
 
     @staticmethod
     def baseline(rate_per_s: float, burst: int) -> Faults:
@@ -253,6 +258,10 @@ class CityBureau:
         if self._rng.random() < faults.error_5xx_ratio:
             status = self._rng.choice((500, 502, 503))
             return self._counted("server_errors", server_error(self.profile, status))
+        if self.inbound is not None:
+            polled = self.inbound(req, arrived)
+            if polled is not None:
+                return self._counted("polls", polled)
         if req.method != "POST" or req.path != self.profile.path:
             return not_found()
         return self._business(req, arrived)
@@ -278,6 +287,11 @@ class CityBureau:
         if scheme.lower() != "bearer" or self._tokens.get(token, 0.0) <= now:
             return "invalid or expired token"
         return None
+
+    def token_valid(self, token: str, now: float) -> bool:
+        """True for a bearer token this bureau issued that has not expired."""
+        with self._lock:
+            return self._tokens.get(token, 0.0) > now
 
     def _open(self, key: str, data: dict[str, str], arrived: float) -> Answer:
         p = self.profile

@@ -59,6 +59,8 @@ class Incoming:
     body: bytes
     peer_cn: str | None = None
     """Common name of the verified TLS client certificate, if any."""
+    query: str = ""
+    """The request's query string (case-update polls carry their cursor there)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,9 +125,9 @@ class _CityHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {key.lower(): value for key, value in self.headers.items()}
-        path = urlsplit(self.path).path
+        parts = urlsplit(self.path)
         assert self.server.city is not None
-        req = Incoming(self.command, path, headers, body, self._peer_cn())
+        req = Incoming(self.command, parts.path, headers, body, self._peer_cn(), parts.query)
         answer = self.server.city.handle(req)
         if answer is None:
             self.close_connection = True
@@ -247,7 +247,13 @@ class BureauSimulator:
         conf = self.settings.cities[name]
         client = (conf.credentials.client_id, conf.credentials.resolved_secret())
         baseline = CityBureau.baseline(conf.rate_per_s, conf.burst)
-        return CityBureau(profile_for(name), client, baseline, seed=self._seed)
+        city = CityBureau(profile_for(name), client, baseline, seed=self._seed)
+        # the bureau's side of the case lifecycle: polls and handling results are answered;
+        # cases only move when a test or the demo starts a lifecycle with its plan
+        from gateway.dev.bureau_lifecycle import BureauLifecycle, LifecyclePlan
+
+        BureauLifecycle(city, client, LifecyclePlan(), seed=self._seed)
+        return city
 
     def start(self) -> BureauSimulator:
         files = self._tls_files()
@@ -282,6 +288,8 @@ class BureauSimulator:
     def stop(self) -> None:
         for city in self._cities.values():
             city.release()
+            if city.lifecycle is not None:
+                city.lifecycle.stop()
         for listener in self._listeners.values():
             listener.set_listening(False)
         self._listeners.clear()

@@ -24,7 +24,17 @@ bad_credentials    wrong secret -> refused by the bureau -> RetryLater("auth") /
 replay_refused     the same signed request replayed -> refused (signatures carry the nonce)
 token_expired      (OAuth2) expired bearer -> RetryLater(reauthenticate=True), then fresh token
 client_cert        (mTLS) no client certificate -> transport error
+callback           (inbound callback) the bureau's signed callback -> parse_callback reads the
+                   case, its state and case number; a tampered one -> InboundRefused
+                   (bad_signature); callback_answer("ok") is a 2xx
+poll               (inbound poll) an event at the bureau -> poll_request/parse_poll return it
+                   with the next cursor; polling from that cursor does not return it again
+result             (handling results) translate_result -> Accepted with the bureau's receipt;
+                   the same result again -> the same receipt, stored once
 =================  ============================================================================
+
+The inbound and result checks need the bureau's lifecycle side (in-process simulator); over
+the admin API they are not run.
 """
 
 from __future__ import annotations
@@ -449,12 +459,142 @@ _SIMPLE: list[tuple[str, Callable[[_Kit], _Result]]] = [
 ]
 
 
-def _applicable(connector: Connector) -> list[tuple[str, Callable[[_Kit], _Result]]]:
+def _lifecycle(kit: _Kit) -> Any:
+    lifecycle = getattr(kit.bureau, "lifecycle", None)
+    if lifecycle is None:
+        raise AssertionError("the bureau has no lifecycle side (in-process simulator only)")
+    return lifecycle
+
+
+def _patient(call: Callable[[], BureauResponse], within_s: float = 40.0) -> BureauResponse:
+    """``call()`` again while the bureau answers 429 (the checks share its rate limit)."""
+    from connectors.families.common import retry_after
+
+    deadline = time.monotonic() + within_s
+    while True:
+        response = call()
+        if response.status != 429 or time.monotonic() > deadline:
+            return response
+        time.sleep(min(3.0, retry_after(response) or 0.5))
+
+
+def _accepted_case(kit: _Kit) -> tuple[Escalation, str]:
+    escalation = sample_escalation(kit.connector, "inbound")
+    outcome = kit.send(escalation)
+    deadline = time.monotonic() + 40.0
+    while isinstance(outcome, RetryLater) and outcome.reason == "rate_limited":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(min(3.0, outcome.retry_after or 0.5))
+        outcome = kit.send(escalation)
+    if not isinstance(outcome, Accepted):
+        raise AssertionError(f"the probe escalation was not accepted: {outcome!r}")
+    return escalation, outcome.case_number
+
+
+def check_callback(kit: _Kit) -> _Result:
+    from gateway.errors import InboundRefused
+    from gateway.sdk import CallbackInbound, InboundRequest
+
+    connector = kit.connector
+    assert isinstance(connector, CallbackInbound)
+    escalation, number = _accepted_case(kit)
+    lifecycle = _lifecycle(kit)
+    event = lifecycle.record(escalation.escalation_id, number, "accepted")
+    body, headers = lifecycle.signed_callback(event, connector.callback_path)
+    request = InboundRequest("POST", connector.callback_path, headers, body)
+    creds = credentials_of(kit.city)
+    events = connector.parse_callback(request, creds).events
+    read_ok = [(e.escalation_id, e.state, e.case_number) for e in events] == [
+        (escalation.escalation_id, "ACCEPTED", number)
+    ]
+    tampered = InboundRequest(
+        "POST", connector.callback_path, headers, body.replace(b"accepted", b"closed")
+    )
+    try:
+        connector.parse_callback(tampered, creds)
+        refused = "accepted"
+    except InboundRefused as exc:
+        refused = exc.reason
+    answer = connector.callback_answer("ok")
+    ok = read_ok and refused == "bad_signature" and 200 <= answer.status < 300
+    return ok, f"read: {events!r}; tampered: {refused}; ok answer: {answer.status}"
+
+
+def check_poll(kit: _Kit) -> _Result:
+    from gateway.sdk import PollInbound
+
+    connector = kit.connector
+    assert isinstance(connector, PollInbound)
+    client = kit.client()
+    escalation, number = _accepted_case(kit)
+    bearer = client.token() if kit.connector.token_grant is not None else None
+
+    def poll(cursor: str) -> Any:
+        return connector.parse_poll(
+            _patient(
+                lambda: client.exchange(connector.poll_request(cursor, client.context(bearer)))
+            )
+        )
+
+    first = poll("")
+    _lifecycle(kit).record(escalation.escalation_id, number, "negotiating")
+    second = poll(first.cursor)
+    third = poll(second.cursor)
+    got = [(e.escalation_id, e.state, e.case_number) for e in second.events]
+    ok = (escalation.escalation_id, "NEGOTIATION", number) in got and not any(
+        e.escalation_id == escalation.escalation_id for e in third.events
+    )
+    return ok, f"after {first.cursor!r}: {got!r}; after {second.cursor!r}: {len(third.events)}"
+
+
+def check_result(kit: _Kit) -> _Result:
+    from gateway.sdk import HandlingResult, ResultOutbound
+
+    connector = kit.connector
+    assert isinstance(connector, ResultOutbound)
+    client = kit.client()
+    escalation, number = _accepted_case(kit)
+    now = time.time_ns() // 1_000_000
+    result = HandlingResult(
+        result_id=str(uuid.uuid4()), escalation_id=escalation.escalation_id,
+        complaint_id=escalation.complaint_id, city=escalation.city, case_number=number,
+        contacted_at_ms=now - 3_600_000, method="PHONE", settled=True, refund_fen=12_900,
+        compensation_fen=None, satisfaction="SATISFIED", note="已联系", reported_at_ms=now,
+    )  # fmt: skip
+    bearer = client.token() if kit.connector.token_grant is not None else None
+
+    def send() -> Outcome:
+        return connector.interpret_result(
+            _patient(
+                lambda: client.exchange(connector.translate_result(result, client.context(bearer)))
+            )
+        )
+
+    first, again = send(), send()
+    stored = [k for k in _lifecycle(kit).results if k == result.result_id]
+    ok = isinstance(first, Accepted) and first == again and len(stored) == 1
+    return ok, f"first: {first!r}; again: {again!r}; stored {len(stored)}"
+
+
+def _applicable(
+    connector: Connector, bureau: object = None
+) -> list[tuple[str, Callable[[_Kit], _Result]]]:
+    from gateway.sdk import ResultOutbound, inbound_kind
+
     checks = list(_SIMPLE)
     if connector.token_grant is not None:
         checks.append(("token_expired", check_token_expired))
     if connector.requires_client_cert:
         checks.append(("client_cert", check_client_cert))
+    if getattr(bureau, "lifecycle", None) is not None:
+        kind = inbound_kind(connector)
+        if kind == "callback":
+            checks.append(("callback", check_callback))
+        elif kind == "poll":
+            checks.append(("poll", check_poll))
+        if isinstance(connector, ResultOutbound):
+            checks.append(("result", check_result))
     return checks
 
 
@@ -482,7 +622,7 @@ def certify(
             results = check_accepted_and_duplicate(kit)
         except Exception as exc:
             results = [Check("accepted", False, f"raised {type(exc).__name__}: {exc}")]
-        results += [_run(kit, name, check) for name, check in _applicable(connector)]
+        results += [_run(kit, name, check) for name, check in _applicable(connector, bureau)]
     finally:
         bureau.reset_faults()
         for client in kit.clients:

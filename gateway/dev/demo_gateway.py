@@ -28,11 +28,17 @@ GATEWAY_DRAIN_S = 10.0
 class GatewayProcess:
     """``greenchannel run`` as a child process in its own session (Ctrl-C reaches only us)."""
 
-    def __init__(self, env: dict[str, str], metrics_port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        metrics_port: int,
+        log_path: Path,
+        args: tuple[str, ...] = ("run",),
+    ) -> None:
         script = Path(sys.executable).with_name("greenchannel")
         base = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
         self.command = [
-            *base, "run", "--metrics-port", str(metrics_port),
+            *base, *args, "--metrics-port", str(metrics_port),
             "--shutdown-timeout", f"{GATEWAY_DRAIN_S:g}",
         ]  # fmt: skip
         self.env, self.log_path = env, log_path

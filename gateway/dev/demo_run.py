@@ -20,11 +20,21 @@ import httpx
 from gateway.config import KafkaSettings, Settings, load_settings
 from gateway.dev.broker import LocalBroker, free_ports, load_broker_settings, port_in_use
 from gateway.dev.bureaus import DEFAULT_ADMIN_PORT, BureauSimulator, default_tls_dir
+from gateway.dev.demo_cases import CaseFigures, CaseSide, case_rows, parse_cases
 from gateway.dev.demo_faults import FaultPlan, describe_faults
 from gateway.dev.demo_gateway import GatewayProcess, gateway_env
 from gateway.dev.demo_options import DEMO_DIR, DemoError, Options
 from gateway.dev.demo_publisher import Publisher
-from gateway.dev.demo_view import Scrape, Screen, Status, Style, frame, parse_metrics, summary_line
+from gateway.dev.demo_view import (
+    BOLD,
+    Scrape,
+    Screen,
+    Status,
+    Style,
+    frame,
+    parse_metrics,
+    summary_line,
+)
 from gateway.errors import GreenChannelError
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics
@@ -64,6 +74,8 @@ class Demo:
         self.cities = list(self.settings.router.green_cities)
         self.sim: BureauSimulator | None = None
         self.gateway: GatewayProcess | None = None
+        self.cases: CaseSide | None = None
+        self.case_figures = CaseFigures()
         self.publisher: Publisher | None = None
         self.metrics_url = ""
         self.started_at = 0.0
@@ -140,6 +152,7 @@ class Demo:
         for note in self.plan.apply_baseline(self._sim()):
             self.say(f"  {note}")
         self._start_gateway()
+        self.step("case lifecycle", self._start_cases)
         self.publisher = Publisher(self.settings, self.options)
         self.cleanup.callback(self._stop_publisher)
 
@@ -245,6 +258,39 @@ class Demo:
         self.say(f"gateway   pid {pid}: {' '.join(gateway.command[-6:])}  (log {gateway.log_path})")
         self.step("gateway ready", lambda: self._wait_gateway(gateway, base_url))
 
+    def _start_cases(self) -> str:
+        side = CaseSide(
+            self.settings,
+            self._sim(),
+            gateway_env(self.settings, self._sim()),
+            DEMO_DIR / "cases.log",
+        )
+        self.cases = side
+        self.cleanup.callback(self._stop_cases, side)
+        return side.start(self.stop)
+
+    def _stop_cases(self, side: CaseSide) -> None:
+        self.out.write("stopping the case keeper … ")
+        self.out.flush()
+        self.say(f"exited with {side.stop(self.hurry)}")
+
+    def _frame(self, scrape: Scrape, status: Status) -> list[str]:
+        lines = frame(scrape, self.cities, status, self.style)
+        if self.cases is None:
+            return lines
+        table = case_rows(self.case_figures, self.cities)
+        return [*lines, "", self.style("case lifecycle", BOLD), *table]
+
+    def _scrape_cases(self, http: httpx.Client) -> None:
+        if self.cases is None or not self.cases.metrics_url:
+            return
+        try:
+            response = http.get(self.cases.metrics_url)
+            response.raise_for_status()
+            self.case_figures = parse_cases(response.text)
+        except (httpx.HTTPError, ValueError):
+            return
+
     def _wait_gateway(self, gateway: GatewayProcess, base_url: str) -> str:
         started = time.monotonic()
         gateway.wait_ready(base_url, 90.0, self.stop)
@@ -284,18 +330,19 @@ class Demo:
         while True:
             elapsed = time.monotonic() - self.started_at
             self.events += self.plan.tick(self._sim(), elapsed)
+            if self.cases is not None:
+                self.events += self.cases.tick(elapsed)
             scrape, error = self._scrape(http, scrape)
+            self._scrape_cases(http)
             status = self._status(elapsed, error)
-            self.screen.show(
-                frame(scrape, self.cities, status, self.style), summary_line(scrape, status)
-            )
+            self.screen.show(self._frame(scrape, status), summary_line(scrape, status))
             if self.stop.is_set():
                 break
             if self.options.duration_s and elapsed >= self.options.duration_s:
                 break
             exit_code = self.gateway.exit_code()
             if exit_code is not None:
-                self.screen.final(frame(scrape, self.cities, status, self.style))
+                self.screen.final(self._frame(scrape, status))
                 self.say(f"the gateway exited with {exit_code}:\n{self.gateway.log_tail()}")
                 return 1
             if self.publisher.error and not any("publisher" in e for e in self.events):
@@ -307,8 +354,9 @@ class Demo:
         self.publisher.stop()
         elapsed = time.monotonic() - self.started_at
         scrape, error = self._scrape(http, scrape)
+        self._scrape_cases(http)
         status = self._status(elapsed, error, final=True)
-        self.screen.final(frame(scrape, self.cities, status, self.style))
+        self.screen.final(self._frame(scrape, status))
         self._summary(scrape, elapsed)
         return code
 
@@ -363,6 +411,14 @@ class Demo:
             f"/metrics was served at {self.metrics_url} (the gateway stops now); "
             f"gateway log {DEMO_DIR / 'gateway.log'}",
         ]
+        figures = self.case_figures
+        closed = sum(s.get("CLOSED", 0.0) for s in figures.states.values())
+        returned = sum(s.get("RETURNED", 0.0) for s in figures.states.values())
+        lines.append(
+            f"cases: {closed:,.0f} closed, {returned:,.0f} returned, "
+            f"{sum(figures.results.values()):,.0f} handling results reported back "
+            f"({prefix}cases.state.v1, {prefix}results.receipts.v1); log {DEMO_DIR / 'cases.log'}"
+        )
         if pub.error:
             lines.append(f"publisher error: {pub.error}")
         self.say("\n" + "\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -21,6 +22,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 TX_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+CASE_HANDLING_BUCKETS = tuple(d * 86_400.0 for d in (1, 3, 7, 10, 15, 30, 45, 60, 90))
+"""Handling-time buckets of closed cases, in seconds (the same as gateway.cases.sla's)."""
 
 
 class _SnapshotCollector(Collector):
@@ -93,6 +96,67 @@ def _le(bound: float) -> str:
     """A bucket bound as prometheus-client's own histograms print it (Go float format)."""
     text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
     return text
+
+
+class _CaseCollector(Collector):
+    """Case SLA figures (``gateway.cases.sla.Figures``) from the keepers, at scrape time."""
+
+    def __init__(self) -> None:
+        self._sources: list[Callable[[], Any]] = []
+
+    def add(self, snapshot: Callable[[], Any]) -> None:
+        self._sources.append(snapshot)
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        cases = GaugeMetricFamily(
+            f"{NS}_cases",
+            "Cases held by the case keeper, by city and state.",
+            labels=["city", "state"],
+        )
+        at_risk = GaugeMetricFamily(
+            f"{NS}_case_deadlines_at_risk",
+            "Running case deadlines due within one working day, by city and limit.",
+            labels=["city", "limit"],
+        )
+        overdue = GaugeMetricFamily(
+            f"{NS}_case_deadlines_overdue",
+            "Running case deadlines past due, by city and limit.",
+            labels=["city", "limit"],
+        )
+        closed = GaugeMetricFamily(
+            f"{NS}_cases_closed",
+            "Closed cases by city, whether every deadline was met on time, and closure.",
+            labels=["city", "on_time", "closure"],
+        )
+        handling = HistogramMetricFamily(
+            f"{NS}_case_handling_seconds",
+            "Handling time of closed cases (platform receipt to closure).",
+            labels=["city"],
+        )
+        for snapshot in self._sources:
+            try:
+                figures = snapshot()
+            except Exception:  # noqa: S112 - a failing snapshot must not break the scrape
+                continue
+            for (city, state), n in sorted(figures.cases.items()):
+                cases.add_metric([city, state], float(n))
+            for (city, limit), n in sorted(figures.at_risk.items()):
+                at_risk.add_metric([city, limit], float(n))
+            for (city, limit), n in sorted(figures.overdue.items()):
+                overdue.add_metric([city, limit], float(n))
+            for (city, on_time, closure), n in sorted(figures.closed.items()):
+                closed.add_metric([city, on_time, closure], float(n))
+            for city, counts in sorted(figures.handling.items()):
+                bounds = [*CASE_HANDLING_BUCKETS, float("inf")]
+                cumulative, running = [], 0
+                for bound, n in zip(bounds, counts, strict=True):
+                    running += n
+                    cumulative.append((_le(bound), float(running)))
+                handling.add_metric([city], cumulative, figures.handling_sum[city])
+        yield from (cases, at_risk, overdue, closed, handling)
 
 
 class Metrics:
@@ -257,6 +321,49 @@ class Metrics:
         )
         for collector in (self.lag, self.oldest, self.heartbeats):
             r.register(collector)
+        # cases
+        self.calendar_unknown = Gauge(
+            f"{NS}_calendar_unknown_days",
+            "Days of the coming window (cases.calendar.lookahead_days) whose official "
+            "working-day arrangement is unknown (deadlines there count Monday-Friday).",
+            registry=r,
+        )
+        self.case_updates = Counter(
+            f"{NS}_case_updates_total",
+            "Case updates the case keeper handled, by city and outcome "
+            "(applied, duplicate, refused).",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.case_callbacks = Counter(
+            f"{NS}_case_callbacks_total",
+            "Bureau callbacks received, by city and outcome (ok, bad_signature, stale, "
+            "replayed, malformed, rate_limited, unavailable...).",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.case_polls = Counter(
+            f"{NS}_case_polls_total",
+            "Polls of the bureaus for case updates, by city and outcome.",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.cases = _CaseCollector()
+        r.register(self.cases)
+        self.case_results = Counter(
+            f"{NS}_case_results_total",
+            "Handling results reported to the bureaus, by city and final outcome "
+            "(accepted, rejected).",
+            ["city", "outcome"],
+            registry=r,
+        )
+        self.case_dlq = Counter(
+            f"{NS}_case_dead_letters_total",
+            "Case updates dead-lettered (refused by the state machine or undecodable), "
+            "by city and reason.",
+            ["city", "reason"],
+            registry=r,
+        )
 
     # router -------------------------------------------------------------------------------
     def on_consumed(self, n: int) -> None:
@@ -329,3 +436,24 @@ class Metrics:
 
     def watch_heartbeats(self, snapshot: Callable[[], Mapping[str, float]]) -> None:
         self.heartbeats.add(snapshot)
+
+    def watch_calendar(self, unknown_days: Callable[[], float]) -> None:
+        self.calendar_unknown.set_function(unknown_days)
+
+    def on_case_update(self, city: str, outcome: str) -> None:
+        self.case_updates.labels(city, outcome).inc()
+
+    def on_case_dead_lettered(self, city: str, reason: str) -> None:
+        self.case_dlq.labels(city, reason).inc()
+
+    def on_case_callback(self, city: str, outcome: str) -> None:
+        self.case_callbacks.labels(city, outcome).inc()
+
+    def on_case_poll(self, city: str, outcome: str) -> None:
+        self.case_polls.labels(city, outcome).inc()
+
+    def on_case_result(self, city: str, outcome: str) -> None:
+        self.case_results.labels(city, outcome).inc()
+
+    def watch_cases(self, snapshot: Callable[[], Any]) -> None:
+        self.cases.add(snapshot)

@@ -33,6 +33,8 @@ def test_connector_is_conformant(sim: BureauSimulator, name: str) -> None:
         assert "token_expired" in {c.name for c in results}
     if connector.requires_client_cert:
         assert "client_cert" in {c.name for c in results}
+    names = {c.name for c in results}
+    assert "result" in names and ({"callback", "poll"} & names)
 
 
 def test_certify_reports_a_broken_connector(sim: BureauSimulator) -> None:

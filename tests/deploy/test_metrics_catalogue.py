@@ -72,7 +72,29 @@ EVENTS = {
     "watch_lag": lambda m: m.watch_lag("router", lambda: {"gc.complaints.v1": 7}),
     "watch_oldest": lambda m: m.watch_oldest(lambda: {"wuhu": 12.0}),
     "watch_heartbeats": lambda m: m.watch_heartbeats(lambda: {"router": 0.1, "deliver": 0.2}),
+    "watch_calendar": lambda m: m.watch_calendar(lambda: 29.0),
+    "on_case_update": lambda m: m.on_case_update("wuhu", "applied"),
+    "on_case_dead_lettered": lambda m: m.on_case_dead_lettered("wuhu", "out_of_order"),
+    "on_case_callback": lambda m: m.on_case_callback("wuhu", "replayed"),
+    "on_case_poll": lambda m: m.on_case_poll("suzhou", "ok"),
+    "on_case_result": lambda m: m.on_case_result("wuhu", "accepted"),
+    "watch_cases": lambda m: m.watch_cases(_case_figures),
 }
+
+
+def _case_figures() -> object:
+    from collections import Counter
+
+    from gateway.cases.sla import Figures
+
+    return Figures(
+        cases=Counter({("wuhu", "NEGOTIATION"): 3}),
+        at_risk=Counter({("wuhu", "negotiation"): 1}),
+        overdue=Counter({("wuhu", "acceptance"): 1}),
+        closed=Counter({("wuhu", "true", "SETTLED"): 2}),
+        handling={"wuhu": [0, 1, 1, 0, 0, 0, 0, 0, 0, 0]},
+        handling_sum=Counter({"wuhu": 500_000.0}),
+    )
 
 
 def _scrape() -> str:

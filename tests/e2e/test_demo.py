@@ -112,6 +112,14 @@ def test_demo_runs_and_reports_every_city(demo: DemoRun) -> None:
     assert "stopping the gateway (SIGTERM, draining) … exited with 0" in output
     assert output.rstrip().endswith("demo stopped")
     assert (demo.workdir / "var/demo/gateway.log").stat().st_size > 0
+    # the case lifecycle view: the keeper's table and the closing line
+    assert re.search(
+        r"^city\s+accepted\s+negotiation\s+mediation\s+closed\s+returned", output, re.M
+    )
+    assert re.search(
+        r"^cases: [\d,]+ closed, [\d,]+ returned, [\d,]+ handling results", output, re.M
+    )
+    assert "stopping the case keeper … exited with 0" in output
 
 
 def test_sigint_stops_everything_the_demo_started(demo: DemoRun) -> None:

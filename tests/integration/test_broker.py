@@ -130,10 +130,13 @@ def test_topics_init_creates_every_topic_with_its_spec(
 
     with Admin(settings.kafka) as admin:
         infos = {i.name: i for i in admin.describe_topics([s.name for s in specs])}
-    assert len(specs) == 3 + 6 + 10 + 3 + 1
+    assert len(specs) == 3 + 6 + 10 + 3 + 1 + 8  # + schema store, case and result topics
     for spec in specs:
         info = infos[spec.name]
         assert info.partitions == spec.partitions, spec.name
+        if spec.compacted:  # the case state and the poll cursors
+            assert info.configs["cleanup.policy"] == "compact", spec.name
+            continue
         assert info.retention_ms == spec.retention_ms, spec.name
         assert info.configs["cleanup.policy"] == spec.cleanup_policy
     assert infos[settings.topics.prefix + "complaints.v1"].retention_ms == 7 * DAY_MS

@@ -67,6 +67,23 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.routing": ("gateway.dev", "gateway.delivery", "gateway.commands"),
     "gateway.delivery": ("gateway.dev", "gateway.routing", "gateway.commands"),
     "gateway.app": ("gateway.dev", "gateway.commands"),
+    # case lifecycle: above kafka/avro/ops/policies/deadletters, beside routing and delivery
+    "gateway.cases": ("gateway.dev", "gateway.routing", "gateway.delivery", "gateway.commands"),
+    # the handling-result path reuses the delivery engine's public pieces (CityDelivery)
+    "gateway.cases.results": ("gateway.dev", "gateway.routing", "gateway.commands"),
+    # the calendar sits in the router's hot path: standard library, PyYAML, chinese_calendar
+    "gateway.cases.calendar": (
+        "gateway.dev",
+        "gateway.kafka",
+        "gateway.avro",
+        "gateway.routing",
+        "gateway.delivery",
+        "gateway.ops",
+        "gateway.policies",
+        "gateway.deadletters",
+        "gateway.commands",
+        "gateway.config",
+    ),
     "gateway.http": (
         "gateway.dev",
         "gateway.kafka",
