@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 PYTEST_ARGS ?=
 
-.PHONY: venv lint test test-unit demo bench broker-start broker-stop clean deploy-check
+.PHONY: venv lint test test-unit demo bench soak soak-short broker-start broker-stop clean deploy-check
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -32,6 +32,14 @@ demo: venv ## broker + bureau simulator + gateway, with sample complaints
 bench: venv ## routing and delivery throughput against the local broker
 	$(BIN)/python -m bench.route
 	$(BIN)/python -m bench.deliver
+
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
+soak: venv ## chaos soak (opt-in): SOAK_MINUTES (default 30) of faults, then the ledger's verdict into docs/benchmarks.md; needs root + nftables for the network cut
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+soak-short: venv ## the short soak as CI runs it (tests/soak; GC_SOAK_MINUTES, default 3)
+	$(PYTEST) tests/soak $(PYTEST_ARGS)
 
 broker-start: venv ## local Kafka on 127.0.0.1:19092 (data in var/kafka)
 	$(BIN)/greenchannel broker start
