@@ -54,6 +54,7 @@ from bench.common import write_config, write_section
 from bench.soak_ledger import Ledger, Verdict, wait_quiet
 from bench.soak_netcut import NetCut, unavailable_reason
 from bench.soak_parts import GatewayProc, Publisher, wait_until
+from bench.soak_report import report
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import BrokerSettings, KafkaSettings, load_settings
 from gateway.dev.broker import LocalBroker, free_ports
@@ -498,51 +499,6 @@ class Soak:
         return out
 
 
-def report(soak: Soak, verdict: Verdict, args: argparse.Namespace, took_s: float) -> str:
-    f = verdict.figures
-    exits = {n: dict(p.exits) for n, p in soak.procs.items()}
-    starts = {n: p.starts for n, p in soak.procs.items()}
-    rows = [
-        ("published (acknowledged)", f"{f['published_total']:,} {f['published']}"),
-        ("publish failures (not acknowledged)", f"{f['publish_failed']} {dict(soak.publisher.send_errors)}"),
-        ("routed exactly once", f"{f['routed']:,}"),
-        ("routed by topic", str(f["routed_by_topic"])),
-        ("dead-lettered (complaints)", f"{f['dead_lettered']} {f['dead_lettered_by_reason']}"),
-        ("escalations expected / seen", f"{f['escalations_expected']:,} / {f['escalations']:,}"),
-        ("receipted", f"{f['receipted']:,} (accepted {f['receipts_accepted']:,}, rejected {f['receipts_rejected']})"),
-        ("receipts repeated (same case, at-least-once)", str(f["receipts_repeated"])),
-        ("escalations dead-lettered", f"{f['escalations_dead_lettered_only']} {f['escalations_dead_lettered_by_reason']}"),
-        ("bureau cases", f"{f['bureau_cases']:,}"),
-        ("**lost**", f"**{f['lost_total']}**"),
-        ("**duplicated**", f"**{f['duplicated_total']}**"),
-        ("**stuck** (records behind a group after the drain)", f"**{f['stuck_total']}** {f['stuck'] or ''}"),
-        ("lag of control records only (not stuck)", str(f["lag_control_records_only"] or 0)),
-        ("unexpected", str(f["unexpected_total"])),
-        ("faults injected", f"{sum(soak.injected.values())} {dict(sorted(soak.injected.items()))}"),
-        ("faults NOT injected", str(soak.not_injected or "none") + (f"; excluded by --without: {sorted(args.without)}" if args.without else "")),
-        ("gateway starts / exits by code", f"{starts} / {exits}"),
-    ]  # fmt: skip
-    table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
-    status = "PASS" if verdict.ok and not f["stuck_total"] else "FAIL"
-    problems = ""
-    for kind, keys in sorted(verdict.problems.items()):
-        problems += f"- {kind}: {len(keys)} (e.g. {', '.join(keys[:5])})\n"
-    findings = "".join(f"- {x}\n" for x in soak.findings)
-    cmd = f"python -m bench.soak --minutes {args.minutes:g} --seed {args.seed} --rate {args.rate:g} --mode {args.mode}"
-    if args.without:
-        cmd += f" --without {','.join(sorted(args.without))}"
-    return (
-        f"### Chaos soak (`{cmd}`): **{status}**\n\n"
-        f"{args.minutes:g} min of faults at {args.rate:g} complaints/s, then a drain of up to "
-        f"{args.drain:.0f} s ({took_s / 60:.1f} min in all, set-up included); the ledger reads every output topic read_committed with its own "
-        "consumer and compares with what was acknowledged at publish time and with the "
-        "simulator's cases.\n\n"
-        f"{table}\n\n"
-        + (f"Problems:\n\n{problems}\n" if problems else "")
-        + (f"Findings:\n\n{findings}" if findings else "")
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -579,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway_errors = soak.gateway_errors()
     finally:
         soak.teardown()
-    body = report(soak, verdict, args, time.monotonic() - started)
+    body = report(soak, verdict, args, time.monotonic() - started, gateway_errors)
     print("\n" + body, flush=True)
     failed = not verdict.ok or verdict.figures["stuck_total"] > 0
     for name, lines in gateway_errors.items():
