@@ -393,10 +393,10 @@ class Soak:
         verdict.figures["lag_control_records_only"] = self.marker_lag
         if any(self.marker_lag.values()):
             self.findings.append(
-                f"committed offsets one short of the end on transactional input "
-                f"{self.marker_lag} (control records only, nothing unprocessed): the group "
-                "commits one past its last record instead of its position, so lag tools show "
-                "it behind forever"
+                f"committed offsets short of the end on transactional input by "
+                f"{self.marker_lag} records a read_committed reader never sees (markers, aborted "
+                "transactions; nothing unprocessed): the group commits one past its last record "
+                "instead of its position, so its lag never reaches 0"
             )
         return verdict
 
@@ -413,11 +413,12 @@ class Soak:
     def lags(self) -> dict[str, int]:
         """Data records behind each group's committed offset, per group.
 
-        End offsets are read read_committed. On the escalation topics (written in transactions)
-        the last records of a partition can be a commit marker: a group that commits one past
-        its last record, not its position, stays one behind per partition forever. Whatever
-        lies between the committed offset and the end beyond the last data record the ledger
-        read there is control records only: counted apart in ``self.marker_lag``, not stuck.
+        End offsets are read read_committed. The escalation topics are written in transactions:
+        past a partition's last committed record there can be records a read_committed reader
+        never sees (commit and abort markers, records of aborted transactions). A group that
+        commits one past its last record, not its position, stays that far behind forever.
+        What lies beyond the last record the ledger read there is counted apart, in
+        ``self.marker_lag``, not as stuck.
         """
         groups = {
             "soak-router": [self.topics.complaints],
@@ -463,6 +464,9 @@ class Soak:
     def teardown(self) -> None:
         self.stopping = True
         for proc in self.procs.values() if hasattr(self, "procs") else ():
+            if (early := proc.reap()) is not None:
+                self.log(f"{proc.name} exited with {early}")
+                continue
             code, took = proc.stop(30)
             if code not in (None, 0):
                 self.findings.append(

@@ -55,7 +55,7 @@ def report(
         ("**duplicated**", f"**{f['duplicated_total']}**"),
         ("**stuck** (unprocessed records behind a group after the drain)",
          f"**{f['stuck_total']}** {f['stuck'] or ''}"),
-        ("lag of control records only (not stuck)", str(f["lag_control_records_only"] or 0)),
+        ("lag of records invisible to read_committed (not stuck)", str(f["lag_control_records_only"] or 0)),
         ("unexpected outputs", str(f["unexpected_total"])),
         ("faults injected", f"{sum(soak.injected.values())} {dict(sorted(soak.injected.items()))}"),
         ("**faults NOT injected**", f"{soak.not_injected or 'none'}{excluded}"),
