@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 HOW = """\
 How: a real broker, the bureau simulator and the gateway (`greenchannel route` and
-`greenchannel deliver`, restarted by the soak as a supervisor would, a second after each exit);
+`greenchannel deliver`, or `greenchannel run` with `--mode run`), restarted by the soak as a
+supervisor would, a second after each exit;
 a publisher at a steady rate (15 % major complaints, 85 % of them for the ten green-channel
 cities; general complaints; consultations and other call-center requests) and poison records;
 faults drawn from the seed (every kind once, then at random). After the faults a drain, then
