@@ -156,6 +156,7 @@ class Soak:
                 port=port,
                 controller_port=cport,
                 data_dir=self.tmp / "kafka",
+                start_timeout_s=300.0,  # a shared, loaded machine: a restart can take minutes
                 heap="-Xms256m -Xmx768m",
             )
         )
@@ -281,8 +282,12 @@ class Soak:
             self.settings, self.ledger, self.args.rate, self.args.seed
         ).start()
         start, last = time.monotonic(), -MIN_GAP_S
+        told = 0
         while (elapsed := time.monotonic() - start) < seconds:
             self.supervise()
+            for finding in self.publisher.findings[told:]:
+                self.log(f"!!! {finding}")
+                told += 1
             self._end_city_faults()
             due = plan and elapsed >= plan[0].at_s and elapsed - last >= MIN_GAP_S
             if due and not (plan[0].kind in INFRA and self._infra_busy()):
@@ -291,6 +296,7 @@ class Soak:
             time.sleep(0.25)
         self.log(f"faults stop; publisher stops after {self.publisher.sent} records")
         self.publisher.stop()
+        self.findings += self.publisher.findings
         self._end_all_faults()
         return self.drain()
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from contextlib import suppress
@@ -35,6 +36,8 @@ GREEN = {c.key for c in GREEN_CHANNEL}
 BROKER_LIMIT_BYTES = 1_048_588
 """The broker's default ``message.max.bytes``: the oversized poison sits just under it."""
 YEAR_10000_MS = 253_402_300_800_000
+DELIVERY_TIMEOUT_MS = 120_000
+WEDGED_AFTER_S = 150.0
 
 
 def _preexec(join: Callable[[], None] | None) -> Callable[[], None]:
@@ -132,18 +135,49 @@ class Publisher:
         )
         self.rng = random.Random(seed + 1)
         self.codec = Codec(settings.codec)
-        self.producer = Producer(settings.kafka, linger_ms=20, delivery_timeout_ms=120_000)
-        self.sent = 0
+        self.kafka = settings.kafka
+        self.producer = self._producer()
+        self.sent = self.abandoned = 0
         self.send_errors: Counter[str] = Counter()
+        self.findings: list[str] = []
+        self._pending: dict[str, float] = {}
+        """key -> when it was sent, until the producer acknowledges or fails it"""
+        self._pending_lock = threading.Lock()
         self._poison: list[str] = []
         self._poison_lock = threading.Lock()
         self._poison_n = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
+    def _producer(self) -> Producer:
+        return Producer(self.kafka, linger_ms=20, delivery_timeout_ms=DELIVERY_TIMEOUT_MS)
+
     def start(self) -> Publisher:
         self._thread.start()
         return self
+
+    def _check_wedged(self) -> None:
+        """A send neither acknowledged nor failed well past the producer's own delivery timeout:
+        the producer is wedged (seen after broker restarts). Say so, give up on what it holds
+        (the ledger treats those as unacknowledged: fine if they arrive, not required) and
+        carry on with a new producer, so complaints keep flowing."""
+        now = time.monotonic()
+        with self._pending_lock:
+            oldest = min(self._pending.values(), default=now)
+            if now - oldest < WEDGED_AFTER_S:
+                return
+            keys = list(self._pending)
+            self._pending.clear()
+        for key in keys:
+            self.ledger.failed(key)
+        self.abandoned += len(keys)
+        self.findings.append(
+            f"publisher: the producer neither acknowledged nor failed {len(keys)} sends for "
+            f"{now - oldest:.0f} s (delivery timeout {DELIVERY_TIMEOUT_MS // 1000} s): replaced"
+        )
+        self.findings.append(f"publisher: the wedged producer's threads: {_kafka_stacks()}")
+        old, self.producer = self.producer, self._producer()
+        threading.Thread(target=lambda: _quiet(old.close, 0), daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -152,7 +186,15 @@ class Publisher:
             self.producer.flush(120)
         except Exception as exc:
             self.send_errors[f"flush: {type(exc).__name__}"] += 1
-        self.producer.close(10)
+        with self._pending_lock:
+            left = list(self._pending)
+            self._pending.clear()
+        if left:
+            self.abandoned += len(left)
+            self.findings.append(f"publisher: {len(left)} sends unacknowledged at the end")
+            for key in left:
+                self.ledger.failed(key)
+        _quiet(self.producer.close, 10)
         self.codec.close()
 
     def poison(self, kind: str) -> None:
@@ -172,6 +214,7 @@ class Publisher:
             with self._poison_lock:
                 kind = self._poison.pop(0) if self._poison else None
             try:
+                self._check_wedged()
                 if kind is None:
                     self._send_sample()
                 else:
@@ -189,10 +232,19 @@ class Publisher:
     ) -> None:
         future = self.producer.send(self.topic, value, key=key.encode(), headers=headers)
         self.sent += 1
-        future.add_callback(lambda _md: self.ledger.published(key, expected))
+        with self._pending_lock:
+            self._pending[key] = time.monotonic()
+        future.add_callback(lambda _md: self._acked(key, expected))
         future.add_errback(lambda exc: self._failed(key, exc))
 
+    def _acked(self, key: str, expected: Expected) -> None:
+        with self._pending_lock:
+            self._pending.pop(key, None)
+        self.ledger.published(key, expected)
+
     def _failed(self, key: str, exc: Any) -> None:
+        with self._pending_lock:
+            self._pending.pop(key, None)
         self.send_errors[type(exc).__name__] += 1
         self.ledger.failed(key)
 
@@ -237,6 +289,27 @@ class Publisher:
             self._send(record["complaint_id"], value, Expected("poison-far-future", city.key))
         else:
             raise ValueError(f"unknown poison kind {kind!r}")
+
+
+def _kafka_stacks() -> str:
+    """Where the soak's other threads are (innermost frames): kafka-python's sender among them."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        name = names.get(ident, "")
+        if name in ("MainThread", "publisher", "ledger"):
+            continue
+        frames = traceback.extract_stack(frame)[-6:]
+        where = " <- ".join(
+            f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames)
+        )
+        out.append(f"[{name}] {where}")
+    return "; ".join(out)[:4000] or "no other threads"
+
+
+def _quiet(call: Callable[..., Any], *args: Any) -> None:
+    with suppress(Exception):
+        call(*args)
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float = 0.5) -> bool:

@@ -40,8 +40,9 @@ def report(
     excluded = f"; excluded by --without: {sorted(args.without)}" if args.without else ""
     rows = [
         ("published (acknowledged)", f"{f['published_total']:,} {f['published']}"),
-        ("publish failures (not acknowledged)",
-         f"{f['publish_failed']} {dict(soak.publisher.send_errors)}"),
+        ("sent / not acknowledged (failed or abandoned)",
+         f"{soak.publisher.sent:,} / {f['publish_failed']} {dict(soak.publisher.send_errors)}, "
+         f"abandoned {soak.publisher.abandoned}"),
         ("routed exactly once", f"{f['routed']:,}"),
         ("routed by topic", str(f["routed_by_topic"])),
         ("dead-lettered complaints, by reason", f"{f['dead_lettered']} {f['dead_lettered_by_reason']}"),
