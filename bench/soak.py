@@ -77,6 +77,7 @@ INFRA = {"broker_restart", "broker_sigkill", "broker_freeze", "network_cut"}
 CITY = {"city_outage", "storm_429", "slow_answers"}
 SIGTERM_GRACE_S = 60.0
 MIN_GAP_S = 2.0
+INFRA_REST_S = 20.0
 """Faults held back (behind a broker restart) are injected this far apart, not in a burst."""
 UNCAUGHT = re.compile(r"^[A-Za-z_.]*(Error|Exception|Interrupt)\b")
 
@@ -138,6 +139,7 @@ class Soak:
         self.t0 = time.monotonic()
         self.netcut: NetCut | None = None
         self.infra: threading.Thread | None = None
+        self.infra_ended = 0.0
         self.city_until: dict[str, float] = {}
         self.term_sent: dict[str, float] = {}
         self.stopping = False
@@ -301,7 +303,11 @@ class Soak:
         return self.drain()
 
     def _infra_busy(self) -> bool:
-        return self.infra is not None and self.infra.is_alive()
+        """A broker or network fault is on, or ended less than ``INFRA_REST_S`` ago (a broker
+        restart can take a minute here: without a rest they would follow each other with the
+        broker never up in between)."""
+        running = self.infra is not None and self.infra.is_alive()
+        return running or time.monotonic() - self.infra_ended < INFRA_REST_S
 
     def inject(self, fault: Fault) -> None:
         k = fault.kind
@@ -349,8 +355,10 @@ class Soak:
                     self.netcut.heal()
             self.log(f"  {fault.kind} over")
         except Exception as exc:
-            self.findings.append(f"harness: {fault.kind} failed: {exc!r}")
+            self.findings.append(f"harness: {fault.kind} failed: {str(exc)[:300]!r}")
             self.log(f"  {fault.kind} FAILED: {exc!r}")
+        finally:
+            self.infra_ended = time.monotonic()
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

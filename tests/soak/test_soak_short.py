@@ -59,9 +59,11 @@ def test_short_soak_loses_duplicates_and_sticks_nothing(tmp_path: Path) -> None:
     assert figures["published_total"] > MINUTES * 60 * 20, output  # complaints really flowed
     assert figures["escalations"] > 0 and figures["bureau_cases"] > 0, output
     plan = schedule(SEED, MINUTES * 60, [k for k in WEIGHTS if k not in WITHOUT], GAP)
-    early = {f.kind for f in plan if f.at_s < MINUTES * 60 * 0.7}
+    # faults wait behind a slow broker restart, so only the early part of the plan is certain
+    early = {f.kind for f in plan if f.at_s < MINUTES * 60 * 0.4}
     injected = result["injected"]
     assert early <= set(injected), f"planned but not injected: {early - set(injected)}\n{output}"
+    assert sum(injected.values()) >= min(len(plan), 8), output
     if os.environ.get("CI") or unavailable_reason() is None:
         # In CI the network cut must be injectable (.ci/run installs nftables): never skipped.
         assert "network_cut" not in result["not_injected"], result["not_injected"]
