@@ -290,6 +290,9 @@ class Soak:
             for finding in self.publisher.findings[told:]:
                 self.log(f"!!! {finding}")
                 told += 1
+            for line in self.publisher.diagnostics:
+                self.log(f"    {line}")
+            self.publisher.diagnostics.clear()
             self._end_city_faults()
             due = plan and elapsed >= plan[0].at_s and elapsed - last >= MIN_GAP_S
             if due and not (plan[0].kind in INFRA and self._infra_busy()):

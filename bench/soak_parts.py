@@ -140,6 +140,8 @@ class Publisher:
         self.sent = self.abandoned = 0
         self.send_errors: Counter[str] = Counter()
         self.findings: list[str] = []
+        self.diagnostics: list[str] = []
+        """console only: too long for the report"""
         self._pending: dict[str, float] = {}
         """key -> when it was sent, until the producer acknowledges or fails it"""
         self._pending_lock = threading.Lock()
@@ -175,7 +177,7 @@ class Publisher:
             f"publisher: the producer neither acknowledged nor failed {len(keys)} sends for "
             f"{now - oldest:.0f} s (delivery timeout {DELIVERY_TIMEOUT_MS // 1000} s): replaced"
         )
-        self.findings.append(f"publisher: the wedged producer's threads: {_kafka_stacks()}")
+        self.diagnostics.append(f"publisher: the wedged producer's threads: {_kafka_stacks()}")
         old, self.producer = self.producer, self._producer()
         threading.Thread(target=lambda: _quiet(old.close, 0), daemon=True).start()
 
