@@ -11,8 +11,8 @@ WORKERS ?= 2
 FAST   := (unit or contract) and not (kafka or deploy)
 KAFKA  := kafka and not soak
 
-.PHONY: venv lint test test-fast test-unit test-kafka test-deploy test-soak demo bench \
-	broker-start broker-stop clean deploy-check lock audit kafka-drift
+.PHONY: venv lint test test-fast test-unit test-kafka test-deploy test-soak demo bench soak \
+	soak-short broker-start broker-stop clean deploy-check lock audit kafka-drift
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -67,6 +67,14 @@ demo: venv ## broker + bureau simulator + gateway, with sample complaints
 bench: venv ## routing and delivery throughput against the local broker
 	$(BIN)/python -m bench.route
 	$(BIN)/python -m bench.deliver
+
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
+soak: venv ## chaos soak (opt-in): SOAK_MINUTES (default 30) of faults, then the ledger's verdict into docs/benchmarks.md; needs root + nftables for the network cut
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
+
+soak-short: venv ## the short soak as CI runs it (tests/soak; GC_SOAK_MINUTES, default 3)
+	$(PYTEST) tests/soak $(PYTEST_ARGS)
 
 broker-start: venv ## local Kafka on 127.0.0.1:19092 (data in var/kafka)
 	$(BIN)/greenchannel broker start

@@ -46,6 +46,8 @@ CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller | ResultDeli
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
+EXIT_UNAVAILABLE = 5
+"""Start-up could not reach a dependency (Kafka, the registry): not a configuration error."""
 """Exit codes (docs/errors.md): 0 drained, 1 a loop ended on a fatal error, 2 start-up refused
 (configuration, ``gateway.cli``), 3 a blocking call outlived the watchdog
 (``gateway.ops.watchdog.EXIT_STUCK``), 4 SIGTERM drain did not finish in time."""

@@ -7,7 +7,7 @@ import sys
 import click
 
 from gateway.commands.common import settings_from
-from gateway.errors import GreenChannelError
+from gateway.errors import GreenChannelError, TransientError
 from gateway.ops.logs import setup_logging
 
 _instance = click.option(
@@ -51,14 +51,26 @@ def _start(
         obs = settings.observability.model_copy(update={"port": metrics_port})
         settings = settings.model_copy(update={"observability": obs})
     setup_logging(settings.observability.log_level, settings.observability.log_format)
-    from gateway.app import App, tune_gc
+    from gateway.app import EXIT_UNAVAILABLE, App, tune_gc
     from gateway.ops.health import check_bind
 
     check_bind(settings.observability.host, settings.observability.port)  # before Kafka
 
-    app = App(
-        settings, route=route, deliver=deliver, cities=list(cities) or None, instance_id=instance
-    )
+    try:
+        app = App(
+            settings,
+            route=route,
+            deliver=deliver,
+            cities=list(cities) or None,
+            instance_id=instance,
+        )
+    except TransientError as exc:  # Kafka (or the registry) unreachable: not a config error
+        click.echo(
+            f"error: cannot start, a dependency is unreachable ({exc}); exit {EXIT_UNAVAILABLE}: "
+            "the supervisor restarts with backoff",
+            err=True,
+        )
+        sys.exit(EXIT_UNAVAILABLE)
     app.install_signal_handlers()
     tune_gc()  # the whole process is the gateway's: start-up is over
     sys.exit(app.run(shutdown_timeout))
