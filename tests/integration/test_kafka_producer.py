@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from gateway.errors import FatalError, KafkaUnavailable
+from gateway.errors import BrokerRejected, FatalError, KafkaUnavailable
 from gateway.kafka.append import batch_appender
 from gateway.kafka.clients import Headers, Producer, Record
 from gateway.kafka.partitioner import KeyHashPartitioner
@@ -172,7 +172,8 @@ def test_send_all_sends_what_it_is_not_sure_about_through_send(
         assert appender.append_all(batch, send_one) == 3
         assert slow == [(topic, b"k0"), (topic, None), (topic, b"k3")]
         producer.flush(30)
-        with pytest.raises(FatalError, match="MessageSizeTooLarge"):
+        # too large for max_request_size: record-attributable (the router dead-letters it)
+        with pytest.raises(BrokerRejected, match="MessageSizeTooLarge"):
             producer.send_all([(topic, b"k5", b"x" * 70 * 1024, ())])
         with pytest.raises(FatalError, match="headers"):  # send()'s check, not a broken batch
             producer.send_all([(topic, b"k6", b"v", (("h", None),))])
