@@ -472,7 +472,14 @@ def live(kafka_bootstrap: str, *, dlq_max_bytes: int | None = None, **city: Any)
     specs = topics.topics.all(load_settings().router.green_cities)
     if dlq_max_bytes is not None:
         specs = [
-            _LimitedSpec(s.name, s.partitions, s.retention_ms, s.role, dlq_max_bytes)
+            _LimitedSpec(
+                s.name,
+                s.partitions,
+                s.retention_ms,
+                s.role,
+                s.cleanup_policy,
+                max_message_bytes=dlq_max_bytes,
+            )
             if s.name == topics.topics.dlq_escalations
             else s
             for s in specs
