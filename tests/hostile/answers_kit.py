@@ -35,7 +35,7 @@ from gateway.kafka.clients import Producer, Record
 from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import build_escalation
 from gateway.topics import Topics, TopicSpec
-from tests.helpers import header, read_all
+from tests.helpers import header, read_all, wait_until  # noqa: F401 (kit.wait_until)
 
 _CITY = {c.key: c for c in CITIES}
 
@@ -587,12 +587,3 @@ def read_outcomes(settings: Settings, expect: int, timeout_s: float = 60) -> Out
 
 def dlq_header(record: Record, name: str) -> str | None:
     return header(record, f"gc-dlq-{name}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
