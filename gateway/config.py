@@ -464,7 +464,24 @@ class CasesSettings(_Strict):
     """Transactional id prefix of the poller (run one poller replica)."""
 
 
-class Settings(BaseSettings):
+class EnvOverFile(BaseSettings):
+    """Settings whose ``GREENCHANNEL_*`` environment variables beat the YAML file (passed as
+    init kwargs); no dotenv or secrets directory. The gateway's :class:`Settings` and the
+    development broker's settings."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+class Settings(EnvOverFile):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
     )
@@ -477,18 +494,6 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     cases: CasesSettings = Field(default_factory=CasesSettings)
     cities: dict[str, CitySettings] = Field(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # env beats the YAML file, which is passed as init kwargs.
-        return (env_settings, init_settings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -19,7 +19,6 @@ from gateway.avro.codec import Codec
 from gateway.cases.loop import TransactionalLoop
 from gateway.cases.updates import from_escalation, from_receipt
 from gateway.config import Settings
-from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import RecordError
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Record
@@ -53,7 +52,7 @@ class CaseIntake(TransactionalLoop):
             settings,
             watchdog,
             group_id=cs.intake_group_id,
-            transactional_id=f"{cs.intake_group_id}-{instance_id}",
+            instance_id=instance_id,
             topics=sources,
             clock=clock,
         )
@@ -68,10 +67,9 @@ class CaseIntake(TransactionalLoop):
             try:
                 update = self._update(record, now)
             except RecordError as exc:
-                headers = dead_letter_headers(
-                    record, stage="cases", error=exc, reason=exc.reason, now_ms=now
+                out.append(
+                    self.dead_letter(self.topics.dlq_cases, record, exc, exc.reason, "", now)
                 )
-                out.append((self.topics.dlq_cases, record.key, record.value or b"", headers))
                 self.observer.on_case_dead_lettered("", exc.reason)
                 continue
             if update is not None:

@@ -28,7 +28,6 @@ from gateway.cases.loop import TransactionalLoop
 from gateway.cases.machine import Applied, Duplicate, Refused, apply
 from gateway.cases.sla import figures
 from gateway.config import Settings
-from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import DecodeError, RecordError
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Record, TopicPartition
@@ -67,7 +66,7 @@ class CaseKeeper(TransactionalLoop):
             settings,
             watchdog,
             group_id=cs.keeper_group_id,
-            transactional_id=f"{cs.keeper_group_id}-{instance_id}",
+            instance_id=instance_id,
             topics=[self.topics.case_inbound],
             clock=clock,
             on_assigned=self._restore,
@@ -129,7 +128,7 @@ class CaseKeeper(TransactionalLoop):
                 raise RecordError("record has no value", reason="empty")
             update = self.codec.decode_as("case_update", record.value)
         except (DecodeError, RecordError) as exc:
-            return [self._dead_letter(record, exc, exc.reason, "", now)]
+            return [self.dead_letter(self.topics.dlq_cases, record, exc, exc.reason, "", now)]
         eid = update["escalation_id"]
         pending = self._pending.setdefault(record.partition, {})
         state = pending.get(eid) or self.states.get(record.partition, {}).get(eid)
@@ -141,7 +140,9 @@ class CaseKeeper(TransactionalLoop):
         if isinstance(verdict, Refused):
             self._counts.append((city, "refused", verdict.reason))
             error = RecordError(verdict.message, reason=verdict.reason)
-            return [self._dead_letter(record, error, verdict.reason, city, now)]
+            return [
+                self.dead_letter(self.topics.dlq_cases, record, error, verdict.reason, city, now)
+            ]
         assert isinstance(verdict, Applied)
         pending[eid] = verdict.state
         self._counts.append((city, "applied", update["state"]))
@@ -150,15 +151,6 @@ class CaseKeeper(TransactionalLoop):
             (self.topics.case_updates, eid.encode(), record.value, ()),
             (self.topics.case_state, eid.encode(), value, ()),
         ]
-
-    def _dead_letter(
-        self, record: Record, error: Exception, reason: str, city: str, now: int
-    ) -> Outgoing:
-        extra = {"city": city} if city else None
-        headers = dead_letter_headers(
-            record, stage="cases", error=error, reason=reason, now_ms=now, extra=extra
-        )
-        return (self.topics.dlq_cases, record.key, record.value or b"", headers)
 
     def committed(self) -> None:
         for partition, changed in self._pending.items():

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from gateway.config import Settings
+from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import FatalError, GreenChannelError
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 class TransactionalLoop:
     name = "cases"
+    stage = "cases"
+    """The ``gc-dlq-stage`` of this loop's dead letters (:meth:`dead_letter`)."""
 
     def __init__(
         self,
@@ -31,7 +34,7 @@ class TransactionalLoop:
         watchdog: Watchdog,
         *,
         group_id: str,
-        transactional_id: str,
+        instance_id: str,
         topics: Sequence[str],
         clock: Callable[[], float] = time.time,
         on_assigned: Callable[[list[TopicPartition]], None] | None = None,
@@ -51,6 +54,8 @@ class TransactionalLoop:
             on_assigned=self._assigned,
             on_revoked=self._revoked,
         )
+        # one transactional id per replica: the consumer group's name and the instance id
+        transactional_id = f"{group_id}-{instance_id}"
         self.producer = Producer(settings.kafka, transactional_id=transactional_id, linger_ms=5)
 
     def _assigned(self, tps: list[TopicPartition]) -> None:
@@ -67,6 +72,17 @@ class TransactionalLoop:
 
     def output_topics(self) -> list[str]:
         raise NotImplementedError
+
+    def dead_letter(
+        self, topic: str, record: Record, error: Exception, reason: str, city: str, now: int
+    ) -> Outgoing:
+        """``record`` as a dead letter to ``topic`` (stage :attr:`stage`, ``gc-dlq-city`` when
+        ``city`` is known, not ""), its key and value kept."""
+        extra = {"city": city} if city else None
+        headers = dead_letter_headers(
+            record, stage=self.stage, error=error, reason=reason, now_ms=now, extra=extra
+        )
+        return (topic, record.key, record.value or b"", headers)
 
     def outputs(self, records: list[Record]) -> list[Outgoing] | None:
         """The batch's outputs; None: not now (the batch is read again, nothing committed)."""

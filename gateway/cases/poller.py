@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gateway.avro.codec import Codec
-from gateway.cases.updates import bureau_update
+from gateway.cases.updates import from_event
 from gateway.config import Settings
 from gateway.errors import BureauUnavailable, FatalError, GreenChannelError
 from gateway.http import HttpxTransport, TokenCache, Transport
@@ -217,19 +217,7 @@ class CasePoller:
         now_ms = int(self.clock() * 1000)
         outputs: list[Outgoing] = []
         for event in events:
-            update = bureau_update(
-                escalation_id=event.escalation_id,
-                city=poll.city,
-                state=event.state,
-                occurred_at_ms=event.occurred_at_ms,
-                observed_at_ms=now_ms,
-                source="POLL",
-                case_number=event.case_number,
-                return_reason=event.return_reason,
-                closure=event.closure,
-                bureau_ref=event.bureau_ref,
-                note=event.note,
-            )
+            update = from_event(event, city=poll.city, observed_at_ms=now_ms, source="POLL")
             value = self.codec.encode("case_update", update)
             outputs.append((self.topics.case_inbound, update["escalation_id"].encode(), value, ()))
         cursor_value = json.dumps({"cursor": cursor, "at": now_ms}).encode()

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gateway.avro.codec import Codec
-from gateway.cases.updates import bureau_update
+from gateway.cases.updates import from_event
 from gateway.config import Settings
 from gateway.errors import GreenChannelError, InboundRefused, KafkaUnavailable, RecordError
 from gateway.kafka.clients import Producer
@@ -116,19 +116,7 @@ class CityReceiver:
     def _store(self, events: tuple[CaseEvent, ...], now_ms: int) -> str:
         try:
             for event in events:
-                update = bureau_update(
-                    escalation_id=event.escalation_id,
-                    city=self.city,
-                    state=event.state,
-                    occurred_at_ms=event.occurred_at_ms,
-                    observed_at_ms=now_ms,
-                    source="CALLBACK",
-                    case_number=event.case_number,
-                    return_reason=event.return_reason,
-                    closure=event.closure,
-                    bureau_ref=event.bureau_ref,
-                    note=event.note,
-                )
+                update = from_event(event, city=self.city, observed_at_ms=now_ms, source="CALLBACK")
                 value = self.codec.encode("case_update", update)
                 self.send(self.topic, event.escalation_id.encode(), value)
         except RecordError as exc:

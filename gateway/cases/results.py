@@ -30,7 +30,6 @@ from typing import Any, cast
 from gateway.avro.codec import Codec
 from gateway.cases.loop import TransactionalLoop
 from gateway.config import Settings
-from gateway.deadletters.headers import dead_letter_headers
 from gateway.delivery.city import CityDelivery, Result
 from gateway.errors import DecodeError, RecordError, RejectedByBureau
 from gateway.http import HttpxTransport, Transport
@@ -122,6 +121,7 @@ def handling_result(record: Mapping[str, Any]) -> HandlingResult:
 
 class ResultDeliverer(TransactionalLoop):
     name = "cases-results"
+    stage = "results"
 
     def __init__(
         self,
@@ -170,7 +170,7 @@ class ResultDeliverer(TransactionalLoop):
             settings,
             watchdog,
             group_id=cs.results_group_id,
-            transactional_id=f"{cs.results_group_id}-{instance_id}",
+            instance_id=instance_id,
             topics=[self.topics.results],
             clock=clock,
         )
@@ -237,12 +237,14 @@ class ResultDeliverer(TransactionalLoop):
     ) -> Outgoing:
         if result is None:
             assert error is not None
-            return self._dead_letter(record, error, error.reason, "", now)
+            return self.dead_letter(self.topics.dlq_results, record, error, error.reason, "", now)
         outcome = outcomes[result.result_id]
         if not outcome.accepted:
             self.observer.on_case_result(result.city, "rejected")
             error = RejectedByBureau(outcome.detail or outcome.reason, reason=outcome.reason)
-            return self._dead_letter(record, error, outcome.reason, result.city, now)
+            return self.dead_letter(
+                self.topics.dlq_results, record, error, outcome.reason, result.city, now
+            )
         self.observer.on_case_result(result.city, "accepted")
         receipt = {
             "escalation_id": result.escalation_id,
@@ -258,12 +260,3 @@ class ResultDeliverer(TransactionalLoop):
         }
         value = self.codec.encode("receipt", receipt)
         return (self.topics.result_receipts, result.escalation_id.encode(), value, ())
-
-    def _dead_letter(
-        self, record: Record, error: Exception, reason: str, city: str, now: int
-    ) -> Outgoing:
-        extra = {"city": city} if city else None
-        headers = dead_letter_headers(
-            record, stage="results", error=error, reason=reason, now_ms=now, extra=extra
-        )
-        return (self.topics.dlq_results, record.key, record.value or b"", headers)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.pii import mask_text
+from gateway.sdk import CaseEvent
 
 _NAMESPACE = uuid.UUID("3c1f0a52-9d4e-5b7a-8e21-12315ca5e000")
 NOTE_MAX = 500
@@ -54,6 +55,24 @@ def bureau_update(
         "bureau_ref": bureau_ref,
         "note": mask_text(note)[:NOTE_MAX] if note else None,
     }
+
+
+def from_event(event: CaseEvent, *, city: str, observed_at_ms: int, source: str) -> dict[str, Any]:
+    """The update of a :class:`~gateway.sdk.CaseEvent` a bureau reported by ``source``
+    (``CALLBACK`` or ``POLL``), observed at ``observed_at_ms``."""
+    return bureau_update(
+        escalation_id=event.escalation_id,
+        city=city,
+        state=event.state,
+        occurred_at_ms=event.occurred_at_ms,
+        observed_at_ms=observed_at_ms,
+        source=source,
+        case_number=event.case_number,
+        return_reason=event.return_reason,
+        closure=event.closure,
+        bureau_ref=event.bureau_ref,
+        note=event.note,
+    )
 
 
 def from_escalation(escalation: Mapping[str, Any], now_ms: int) -> dict[str, Any]:

@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from gateway.commands.common import settings_from
-from gateway.ops.logs import setup_logging
+from gateway.commands.common import service_settings, settings_from
 
 
 @click.group("cases")
@@ -34,11 +33,7 @@ def keep(
     ctx: click.Context, instance: str, metrics_port: int | None, shutdown_timeout: float
 ) -> None:
     """Turn escalations, receipts and bureau updates into case states (exactly once)."""
-    settings = settings_from(ctx)
-    if metrics_port is not None:
-        obs = settings.observability.model_copy(update={"port": metrics_port})
-        settings = settings.model_copy(update={"observability": obs})
-    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    settings = service_settings(ctx, metrics_port)
     from gateway.app import App
 
     app = App(settings, route=False, deliver=False, keep_cases=True, instance_id=instance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.config import Settings, load_settings
+from gateway.ops.logs import setup_logging
 
 
 def settings_from(ctx: click.Context) -> Settings:
@@ -17,4 +18,15 @@ def settings_from(ctx: click.Context) -> Settings:
     settings = load_settings(obj.get("config_path"))
     obj["settings"] = settings
     root.obj = obj
+    return settings
+
+
+def service_settings(ctx: click.Context, metrics_port: int | None) -> Settings:
+    """The settings of a long-running command (the ops endpoint on ``--metrics-port`` when
+    given), with logging set up as they say."""
+    settings = settings_from(ctx)
+    if metrics_port is not None:
+        obs = settings.observability.model_copy(update={"port": metrics_port})
+        settings = settings.model_copy(update={"observability": obs})
+    setup_logging(settings.observability.log_level, settings.observability.log_format)
     return settings

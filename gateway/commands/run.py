@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from gateway.commands.common import settings_from
+from gateway.commands.common import service_settings, settings_from
 from gateway.errors import GreenChannelError, TransientError
-from gateway.ops.logs import setup_logging
 
 _instance = click.option(
     "--instance",
@@ -46,11 +45,7 @@ def _start(
     metrics_port: int | None,
     shutdown_timeout: float,
 ) -> None:
-    settings = settings_from(ctx)
-    if metrics_port is not None:
-        obs = settings.observability.model_copy(update={"port": metrics_port})
-        settings = settings.model_copy(update={"observability": obs})
-    setup_logging(settings.observability.log_level, settings.observability.log_format)
+    settings = service_settings(ctx, metrics_port)
     from gateway.app import EXIT_UNAVAILABLE, App, tune_gc
     from gateway.ops.health import check_bind
 

@@ -13,10 +13,13 @@ and acknowledged by Kafka (the engine may then commit past it):
 Nothing is sent that the broker would refuse for its size (kafka-python's idempotent producer
 treats such a refusal as fatal and fails every later send): a record is checked against
 ``max_record_bytes(topic)`` (``delivery.max_record_bytes``, lowered at start to the topic's own
-``max.message.bytes``). A dead letter over it is *bounded*: the original headers are dropped,
-the value is cut to its first ``KEPT_PREFIX_BYTES`` and ``gc-dlq-truncated: true``,
-``gc-dlq-value-bytes`` and ``gc-dlq-value-sha256`` say so (``greenchannel dlq replay`` skips
-such a dead letter: ``truncated``) (source coordinates and reason stay).
+``max.message.bytes``). A dead letter over it is *bounded* the way the router bounds its own
+(:func:`gateway.deadletters.headers.bounded_dead_letter`, one header contract): the original
+headers are dropped, the value is cut to at most its first ``KEPT_PREFIX_BYTES`` and
+``gc-dlq-truncated: true``, ``gc-dlq-value-bytes``, ``gc-dlq-value-sha256``,
+``gc-dlq-headers-dropped`` (and ``gc-dlq-key-sha256`` for a key over 1 KiB, dropped) say so
+(``greenchannel dlq replay`` skips such a dead letter: ``truncated``) (source coordinates and
+reason stay).
 A receipt over it is an internal error (dead-lettered instead).
 
 A receipt or dead-letter *write* that fails for a transient or record-level reason (broker
@@ -37,14 +40,13 @@ unfinished, so nothing is committed past it and it is delivered again after the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import traceback
 from collections.abc import Callable
 
 from gateway.avro.codec import Codec
-from gateway.deadletters.headers import PREFIX, dead_letter_headers, iso
+from gateway.deadletters.headers import bounded_dead_letter, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
 from gateway.delivery.convert import to_escalation
 from gateway.errors import FatalError, OversizedRecord, RecordError, RejectedByBureau
@@ -293,17 +295,12 @@ def record_size(key: bytes | None, value: bytes, headers: Headers) -> int:
 def bounded(
     key: bytes | None, value: bytes, headers: Headers, limit: int
 ) -> tuple[bytes | None, bytes, Headers]:
-    """A dead letter under ``limit``: gc-dlq-* headers only, a prefix of the value, its size
-    and SHA-256 (and a long key replaced by its SHA-256)."""
-    own = [(k, v[:1024]) for k, v in headers if k.startswith(PREFIX)]
-    if key is not None and len(key) > 256:
-        key = hashlib.sha256(key).hexdigest().encode()
+    """A dead letter under ``limit``: bounded as the router bounds its own
+    (:func:`~gateway.deadletters.headers.bounded_dead_letter`: gc-dlq-* headers and
+    ``gc-replay-count`` only, the value's size and SHA-256, a long key replaced by its SHA-256
+    header), keeping the longest prefix of the value that fits, at most ``KEPT_PREFIX_BYTES``."""
+    key, _, own = bounded_dead_letter(key, value, headers, max_value_bytes=0)
     keep = max(0, min(KEPT_PREFIX_BYTES, limit - record_size(key, b"", own) - 512))
-    own += [
-        (f"{PREFIX}truncated", b"true"),
-        (f"{PREFIX}value-bytes", str(len(value)).encode()),
-        (f"{PREFIX}value-sha256", hashlib.sha256(value).hexdigest().encode()),
-    ]
     return key, value[:keep], own
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from gateway.config import ENV_PREFIX, KafkaSettings
+from gateway.config import ENV_PREFIX, EnvOverFile, KafkaSettings
 from gateway.errors import ConfigError, FatalError, GreenChannelError
 from gateway.kafka.admin import Admin
 
@@ -46,7 +46,7 @@ SCRAM_MECHANISM = "SCRAM-SHA-512"
 _START_MARKER = "=== greenchannel: broker starting"
 
 
-class BrokerSettings(BaseSettings):
+class BrokerSettings(EnvOverFile):
     """The development broker (``greenchannel broker``, the demo, the tests).
 
     A development tool's settings, not the gateway's: the ``broker:`` section of the config file
@@ -70,18 +70,6 @@ class BrokerSettings(BaseSettings):
     and SCRAM-SHA-512 for the user below, created when the storage is formatted."""
     scram_username: str = "gateway"
     scram_password: SecretStr = SecretStr("dev-only-kafka-scram")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # env beats the config file's section, which is passed as init kwargs.
-        return (env_settings, init_settings)
 
 
 def load_broker_settings(path: Path | str | None = None) -> BrokerSettings:

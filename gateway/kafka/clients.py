@@ -183,6 +183,12 @@ def _security_error(settings: KafkaSettings, error: BaseException) -> ConfigErro
     )
 
 
+def _record(r: Any) -> Record:
+    """Our :class:`Record` of a kafka-python ``ConsumerRecord``."""
+    headers = _headers(r.headers) if r.headers else ()
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, headers, r.timestamp)
+
+
 def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
     """A consumed record's headers with null values as ``b""``: Kafka allows a null header
     value, kafka-python cannot produce one (``send()`` raises TypeError), and every record we
@@ -285,18 +291,7 @@ class Consumer:
             raise _wrap("poll", exc) from exc
         out: list[Record] = []
         for records in batches.values():
-            out.extend(
-                Record(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    _headers(r.headers) if r.headers else (),
-                    r.timestamp,
-                )
-                for r in records
-            )
+            out.extend(_record(r) for r in records)
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

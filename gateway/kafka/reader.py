@@ -16,7 +16,7 @@ from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
 from gateway.errors import KafkaUnavailable
-from gateway.kafka.clients import Record, TopicPartition, _headers, _wrap, client_config
+from gateway.kafka.clients import Record, TopicPartition, _record, _wrap, client_config
 
 
 def read_partitions(
@@ -51,19 +51,7 @@ def read_partitions(
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(f"reading {wanted}: did not reach the end offsets in time")
             for tp, records in consumer.poll(timeout_ms=200).items():
-                out.extend(
-                    Record(
-                        r.topic,
-                        r.partition,
-                        r.offset,
-                        r.key,
-                        r.value,
-                        _headers(r.headers) if r.headers else (),
-                        r.timestamp,
-                    )
-                    for r in records
-                    if r.offset < ends.get(tp, 0)
-                )
+                out.extend(_record(r) for r in records if r.offset < ends.get(tp, 0))
         return out
     except KafkaUnavailable:
         raise

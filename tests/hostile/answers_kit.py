@@ -35,7 +35,7 @@ from gateway.kafka.clients import Producer, Record
 from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import build_escalation
 from gateway.topics import Topics, TopicSpec
-from tests.helpers import header, read_all
+from tests.helpers import header, read_all, wait_until  # noqa: F401 (kit.wait_until)
 
 _CITY = {c.key: c for c in CITIES}
 
@@ -473,7 +473,12 @@ def live(kafka_bootstrap: str, *, dlq_max_bytes: int | None = None, **city: Any)
     if dlq_max_bytes is not None:
         specs = [
             _LimitedSpec(
-                s.name, s.partitions, s.retention_ms, s.role, max_message_bytes=dlq_max_bytes
+                s.name,
+                s.partitions,
+                s.retention_ms,
+                s.role,
+                s.cleanup_policy,
+                max_message_bytes=dlq_max_bytes,
             )
             if s.name == topics.topics.dlq_escalations
             else s
@@ -582,12 +587,3 @@ def read_outcomes(settings: Settings, expect: int, timeout_s: float = 60) -> Out
 
 def dlq_header(record: Record, name: str) -> str | None:
     return header(record, f"gc-dlq-{name}")
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()

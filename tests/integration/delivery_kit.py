@@ -21,6 +21,7 @@ from gateway.kafka.clients import Producer
 from gateway.ops.metrics import Metrics
 from gateway.routing.escalation import build_escalation
 from gateway.topics import Topics
+from tests import helpers
 
 _CITY = {c.key: c for c in CITIES}
 FAST_CITY: dict[str, Any] = {
@@ -138,12 +139,8 @@ class Deliverer:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
+    """:func:`tests.helpers.wait_until`, polling every 0.2 s by default."""
+    return helpers.wait_until(predicate, timeout_s, every_s)
 
 
 def accepted_ids(sim: BureauSimulator, city: str) -> list[str]:

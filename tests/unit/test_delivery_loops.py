@@ -729,6 +729,7 @@ def test_a_dead_letter_over_the_record_limit_is_cut_to_fit() -> None:
     assert dead.header("gc-dlq-value-bytes") == str(len(record.value or b""))
     assert dead.header("gc-dlq-value-sha256") == hashlib.sha256(record.value or b"").hexdigest()
     assert dead.header("gc-dlq-truncated") and dead.header("big") is None
+    assert dead.header("gc-dlq-headers-dropped") == "1"  # the router's contract (big)
     assert dead.value == (record.value or b"")[: len(dead.value)] and len(dead.value) <= 1024
     assert len(producer.to(TOPICS.receipts)) == 1
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -269,6 +270,33 @@ def test_a_truncated_dead_letter_is_skipped_not_replayed_as_a_prefix() -> None:
     sender = FakeSender(clock)
     report = replay([*decisions_for(1), d], sender, limits={}, clock=clock, sleep=clock.sleep)
     assert len(sender.sent) == 1 and report.skipped == {"truncated": 1} and report.ok
+
+
+def test_the_deliverer_bounds_a_dead_letter_with_the_routers_header_contract() -> None:
+    """One contract for both stages: the deliverer's bounded dead letter is the router's
+    (:func:`bounded_dead_letter`), with the deliverer's own prefix budget."""
+    from gateway.deadletters.headers import bounded_dead_letter
+    from gateway.delivery.outcomes import KEPT_PREFIX_BYTES, bounded, record_size
+
+    value, long_key = b"\xc3\x01" + b"x" * 50_000, b"k" * 2000
+    original = replayed(source(value=value, key=long_key), 2)
+    full = letter(original)
+    key, cut, headers = bounded(full.key, full.value, full.headers, 8192)
+    router_key, _, router_headers = bounded_dead_letter(
+        full.key, full.value or b"", full.headers, max_value_bytes=0
+    )
+    assert (key, headers) == (router_key, router_headers)
+    got = dict(headers)
+    assert key is None and got["gc-dlq-key-sha256"] == hashlib.sha256(long_key).hexdigest().encode()
+    assert got["gc-dlq-truncated"] == b"true" and got["gc-dlq-value-bytes"] == b"50002"
+    assert got["gc-dlq-value-sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert got["gc-dlq-headers-dropped"] == b"1" and got["gc-replay-count"] == b"2"
+    assert "traceparent" not in got and got["gc-dlq-stage"] == b"delivery"
+    assert cut == value[:KEPT_PREFIX_BYTES] and record_size(key, cut, headers) <= 8192
+    # a tight limit: the prefix shrinks to fit, never the headers
+    _, tight, same = bounded(full.key, full.value, full.headers, 2500)
+    assert same == headers and len(tight) < KEPT_PREFIX_BYTES
+    assert record_size(None, tight, same) <= 2500
 
 
 @pytest.mark.parametrize(
