@@ -49,7 +49,13 @@ from gateway.avro.codec import Codec
 from gateway.deadletters.headers import bounded_dead_letter, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
 from gateway.delivery.convert import to_escalation
-from gateway.errors import FatalError, OversizedRecord, RecordError, RejectedByBureau
+from gateway.errors import (
+    BrokerRejected,
+    FatalError,
+    OversizedRecord,
+    RecordError,
+    RejectedByBureau,
+)
 from gateway.kafka.clients import Headers, Producer, Record
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, trim
@@ -283,6 +289,11 @@ class Outcomes:
             return FatalError(
                 f"the producer is in a fatal state after {state} (last: {type(exc).__name__})"
             )
+        if isinstance(exc, BrokerRejected):
+            # Delivery never sends past the limits it read at start: a refusal means they
+            # changed under it (or the record is malformed), and kafka-python's idempotent
+            # producer is unusable after one anyway. Exit; the restart re-reads the limits.
+            return FatalError(f"the broker refused the write: {exc}")
         return exc if isinstance(exc, FatalError) else None
 
 
