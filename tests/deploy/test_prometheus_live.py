@@ -74,8 +74,16 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60  # whichever test runs first, Prometheus is listening
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield base
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -136,7 +144,10 @@ def test_first_dead_letters_fire_their_alerts(prometheus: str) -> None:
     firing: set[str] = set()
     wanted = {"GreenChannelRouterDeadLetters", "GreenChannelDeliveryDeadLetters"}
     while time.monotonic() < deadline and not wanted <= firing:
-        alerts = _get(prometheus, "/api/v1/alerts")["data"]["alerts"]
+        try:  # this test may run first, while Prometheus is still starting
+            alerts = _get(prometheus, "/api/v1/alerts")["data"]["alerts"]
+        except urllib.error.URLError:
+            alerts = []
         firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
         time.sleep(1)
     assert wanted <= firing
