@@ -26,7 +26,7 @@ from gateway.cases.intake import CaseIntake
 from gateway.cases.keeper import CaseKeeper
 from gateway.cases.poller import CasePoller
 from gateway.cases.receiver import CallbackReceivers
-from gateway.cases.results import ResultDeliverer
+from gateway.cases.results import ResultSplitter, result_connectors, results_flow
 from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
@@ -42,7 +42,7 @@ from gateway.routing.rules import load_rules
 from gateway.sdk import CallbackInbound, Connector, PollInbound, ResultOutbound, inbound_kind
 from gateway.topics import Topics
 
-CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller | ResultDeliverer
+CaseLoop = CaseIntake | CaseKeeper | CallbackReceivers | CasePoller | ResultSplitter
 
 log = logging.getLogger(__name__)
 EXIT_OK, EXIT_FATAL, EXIT_DRAIN_TIMEOUT = 0, 1, 4
@@ -119,6 +119,8 @@ class App:
         self.schema_follower: TopicFollower | None = None  # started by run(), before the loops
         self.router: Router | None = None
         self.engine: DeliveryEngine | None = None
+        self.result_engine: DeliveryEngine | None = None
+        """Handling results to the bureaus (with ``keep_cases``)."""
         self.errors: list[BaseException] = []
         self._install_calendar()
         if self.deliver:  # refuse a configuration that cannot deliver before touching Kafka
@@ -214,16 +216,33 @@ class App:
                     s, polls, self.codec, self.metrics, self.watchdog, instance_id=self.instance_id
                 )
             )
-        if any(isinstance(k, ResultOutbound) for k in by_city.values()):
+        reporting = [c for c, k in by_city.items() if isinstance(k, ResultOutbound)]
+        if reporting:
             loops.append(
-                ResultDeliverer(
+                ResultSplitter(
                     s,
-                    by_city,
+                    reporting,
                     self.codec,
                     self.metrics,
                     self.watchdog,
                     instance_id=self.instance_id,
                 )
+            )
+            self.result_engine = DeliveryEngine(
+                s,
+                result_connectors(connectors),
+                self.codec,
+                self.metrics,
+                self.watchdog,
+                cities=reporting,
+                transport_factory=lambda city: HttpxTransport(
+                    city,
+                    s.city(city),
+                    s.delivery.endpoint_allowlist,
+                    connectors[s.connector_of(city)].transport,
+                ),
+                liveness=self.liveness,
+                flow=results_flow(s),
             )
         return loops
 
@@ -249,6 +268,8 @@ class App:
             parts["router"] = self.router.is_ready()
         if self.engine is not None:
             parts["deliver"] = self.engine.ready.is_set()
+        if self.result_engine is not None:
+            parts["results"] = self.result_engine.ready.is_set()
         for loop in self.case_loops:
             parts[_loop_name(loop)] = loop.ready.is_set()
         return parts
@@ -297,11 +318,11 @@ class App:
         threads = []
         if self.router is not None:
             threads.append(self._guarded("router", self.router.run))
-        if self.engine is not None:
-            engine = self.engine
-            threads.append(
-                self._guarded("deliver", lambda stop: engine.run(stop, shutdown_timeout_s))
-            )
+        for engine in (self.engine, self.result_engine):
+            if engine is not None:
+                threads.append(
+                    self._guarded(engine.flow.name, _draining(engine, shutdown_timeout_s))
+                )
         threads += [self._guarded(_loop_name(loop), loop.run) for loop in self.case_loops]
         for t in threads:
             t.start()
@@ -314,13 +335,17 @@ class App:
             self.schema_follower.stop()
         if ops is not None:
             ops.stop()
-        gave_up = self.engine is not None and not self.engine.drained
+        gave_up = any(e is not None and not e.drained for e in (self.engine, self.result_engine))
         if gave_up or any(t.is_alive() for t in threads):
             log.error("drain did not finish within %gs", shutdown_timeout_s)
             return EXIT_DRAIN_TIMEOUT
         if any(isinstance(e, FatalError | Exception) for e in self.errors):
             return EXIT_FATAL
         return EXIT_OK
+
+
+def _draining(engine: DeliveryEngine, timeout_s: float) -> Callable[[threading.Event], None]:
+    return lambda stop: engine.run(stop, timeout_s)
 
 
 def _loop_name(loop: CaseLoop) -> str:

@@ -18,6 +18,7 @@ topic                                  partitions  retention    role
 ``{p}cases.state.v1``                  6           compacted    CaseState per case (key = escalation id)
 ``{p}dlq.cases.v1``                    3           90 days      case updates the state machine refused
 ``{p}results.v1``                      6           30 days      HandlingResults to report to the bureaus
+``{p}results.<city>.v1``               3           30 days      the same, split by city (delivery input)
 ``{p}results.receipts.v1``             6           90 days      DeliveryReceipts of reported results
 ``{p}dlq.results.v1``                  3           90 days      results a bureau rejected permanently
 =====================================  ==========  ===========  ==========================================
@@ -152,6 +153,17 @@ class Topics:
     def results(self) -> str:
         return f"{self.prefix}results.v1"
 
+    def results_for(self, city: str) -> str:
+        """One city's handling results, split from :attr:`results` by the result splitter."""
+        return f"{self.prefix}results.{city}.v1"
+
+    def city_of_results(self, topic: str) -> str:
+        head = f"{self.prefix}results."
+        city = topic[len(head) : -len(".v1")] if topic.startswith(head) else ""
+        if not topic.endswith(".v1") or not city or topic in (self.results, self.result_receipts):
+            raise ValueError(f"not a city's results topic: {topic}")
+        return city
+
     @property
     def result_receipts(self) -> str:
         return f"{self.prefix}results.receipts.v1"
@@ -192,6 +204,12 @@ class Topics:
             ),
             TopicSpec(self.dlq_cases, 3, 90 * DAY_MS, "dead-lettered case updates"),
             TopicSpec(self.results, 6, 30 * DAY_MS, "handling results"),
+        ]
+        specs += [
+            TopicSpec(self.results_for(c), 3, 30 * DAY_MS, f"handling results to {c}")
+            for c in cities
+        ]
+        specs += [
             TopicSpec(self.result_receipts, 6, 90 * DAY_MS, "handling result receipts"),
             TopicSpec(self.dlq_results, 3, 90 * DAY_MS, "dead-lettered handling results"),
         ]

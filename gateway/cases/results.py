@@ -1,47 +1,45 @@
 """Handling results out: the department's HandlingResults delivered to each city's bureau.
 
-A thin path beside the escalation delivery engine that reuses its public pieces: each city's
-``gateway.delivery.city.CityDelivery`` (token bucket, tenacity retries with jitter and capped
-Retry-After, circuit breaker, maintenance windows, OAuth2 token cache) over the city's
-``gateway.http.HttpxTransport`` (allowlist, TLS, mTLS), with the connector's
-``translate_result`` / ``interpret_result`` in place of ``translate`` / ``interpret`` and the
-result id as the bureau's idempotency key.
+Through the same delivery engine as escalations (:mod:`gateway.delivery.engine`: per-city
+lanes, token bucket, tenacity retries with jitter and capped Retry-After, circuit breaker,
+maintenance windows, OAuth2 token cache, bounded dead letters, progress checks), with the
+connector's ``translate_result`` / ``interpret_result`` in place of ``translate`` /
+``interpret`` (:class:`ResultConnector`) and the result id as the bureau's idempotency key.
 
-Consumes ``{prefix}results.v1`` (key = escalation id). Per poll, the batch's results are
-delivered (cities in parallel, one city's results in order), then, in one Kafka transaction with
-the consumed offsets: a ``DeliveryReceipt`` per accepted result on ``{prefix}results.receipts.v1``
-(``case_number`` = the bureau's receipt number) or the original record on
-``{prefix}dlq.results.v1`` with the ``gc-dlq-*`` headers for a permanent rejection. A crash
-before the commit re-delivers the batch; the idempotency key makes the bureau answer with the
-receipt it already gave. Limitation: a city whose breaker stays open holds the batch (and so the
-other cities' results of later batches) until it recovers; results are rare next to
-escalations.
+The department publishes to one topic, ``{prefix}results.v1`` (key = escalation id), whose
+partitions mix cities. The engine isolates a city by pausing that city's partitions, so the
+:class:`ResultSplitter` first copies each result, transactionally (exactly once), to its city's
+``{prefix}results.<city>.v1`` (key, value and headers unchanged); a result it cannot decode, or
+for a city without a result connector here, goes to ``{prefix}dlq.results.v1`` (stage
+``results``). The engine (:func:`results_flow`) then writes a ``DeliveryReceipt`` per final
+result on ``{prefix}results.receipts.v1`` (key = escalation id; ``case_number`` = the bureau's
+receipt number; ``REJECTED`` with the reason for a permanent rejection, which is also
+dead-lettered to ``{prefix}dlq.results.v1``). A city whose bureau is down holds only its own
+results. As for escalations, a crash between a bureau's answer and the receipt's ack delivers
+the result again; the idempotency key makes the bureau answer with the receipt it already gave.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
 from gateway.avro.codec import Codec
+from gateway.avro.codec import Kind as SchemaName
 from gateway.cases.loop import TransactionalLoop
 from gateway.config import Settings
-from gateway.delivery.city import CityDelivery, Result
-from gateway.errors import DecodeError, RecordError, RejectedByBureau
-from gateway.http import HttpxTransport, Transport
+from gateway.delivery.flow import Flow
+from gateway.errors import DecodeError, RecordError
 from gateway.kafka.append import Outgoing
-from gateway.kafka.clients import Record
+from gateway.kafka.clients import Headers, Record
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
 from gateway.sdk import (
     BureauRequest,
     BureauResponse,
     Connector,
-    Credentials,
     Escalation,
     HandlingResult,
     Outcome,
@@ -119,144 +117,112 @@ def handling_result(record: Mapping[str, Any]) -> HandlingResult:
     )
 
 
-class ResultDeliverer(TransactionalLoop):
+class ResultKind:
+    """Handling results as the delivery engine's records (:class:`~gateway.delivery.flow.Flow`)."""
+
+    schema: SchemaName = "handling_result"
+
+    def item(self, record: Mapping[str, Any]) -> HandlingResult:
+        try:
+            return handling_result(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"handling result has a bad field: {exc}", reason="invalid") from exc
+
+    def since_ms(self, item: HandlingResult) -> int:
+        return item.reported_at_ms
+
+    def receipt_key(self, item: HandlingResult) -> tuple[bytes, Headers]:
+        return item.escalation_id.encode(), [("gc-result-id", item.result_id.encode())]
+
+    def receipt_ids(self, item: HandlingResult) -> tuple[str, str]:
+        return item.escalation_id, item.complaint_id or ""
+
+    def known_pii(self, item: HandlingResult) -> list[str | None]:
+        return [item.note]
+
+    def on_final(self, observer: Observer, city: str, accepted: bool, latency_s: float) -> None:
+        observer.on_case_result(city, "accepted" if accepted else "rejected")
+
+
+def results_flow(settings: Settings) -> Flow:
+    """The handling results' flow through the delivery engine. Its pauses and oldest ages do
+    not feed the per-city gauges (the escalations' own); its attempts, retries, breaker and
+    rate do, as the city's delivery metrics."""
+    topics = Topics(settings.topics.prefix)
+    return Flow(
+        name="results",
+        group_id=settings.cases.results_group_id,
+        topic=topics.results_for,
+        city_of=topics.city_of_results,
+        receipts=topics.result_receipts,
+        dead_letters=topics.dlq_results,
+        dead_letter_stage="results",
+        kind=ResultKind(),
+        city_gauges=False,
+    )
+
+
+def result_connectors(connectors: Mapping[str, Connector]) -> dict[str, Connector]:
+    """The connectors (by name) that can report results, seen through their result side."""
+    return {
+        name: cast(Connector, ResultConnector(k))
+        for name, k in connectors.items()
+        if isinstance(k, ResultOutbound)
+    }
+
+
+class ResultSplitter(TransactionalLoop):
+    """``{prefix}results.v1`` -> ``{prefix}results.<city>.v1``, exactly once."""
+
     name = "cases-results"
     stage = "results"
 
     def __init__(
         self,
         settings: Settings,
-        connectors: Mapping[str, Connector],
+        cities: list[str],
         codec: Codec,
         observer: Observer,
         watchdog: Watchdog,
         *,
         instance_id: str = "0",
         clock: Callable[[], float] = time.time,
-        transport_for: Callable[[str], Transport] | None = None,
     ) -> None:
         self.topics = Topics(settings.topics.prefix)
         self.codec = codec
         self.observer = observer
-        self.stop_event = threading.Event()
-        make = transport_for or (
-            lambda c: HttpxTransport(
-                c,
-                settings.cities[c],
-                settings.delivery.endpoint_allowlist,
-                connectors[c].transport,
-            )
-        )
-        self.cities: dict[str, CityDelivery] = {}
-        for city, connector in connectors.items():
-            if not isinstance(connector, ResultOutbound):
-                continue
-            creds = settings.cities[city].credentials
-            self.cities[city] = CityDelivery(
-                city,
-                settings.cities[city],
-                ResultConnector(connector),
-                make(city),
-                observer,
-                clock=clock,
-                stop=self.stop_event,
-                credentials=Credentials(
-                    creds.client_id, creds.resolved_secret(), dict(creds.extra)
-                ),
-            )
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.cities)))
-        cs = settings.cases
+        self.cities = frozenset(cities)
         super().__init__(
             settings,
             watchdog,
-            group_id=cs.results_group_id,
+            group_id=f"{settings.cases.results_group_id}-split",
             instance_id=instance_id,
             topics=[self.topics.results],
             clock=clock,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        def relay() -> None:
-            stop.wait()
-            self.stop_event.set()
-
-        threading.Thread(target=relay, daemon=True).start()
-        try:
-            super().run(stop)
-        finally:
-            self.stop_event.set()
-            self._pool.shutdown(wait=True)
-            for city in self.cities.values():
-                city.transport.close()
-
     def output_topics(self) -> list[str]:
-        return [self.topics.result_receipts, self.topics.dlq_results]
+        return [self.topics.results_for(c) for c in sorted(self.cities)] + [self.topics.dlq_results]
 
-    def outputs(self, records: list[Record]) -> list[Outgoing] | None:
-        decoded: list[tuple[Record, HandlingResult | None, RecordError | None]] = []
-        for record in records:
-            try:
-                if not record.value:
-                    raise RecordError("record has no value", reason="empty")
-                result = handling_result(self.codec.decode_as("handling_result", record.value))
-                if result.city not in self.cities:
-                    raise RecordError(f"no result connector for {result.city!r}", reason="city")
-                decoded.append((record, result, None))
-            except (DecodeError, RecordError) as exc:
-                decoded.append((record, None, exc))
-        outcomes = self._deliver([item[1] for item in decoded if item[1] is not None])
-        if any(not o.final for o in outcomes.values()):
-            return None  # stopping mid-batch: nothing is committed, the batch is read again
+    def outputs(self, records: list[Record]) -> list[Outgoing]:
         out: list[Outgoing] = []
         now = self.now_ms()
-        for record, maybe, error in decoded:
-            out.append(self._output(record, maybe, error, outcomes, now))
+        for record in records:
+            try:
+                city = self._city(record)
+            except (DecodeError, RecordError) as exc:
+                out.append(
+                    self.dead_letter(self.topics.dlq_results, record, exc, exc.reason, "", now)
+                )
+                continue
+            value = record.value or b""
+            out.append((self.topics.results_for(city), record.key, value, record.headers))
         return out
 
-    def _deliver(self, results: list[HandlingResult]) -> dict[str, Result]:
-        by_city: dict[str, list[HandlingResult]] = {}
-        for r in results:
-            by_city.setdefault(r.city, []).append(r)
-
-        def one_city(items: list[HandlingResult]) -> list[tuple[str, Result]]:
-            city = self.cities[items[0].city]
-            return [(r.result_id, city.deliver(cast(Escalation, r))) for r in items]
-
-        outcomes: dict[str, Result] = {}
-        for pairs in self._pool.map(one_city, by_city.values()):
-            outcomes.update(pairs)
-        return outcomes
-
-    def _output(
-        self,
-        record: Record,
-        result: HandlingResult | None,
-        error: RecordError | None,
-        outcomes: Mapping[str, Result],
-        now: int,
-    ) -> Outgoing:
-        if result is None:
-            assert error is not None
-            return self.dead_letter(self.topics.dlq_results, record, error, error.reason, "", now)
-        outcome = outcomes[result.result_id]
-        if not outcome.accepted:
-            self.observer.on_case_result(result.city, "rejected")
-            error = RejectedByBureau(outcome.detail or outcome.reason, reason=outcome.reason)
-            return self.dead_letter(
-                self.topics.dlq_results, record, error, outcome.reason, result.city, now
-            )
-        self.observer.on_case_result(result.city, "accepted")
-        receipt = {
-            "escalation_id": result.escalation_id,
-            "complaint_id": result.complaint_id or "",
-            "city": result.city,
-            "outcome": "ACCEPTED",
-            "case_number": outcome.case_number,
-            "reason": None,
-            "attempts": outcome.attempts.count,
-            "first_attempt_at": outcome.attempts.first_ms,
-            "completed_at": now,
-            "latency_ms": max(0, now - result.reported_at_ms),
-        }
-        value = self.codec.encode("receipt", receipt)
-        return (self.topics.result_receipts, result.escalation_id.encode(), value, ())
+    def _city(self, record: Record) -> str:
+        if not record.value:
+            raise RecordError("record has no value", reason="empty")
+        result = ResultKind().item(self.codec.decode_as("handling_result", record.value))
+        if result.city not in self.cities:
+            raise RecordError(f"no result connector for {result.city!r}", reason="city")
+        return result.city

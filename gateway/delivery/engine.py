@@ -36,7 +36,8 @@ from collections.abc import Callable
 from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.delivery.city import CityDelivery
-from gateway.delivery.lane import WORKERS, Completion, Job, Lane
+from gateway.delivery.flow import Flow, escalations
+from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
@@ -47,10 +48,8 @@ from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, of
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
 from gateway.sdk import Connector, Credentials
-from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
-LOOP, COMMIT = "deliver-loop", "deliver-commit"
 TransportFactory = Callable[[str], Transport]
 
 
@@ -70,9 +69,13 @@ class DeliveryEngine:
         producer: Producer | None = None,
         consumer_factory: Callable[..., Consumer] = Consumer,
         topic_limits: Callable[[list[str]], dict[str, int]] | None = None,
+        flow: Flow | None = None,
     ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topics.prefix)
+        self.flow = flow or escalations(settings.topics.prefix, settings.delivery.group_id)
+        self.loop_name, self.commit_name, self.workers_name = (
+            self.flow.liveness(part) for part in ("loop", "commit", "workers")
+        )
         self.observer = observer
         self.watchdog = watchdog
         self.clock = clock
@@ -94,7 +97,7 @@ class DeliveryEngine:
         make_transport = transport_factory or self._http_transport
         self.producer = producer or Producer(settings.kafka, linger_ms=1)
         read_limits = topic_limits or self._topic_limits
-        self.record_limits = read_limits([self.topics.receipts, self.topics.dlq_escalations])
+        self.record_limits = read_limits([self.flow.receipts, self.flow.dead_letters])
         self.deliveries: dict[str, CityDelivery] = {}
         self.lanes: dict[str, Lane] = {}
         for city in cities:
@@ -103,8 +106,8 @@ class DeliveryEngine:
             )
         self.consumer = consumer_factory(
             settings.kafka,
-            group_id=settings.delivery.group_id,
-            topics=[self.topics.escalations(c) for c in cities],
+            group_id=self.flow.group_id,
+            topics=[self.flow.topic(c) for c in cities],
             max_poll_records=500,
             max_poll_interval_ms=settings.delivery.max_poll_interval_ms,
             session_timeout_ms=10_000,
@@ -114,8 +117,11 @@ class DeliveryEngine:
         self._positions: dict[TopicPartition, int] = {}
         self._next_position_scan = 0.0
         self._lag: dict[str, int] = {}
-        observer.watch_lag("deliver", lambda: dict(self._lag))
-        observer.watch_oldest(lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()})
+        observer.watch_lag(self.flow.name, lambda: dict(self._lag))
+        if self.flow.city_gauges:
+            observer.watch_oldest(
+                lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()}
+            )
 
     def _http_transport(self, city: str) -> Transport:
         return HttpxTransport(
@@ -157,7 +163,7 @@ class DeliveryEngine:
             delivery.deliver,
             codec,
             self.producer,
-            self.topics,
+            self.flow,
             self.observer,
             clock=self.clock,
             stop=self.stop_event,
@@ -173,6 +179,7 @@ class DeliveryEngine:
             stop=self.stop_event,
             clock=self.clock,
             liveness=self.liveness,
+            workers_name=self.workers_name,
         )
 
     # -- rebalance (runs inside poll) --------------------------------------------------------
@@ -193,9 +200,9 @@ class DeliveryEngine:
 
     # -- loop ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, drain_timeout_s: float = 20.0) -> None:
-        self.liveness.register(LOOP, self.settings.router.watchdog_s * 2)
-        self.liveness.register(COMMIT, self.settings.delivery.stuck_after_s)
-        self.liveness.register(WORKERS, math.inf)
+        self.liveness.register(self.loop_name, self.settings.router.watchdog_s * 2)
+        self.liveness.register(self.commit_name, self.settings.delivery.stuck_after_s)
+        self.liveness.register(self.workers_name, math.inf)
         for lane in self.lanes.values():
             lane.start()
         try:
@@ -215,8 +222,8 @@ class DeliveryEngine:
 
     def step(self) -> None:
         """One iteration of the poll loop."""
-        self.watchdog.beat("deliver")
-        self.liveness.beat(LOOP)
+        self.watchdog.beat(self.flow.name)
+        self.liveness.beat(self.loop_name)
         self._commit_finished()
         self._check_progress()
         self._pause_or_resume()
@@ -228,14 +235,14 @@ class DeliveryEngine:
     def _check_progress(self) -> None:
         dead = [name for lane in self.lanes.values() for name in lane.dead_workers()]
         if dead:
-            self.liveness.fail(WORKERS, f"worker thread(s) gone: {', '.join(dead)}")
+            self.liveness.fail(self.workers_name, f"worker thread(s) gone: {', '.join(dead)}")
         else:
-            self.liveness.beat(WORKERS)
+            self.liveness.beat(self.workers_name)
         now = self.clock()
         held: dict[TopicPartition, tuple[int, float]] = {}
         for tp, part in self.tracker.partitions.items():
             head = part.held_by()
-            city = self.topics.city_of(tp.topic)
+            city = self.flow.city_of(tp.topic)
             if head is None or not self.deliveries[city].available():
                 continue
             since = self._held.get(tp, (head, now))
@@ -246,7 +253,7 @@ class DeliveryEngine:
             f"{tp.topic}:{tp.partition}" for tp, (_, t) in held.items() if now - t > limit
         )
         if not stuck:
-            self.liveness.beat(COMMIT)
+            self.liveness.beat(self.commit_name)
         elif not self._reported_stuck:
             log.error(
                 "commit point held for over %gs by one unfinished record: %s",
@@ -274,7 +281,7 @@ class DeliveryEngine:
         self._lag = self.consumer.lag_by_topic(self._positions, positions)
 
     def _dispatch(self, record: Record) -> None:
-        city = self.topics.city_of(record.topic)
+        city = self.flow.city_of(record.topic)
         self.tracker.add(record.tp, record.offset)
         self.lanes[city].submit(Job(record, self._generation.get(record.tp, 0)))
 
@@ -306,7 +313,7 @@ class DeliveryEngine:
         paused = self.consumer.paused()
         limit = self.settings.delivery.max_in_flight_per_city
         for city, lane in self.lanes.items():
-            topic = self.topics.escalations(city)
+            topic = self.flow.topic(city)
             tps = [tp for tp in assigned if tp.topic == topic]
             delivery = self.deliveries[city]
             hold = not delivery.available() or lane.queued >= limit
@@ -320,10 +327,12 @@ class DeliveryEngine:
                     self.consumer.resume(to_resume)
             if hold != (city in self._paused_cities):
                 self._paused_cities.symmetric_difference_update({city})
-                self.observer.on_paused(city, hold)
+                if self.flow.city_gauges:
+                    self.observer.on_paused(city, hold)
                 log.info(
-                    "%s: %s (breaker %s, %d in flight)",
+                    "%s: %s %s (breaker %s, %d in flight)",
                     city,
+                    self.flow.name,
                     "paused" if hold else "resumed",
                     delivery.breaker.state,
                     lane.queued,

@@ -1,4 +1,4 @@
-"""A city's lane: bounded worker threads that deliver that city's escalations. Scheduling only.
+"""A city's lane: bounded worker threads that deliver that city's records. Scheduling only.
 
 Records are spread over the city's workers by key, so one complaint's records are always
 handled by the same worker, in order. A worker hands each record to ``handle`` (the city's
@@ -52,6 +52,7 @@ class Lane:
         stop: threading.Event,
         clock: Callable[[], float],
         liveness: Liveness | None = None,
+        workers_name: str = WORKERS,
     ) -> None:
         self.city = city
         self.handle = handle
@@ -60,6 +61,7 @@ class Lane:
         self.stop = stop
         self.clock = clock
         self.liveness = liveness or NoLiveness()
+        self.workers_name = workers_name
         self._queues: list[queue.SimpleQueue[Job | None]] = [
             queue.SimpleQueue() for _ in range(workers)
         ]
@@ -118,7 +120,7 @@ class Lane:
             if not self._stopping:
                 name = threading.current_thread().name
                 log.critical("%s: worker %s exited", self.city, name)
-                self.liveness.fail(WORKERS, f"{name} exited")
+                self.liveness.fail(self.workers_name, f"{name} exited")
 
     def _run(self, job: Job) -> None:
         record = job.record

@@ -1,10 +1,13 @@
 """One record's way through delivery, and the one place its outcome is written.
 
 :class:`Outcomes` takes a record from a lane worker and returns True once its outcome is final
-and acknowledged by Kafka (the engine may then commit past it):
+and acknowledged by Kafka (the engine may then commit past it). What the record is (an
+escalation, a handling result) and where its outcomes go are the engine's
+:class:`~gateway.delivery.flow.Flow`:
 
-* undecodable / invalid escalation -> dead letter with the codec's bounded reason;
-* accepted -> receipt (``ACCEPTED``, the case number);
+* undecodable / invalid record -> dead letter with the codec's bounded reason;
+* accepted -> receipt (``ACCEPTED``, the case number; for a handling result the bureau's
+  receipt number);
 * rejected, or an irregular answer -> dead letter + receipt (``REJECTED``, the reason);
 * **any other exception** (a connector bug, a timestamp no calendar can format, a receipt that
   cannot be encoded...) -> dead letter with reason ``internal_error``, the exception's class
@@ -44,11 +47,12 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 from gateway.avro.codec import Codec
 from gateway.deadletters.headers import bounded_dead_letter, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
-from gateway.delivery.convert import to_escalation
+from gateway.delivery.flow import Flow
 from gateway.errors import (
     BrokerRejected,
     FatalError,
@@ -59,8 +63,6 @@ from gateway.errors import (
 from gateway.kafka.clients import Headers, Producer, Record
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, trim
-from gateway.sdk import Escalation
-from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 ACK_TIMEOUT_S = 60.0
@@ -70,7 +72,8 @@ INTERNAL = "internal_error"
 RECORD_OVERHEAD_BYTES = 256
 """Per-record framing a broker counts besides key, value and headers (batch header included)."""
 KEPT_PREFIX_BYTES = 1024
-Deliver = Callable[[Escalation, Attempts], Result]
+Deliver = Callable[[Any, Attempts], Result]
+"""Delivers one item (an escalation, a handling result): ``CityDelivery.deliver``."""
 
 
 class Outcomes:
@@ -82,7 +85,7 @@ class Outcomes:
         deliver: Deliver,
         codec: Codec,
         producer: Producer,
-        topics: Topics,
+        flow: Flow,
         observer: Observer,
         *,
         clock: Callable[[], float],
@@ -95,7 +98,8 @@ class Outcomes:
         self.deliver = deliver
         self.codec = codec
         self.producer = producer
-        self.topics = topics
+        self.flow = flow
+        self.kind = flow.kind
         self.observer = observer
         self.clock = clock
         self.stop = stop
@@ -106,23 +110,21 @@ class Outcomes:
     def handle(self, record: Record) -> bool:
         """Deliver one record; True when its outcome is final and written. Never raises
         (but for BaseExceptions such as KeyboardInterrupt)."""
-        escalation: Escalation | None = None
+        item: Any = None
         attempts = Attempts()
         try:
             try:
-                escalation = to_escalation(self.codec.decode_as("escalation", record.value or b""))
+                item = self.kind.item(self.codec.decode_as(self.kind.schema, record.value or b""))
             except RecordError as exc:
                 return self._dead_letter(record, exc, exc.reason, None, attempts)
-            result = self.deliver(escalation, attempts)
+            result = self.deliver(item, attempts)
             if not result.final:
                 return False
-            return self._final(record, escalation, result)
+            return self._final(record, item, result)
         except Exception as exc:
-            return self.internal_error(record, exc, escalation, attempts)
+            return self.internal_error(record, exc, item, attempts)
 
-    def internal_error(
-        self, record: Record, exc: Exception, esc: Escalation | None, attempts: Attempts
-    ) -> bool:
+    def internal_error(self, record: Record, exc: Exception, esc: Any, attempts: Attempts) -> bool:
         """Dead-letter a record whose handling raised something unexpected."""
         self.observer.on_delivery_internal_error(self.city)
         where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
@@ -133,7 +135,7 @@ class Outcomes:
             record.partition,
             record.offset,
             type(exc).__name__,
-            trim(mask_text(str(exc), _known_pii(esc)), 200),
+            trim(mask_text(str(exc), self._known_pii(esc)), 200),
             ", ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in where) or "?",
         )
         try:
@@ -150,26 +152,26 @@ class Outcomes:
             return False
 
     # -- outcomes -----------------------------------------------------------------------------
-    def _final(self, record: Record, esc: Escalation, result: Result) -> bool:
-        latency = self.clock() - esc.created_at_ms / 1000
-        if result.accepted:
-            if not self._receipt(esc, result, latency):
+    def _final(self, record: Record, item: Any, result: Result) -> bool:
+        latency = self.clock() - self.kind.since_ms(item) / 1000
+        if not result.accepted:
+            error = RejectedByBureau(
+                f"{self.city} rejected the {self.kind.schema}: {result.detail}",
+                reason=result.reason or "rejected",
+            )
+            if not self._dead_letter(record, error, error.reason, item, result.attempts):
                 return False
-            self.observer.on_delivered(self.city, latency)
-            return True
-        error = RejectedByBureau(
-            f"{self.city} rejected the escalation: {result.detail}",
-            reason=result.reason or "rejected",
-        )
-        if not self._dead_letter(record, error, error.reason, esc, result.attempts):
+        if not self._receipt(item, result, latency):
             return False
-        return self._receipt(esc, result, latency)
+        self.kind.on_final(self.observer, self.city, result.accepted, latency)
+        return True
 
-    def _receipt(self, esc: Escalation, result: Result, latency_s: float) -> bool:
+    def _receipt(self, item: Any, result: Result, latency_s: float) -> bool:
         now_ms = int(self.clock() * 1000)
+        escalation_id, complaint_id = self.kind.receipt_ids(item)
         receipt = {
-            "escalation_id": esc.escalation_id,
-            "complaint_id": esc.complaint_id,
+            "escalation_id": escalation_id,
+            "complaint_id": complaint_id,
             "city": self.city,
             "outcome": "ACCEPTED" if result.accepted else "REJECTED",
             "case_number": result.case_number,
@@ -180,12 +182,8 @@ class Outcomes:
             "latency_ms": int(latency_s * 1000),
         }
         value = self.codec.encode("receipt", receipt)
-        headers = [
-            ("gc-city", self.city.encode()),
-            ("gc-escalation-id", esc.escalation_id.encode()),
-        ]
-        key = esc.complaint_id.encode()
-        topic = self.topics.receipts
+        key, headers = self.kind.receipt_key(item)
+        topic = self.flow.receipts
         size, limit = record_size(key, value, headers), self.max_record_bytes(topic)
         if size > limit:
             raise OversizedRecord(f"receipt is {size} bytes, over {topic}'s limit of {limit}")
@@ -196,10 +194,10 @@ class Outcomes:
         record: Record,
         error: BaseException,
         reason: str,
-        esc: Escalation | None,
+        item: Any,
         attempts: Attempts,
     ) -> bool:
-        known = _known_pii(esc)
+        known = self._known_pii(item)
         extra = {
             "city": self.city,
             "attempts": str(attempts.count),
@@ -213,14 +211,14 @@ class Outcomes:
             }
         headers = dead_letter_headers(
             record,
-            stage="delivery",
+            stage=self.flow.dead_letter_stage,
             error=error,
             reason=reason,
             now_ms=int(self.clock() * 1000),
             extra=extra,
             known_pii=known,
         )
-        topic = self.topics.dlq_escalations
+        topic = self.flow.dead_letters
         out: Headers = headers
         key, value = record.key, record.value or b""
         limit = self.max_record_bytes(topic)
@@ -230,8 +228,9 @@ class Outcomes:
             return False
         self.observer.on_delivery_dead_lettered(self.city, reason)
         log.warning(
-            "%s: dead-lettered an escalation",
+            "%s: dead-lettered a record (%s)",
             self.city,
+            self.kind.schema,
             extra={
                 "city": self.city,
                 "topic": record.topic,
@@ -282,6 +281,9 @@ class Outcomes:
                 return False
             wait = min(wait * 2, longest)
 
+    def _known_pii(self, item: Any) -> list[str | None]:
+        return [] if item is None else self.kind.known_pii(item)
+
     def _fatal(self, exc: Exception) -> FatalError | None:
         """The failure as a FatalError when retrying cannot help, else ``None``."""
         state = self.producer.fatal_state()
@@ -313,10 +315,3 @@ def bounded(
     key, _, own = bounded_dead_letter(key, value, headers, max_value_bytes=0)
     keep = max(0, min(KEPT_PREFIX_BYTES, limit - record_size(key, b"", own) - 512))
     return key, value[:keep], own
-
-
-def _known_pii(esc: Escalation | None) -> list[str | None]:
-    if esc is None:
-        return []
-    c = esc.consumer
-    return [c.name, c.phone, c.id_number, c.address, c.email]

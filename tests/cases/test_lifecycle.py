@@ -144,8 +144,8 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
             for sample in family.samples
             if sample.name == "greenchannel_cases"
         }
-        # Handling results back to every bureau; two of them answer 5xx half of the time, so
-        # their deliveries are retried. Each result must reach its bureau once, with a receipt.
+        # Handling results back to every bureau; two of them answer 5xx until the others'
+        # results are receipted, so their deliveries are retried. Each result must reach its bureau once, with a receipt.
         # callback cities: only the result deliveries reach their bureaus now (no polls)
         faulty = ("beijing", "hefei")
         for city in faulty:
@@ -156,6 +156,18 @@ def test_ten_cities_to_closure_with_repeats_reorders_overlaps_and_an_impossible_
             60,
             "the faulty bureaus refusing the first attempts",
         )
+        # one city's trouble holds only that city's results: the other eight are receipted
+        # while both faulty bureaus still refuse
+        healthy = {r["escalation_id"] for r in results if r["city"] not in faulty}
+
+        def receipted() -> set[str]:
+            return {
+                codec.decode_as("receipt", r.value)["escalation_id"]
+                for r in records_of(topic_factory.bootstrap, topic_factory.topics.result_receipts)
+            }
+
+        wait_for(lambda: receipted() >= healthy, 60, "the healthy cities' results receipted")
+        assert not receipted() & {r["escalation_id"] for r in results if r["city"] in faulty}
         for city in faulty:
             sim.city(city).reset_faults()
         wait_for(

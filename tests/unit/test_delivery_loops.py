@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from gateway.delivery.city import Attempts, CityDelivery, Result
-from gateway.delivery.engine import COMMIT, LOOP, DeliveryEngine
-from gateway.delivery.lane import WORKERS, Completion, Job, Lane
+from gateway.delivery.engine import DeliveryEngine
+from gateway.delivery.flow import escalations
+from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.outcomes import Outcomes
 from gateway.errors import (
     BureauUnavailable,
@@ -45,6 +46,9 @@ from tests.unit.delivery_fakes import (
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 YEAR_10000_MS = 253_402_300_800_000 + 86_400_000
+
+# the escalation flow's liveness names, as /healthz reports them
+LOOP, COMMIT, WORKERS = "deliver-loop", "deliver-commit", "deliver-workers"
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
@@ -256,7 +260,7 @@ def outcomes(
         deliver,
         CODEC,
         producer,  # type: ignore[arg-type]
-        TOPICS,
+        escalations(TOPICS.prefix, "unit"),
         observer or FakeObserver(),
         clock=Clock(),
         stop=stop or threading.Event(),

@@ -158,8 +158,10 @@ def test_json_logs_mask_personal_data() -> None:
 def test_topics_named_in_one_place() -> None:
     t = Topics("gc.")
     names = [spec.name for spec in t.all(["wuhu", "hefei"])]
-    cases = 5 + 3  # case inbound, updates, cursors, state, dlq; results, receipts, dlq
+    cases = 5 + 3 + 2  # case inbound, updates, cursors, state, dlq; results, receipts, dlq;
+    # the results split by city (one per city)
     assert len(names) == len(set(names)) == 3 + 6 + 2 + 3 + 1 + cases
+    assert {t.results_for("wuhu"), t.results_for("hefei")} <= set(names)
     store = next(spec for spec in t.all([]) if spec.name == t.schemas)
     assert store.configs == {"cleanup.policy": "compact", "retention.ms": "-1"}
     specs = {spec.name: spec for spec in t.all([])}
