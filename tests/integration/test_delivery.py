@@ -5,6 +5,7 @@ Each test states its counts and pass criterion in its name and asserts them exac
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
@@ -19,6 +20,8 @@ from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL_KEYS
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
+from gateway.http import HttpxTransport
+from gateway.sdk import BureauRequest, BureauResponse
 from tests.conftest import TopicFactory
 from tests.helpers import gateway_process, header, read_all, stop_process, write_config
 from tests.integration.delivery_kit import (
@@ -261,10 +264,26 @@ def test_sigkill_the_deliverer_mid_stream_every_escalation_accepted_exactly_once
     print(f"{len(stream.sent)} escalations, {requests} requests, {kills} SIGKILLs")
 
 
+def max_in_window(times: list[float], window_s: float = 1.0) -> int:
+    """The most instants in any sliding window of ``window_s``."""
+    times = sorted(times)
+    return max(sum(1 for t in times[i:] if t < start + window_s) for i, start in enumerate(times))
+
+
 def test_rate_at_the_bureau_never_above_the_city_limit(
-    setup: Callable[..., Settings], sim: BureauSimulator
+    setup: Callable[..., Settings], sim: BureauSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = setup()
+    # when each complaint request leaves the gateway (after its token), per city
+    sent: dict[str, list[float]] = {c: [] for c in CITIES}
+    send = HttpxTransport.send
+
+    def timed_send(self: HttpxTransport, request: BureauRequest) -> BureauResponse:
+        if "token" not in request.path:
+            sent[self.city].append(time.monotonic())
+        return send(self, request)
+
+    monkeypatch.setattr(HttpxTransport, "send", timed_send)
     stream = EscalationStream(settings, seed=36)
     for city in CITIES:  # 4 s of backlog per city
         for _ in range(int(settings.city(city).rate_per_s * 4)):
@@ -275,16 +294,22 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
     for city in CITIES:
         limit = settings.city(city).rate_per_s
         burst = settings.city(city).burst
+        # The gateway's guarantee, where it holds exactly: requests leaving it, in any sliding
+        # 1 s window, at most rate + burst (the bucket's capacity plus one second of refill).
+        assert max_in_window(sent[city]) <= limit + burst, (city, max_in_window(sent[city]))
         # complaint requests only: OAuth2 token requests do not take a token from the bucket
         times = sorted(
             a.at for a in sim.city(city).arrivals() if a.status != 0 and "token" not in a.path
         )
-        worst = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
         statuses = Counter(a.status for a in sim.city(city).arrivals())
         # the bureau's own bucket (same rate) may see arrival jitter, never a sustained excess
         assert statuses[429] <= max(1, len(times) // 100), (city, statuses)
-        # sliding 1 s windows: the bucket allows rate + burst; one more for arrival jitter
-        assert worst <= limit + burst + 1, (city, worst, limit)
+        # At the bureau, arrivals also carry the network's and the simulator's scheduling
+        # jitter (ten cities' TLS handshakes and handlers in one Python process on two loaded
+        # cores: requests sent 1.1 s apart can be handled 1.0 s apart; once 34 for 30 + 2).
+        # Allow 100 ms of it in a 1 s window, never a sustained excess (the next check).
+        worst = max_in_window(times)
+        assert worst <= limit + burst + math.ceil(limit * 0.1), (city, worst, limit)
         # over the whole run: at most burst + rate * duration requests; one more for arrival
         # jitter (the first request also pays for connecting, so it can arrive late and
         # shorten the measured duration: 20.45/s measured once for a 20/s bucket)
