@@ -73,7 +73,7 @@ SOAK_ARGS ?=
 soak: venv ## chaos soak (opt-in): SOAK_MINUTES (default 30) of faults, then the ledger's verdict into docs/benchmarks.md; needs root + nftables for the network cut
 	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
-soak-short: venv ## the short soak as CI runs it (tests/soak; GC_SOAK_MINUTES, default 3)
+soak-short: venv ## the short soak as CI runs it (tests/soak; GC_SOAK_MINUTES, default 5)
 	$(PYTEST) tests/soak $(PYTEST_ARGS)
 
 broker-start: venv ## local Kafka on 127.0.0.1:19092 (data in var/kafka)

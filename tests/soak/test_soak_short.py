@@ -3,7 +3,7 @@
 A real broker, the bureau simulator and the gateway's router and deliverer as processes, with
 complaints flowing while the soak kills, restarts, freezes and cuts them off and turns the
 bureaus' fault knobs; then the soak's independent ledger must find nothing lost, nothing
-duplicated and nothing stuck. ``GC_SOAK_MINUTES`` sets the length (default 3; e.g. 1 locally),
+duplicated and nothing stuck. ``GC_SOAK_MINUTES`` sets the length (default 5, the CI version; e.g. 1 locally),
 ``GC_SOAK_SEED`` the fault schedule (``GC_SOAK_WITHOUT=kind,...`` leaves kinds out, for local
 investigation only: CI runs every kind).
 
@@ -25,7 +25,7 @@ from bench.soak import WEIGHTS, schedule
 from bench.soak_netcut import unavailable_reason
 
 REPO = Path(__file__).resolve().parents[2]
-MINUTES = float(os.environ.get("GC_SOAK_MINUTES", "3"))
+MINUTES = float(os.environ.get("GC_SOAK_MINUTES", "5"))
 SEED = int(os.environ.get("GC_SOAK_SEED", "7"))
 DRAIN_S = 240.0
 GAP = (3.0, 9.0)
