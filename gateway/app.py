@@ -31,7 +31,7 @@ from gateway.config import Settings
 from gateway.connectors_registry import load_connectors
 from gateway.delivery.engine import DeliveryEngine
 from gateway.errors import ConfigError, FatalError, GreenChannelError
-from gateway.http import HttpxTransport, preflight
+from gateway.http import preflight
 from gateway.kafka.follow import TopicFollower
 from gateway.ops.health import OpsServer
 from gateway.ops.liveness import Liveness
@@ -149,12 +149,6 @@ class App:
                 self.metrics,
                 self.watchdog,
                 cities=cities,
-                transport_factory=lambda city: HttpxTransport(
-                    city,
-                    s.city(city),
-                    s.delivery.endpoint_allowlist,
-                    connectors[s.connector_of(city)].transport,
-                ),
                 liveness=self.liveness,
             )
         self.case_loops: list[CaseLoop] = []
@@ -235,12 +229,6 @@ class App:
                 self.metrics,
                 self.watchdog,
                 cities=reporting,
-                transport_factory=lambda city: HttpxTransport(
-                    city,
-                    s.city(city),
-                    s.delivery.endpoint_allowlist,
-                    connectors[s.connector_of(city)].transport,
-                ),
                 liveness=self.liveness,
                 flow=results_flow(s),
             )

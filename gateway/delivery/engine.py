@@ -94,7 +94,9 @@ class DeliveryEngine:
         self.fatal: FatalError | None = None
         """The first fatal failure of a worker; ``run`` raises it once drained."""
         self._fatal_lock = threading.Lock()
-        make_transport = transport_factory or self._http_transport
+        make_transport = transport_factory or (
+            lambda city: self._http_transport(city, connectors[settings.connector_of(city)])
+        )
         self.producer = producer or Producer(settings.kafka, linger_ms=1)
         read_limits = topic_limits or self._topic_limits
         self.record_limits = read_limits([self.flow.receipts, self.flow.dead_letters])
@@ -123,9 +125,13 @@ class DeliveryEngine:
                 lambda: {c: lane.oldest_age_s() for c, lane in self.lanes.items()}
             )
 
-    def _http_transport(self, city: str) -> Transport:
+    def _http_transport(self, city: str, connector: Connector) -> Transport:
+        """The city's bounded HTTP client under its connector's transport policy."""
         return HttpxTransport(
-            city, self.settings.city(city), self.settings.delivery.endpoint_allowlist
+            city,
+            self.settings.city(city),
+            self.settings.delivery.endpoint_allowlist,
+            connector.transport,
         )
 
     def _topic_limits(self, names: list[str]) -> dict[str, int]:
