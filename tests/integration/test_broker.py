@@ -130,7 +130,8 @@ def test_topics_init_creates_every_topic_with_its_spec(
 
     with Admin(settings.kafka) as admin:
         infos = {i.name: i for i in admin.describe_topics([s.name for s in specs])}
-    assert len(specs) == 3 + 6 + 10 + 3 + 1 + 8  # + schema store, case and result topics
+    # + schema store, case and result topics, and the results split by city
+    assert len(specs) == 3 + 6 + 10 + 3 + 1 + 8 + 10
     for spec in specs:
         info = infos[spec.name]
         assert info.partitions == spec.partitions, spec.name

@@ -83,7 +83,7 @@ def test_operations_doc_filters_logs_on_the_levels_the_logs_carry() -> None:
 def test_metrics_doc_lists_the_delivery_lag() -> None:
     text = (DOCS / "metrics.md").read_text(encoding="utf-8")
     assert 'no `component="deliver"` lag' not in text
-    assert "| `component` | `router`, `deliver` |" in text
+    assert "| `component` | `router`, `deliver`, `results` |" in text
 
 
 @pytest.mark.parametrize(
