@@ -151,7 +151,7 @@ def results_flow(settings: Settings) -> Flow:
     topics = Topics(settings.topics.prefix)
     return Flow(
         name="results",
-        group_id=settings.cases.results_group_id,
+        group_id=f"{settings.cases.results_group_id}-deliver",
         topic=topics.results_for,
         city_of=topics.city_of_results,
         receipts=topics.result_receipts,
@@ -195,7 +195,9 @@ class ResultSplitter(TransactionalLoop):
         super().__init__(
             settings,
             watchdog,
-            group_id=f"{settings.cases.results_group_id}-split",
+            # the group the results loop of earlier versions consumed with: an upgrade goes on
+            # from its committed offsets
+            group_id=settings.cases.results_group_id,
             instance_id=instance_id,
             topics=[self.topics.results],
             clock=clock,
