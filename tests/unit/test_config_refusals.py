@@ -21,9 +21,9 @@ from click.testing import CliRunner, Result
 
 from gateway.cli import cli
 from tests.helpers import REPO
-from tests.security.certs import client_pair, other_key
+from tests.unit.certs import client_pair, other_key
 
-pytestmark = pytest.mark.unit  # offline and fast: also in the unit tier
+pytestmark = pytest.mark.unit
 PASSWORD = "S3cr3t-pw-7f1e"
 SHENZHEN = "https://127.0.0.1:18103"
 
