@@ -12,14 +12,18 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from cryptography import x509
 
 from gateway.cli import cli
+from gateway.config import TlsSettings
+from gateway.http import client_certificate
 from tests.helpers import REPO
 from tests.unit.certs import client_pair, other_key
 
@@ -123,6 +127,27 @@ def test_a_certificate_about_to_expire_is_accepted_with_a_warning(tmp_path: Path
     assert re.search(
         r"warning: cities\.shenzhen\.tls\.cert_file expires in [45]\.\d days", result.stderr
     )
+
+
+def test_a_client_certificate_not_valid_yet_is_refused(tmp_path: Path) -> None:
+    pair = client_pair(tmp_path, "early", not_before_days=2, not_after_days=365)
+    refused(check(tmp_path, shenzhen_tls(pair)), "cities.shenzhen.tls.cert_file", "not valid yet")
+
+
+@pytest.mark.parametrize("not_after_days", [365, 365 * 40], ids=["UTCTime", "GeneralizedTime"])
+def test_the_client_certificate_dates_are_the_certificates_own(
+    tmp_path: Path, not_after_days: int
+) -> None:
+    """Read from the certificate, also from a file that holds the key before it (after 2049 a
+    certificate writes its dates as GeneralizedTime)."""
+    pair = client_pair(tmp_path, "dates", not_before_days=-3, not_after_days=not_after_days)
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(pair.key.read_bytes() + pair.cert.read_bytes())
+    cert, problems = client_certificate("shenzhen", TlsSettings(cert_file=combined), time.time())
+    assert problems == [] and cert is not None
+    own = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    assert cert.not_before_s == own.not_valid_before_utc.timestamp()
+    assert cert.not_after_s == own.not_valid_after_utc.timestamp()
 
 
 def test_a_valid_client_certificate_is_accepted(tmp_path: Path) -> None:
