@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from cryptography import x509
 from gateway.cli import cli
 from gateway.config import TlsSettings
 from gateway.http import client_certificate
-from tests.helpers import REPO
+from tests.helpers import cli_run
 from tests.unit.certs import client_pair, other_key
 
 pytestmark = pytest.mark.unit
@@ -271,16 +270,7 @@ def test_check_config_elsewhere_notes_secret_files_missing_here(tmp_path: Path) 
 def _run(tmp_path: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "--config", str(path), "run", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli_run(["--config", str(path), "run", *args], timeout_s=60)
 
 
 @pytest.mark.parametrize(
