@@ -536,11 +536,8 @@ class Router:
 
     def _aborted(self, exc: GreenChannelError, n: int, started: float) -> None:
         log.warning("router: transaction failed (%s), aborting: %s", exc.reason, exc)
-        try:
-            with self.watchdog.guard("abort_transaction"):
-                self.producer.abort()
-        except GreenChannelError as abort_exc:
-            raise FatalError(f"cannot abort transaction after {exc}: {abort_exc}") from abort_exc
+        with self.watchdog.guard("abort_transaction"):
+            self.producer.abort()  # a failed abort is fatal
         self.observer.on_transaction(self.clock() - started, n, committed=False)
 
     def _abort_quietly(self) -> None:
