@@ -12,7 +12,7 @@ FAST   := (unit or contract) and not (kafka or deploy)
 KAFKA  := kafka and not soak
 
 .PHONY: venv lint test test-fast test-unit test-kafka test-deploy test-soak demo bench soak \
-	soak-short broker-start broker-stop clean deploy-check lock audit kafka-drift
+	soak-short broker-start broker-stop clean deploy-check lock audit kafka-drift docs
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -43,6 +43,9 @@ test-deploy: venv ## deploy/ with its validators (bash deploy/check.sh install f
 
 test-soak: venv ## long runs (tests/soak), one broker
 	$(PYTEST) -m soak $(PYTEST_ARGS)
+
+docs: venv ## regenerate what docs/ derives from the code: the ranges table of docs/configuration.md
+	$(BIN)/python -m gateway.dev.config_ranges
 
 lock: venv ## rewrite constraints.txt from the venv (after changing pyproject.toml)
 	@head -n 3 constraints.txt > constraints.txt.new

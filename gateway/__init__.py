@@ -2,7 +2,8 @@
 
 Foundations (import nothing else of the gateway): ``errors`` (the error taxonomy), ``config``
 (typed settings), ``cities`` (the green-channel cities), ``topics`` (topic names and specs),
-``pii`` (the masker), ``sdk`` (what a connector imports). Above them, by role: ``kafka`` (the
+``pii`` (the masker), ``sdk`` (what a connector imports), ``httpd`` (the request handler of
+the servers bureaus call; standard library only). Above them, by role: ``kafka`` (the
 only importer of kafka-python), ``avro``, ``ops``, ``policies``, ``deadletters``, ``http``
 (bounded bureau calls), ``routing``, ``delivery``; then ``app`` (wires a process) and the
 command line (``cli``, ``commands``). ``dev`` holds the development tools and is never imported

@@ -26,14 +26,15 @@ context a city's client uses (never below TLS 1.2).
 
 from __future__ import annotations
 
-import _ssl
+import datetime as dt
+import re
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -299,9 +300,61 @@ class ClientCertificate:
     not_after_s: float
 
 
-def _decode_cert(path: Path) -> dict[str, Any]:
-    decode = cast(Callable[[str], dict[str, Any]], getattr(_ssl, "_test_decode_cert"))  # noqa: B009
-    return decode(str(path))
+_PEM_CERT = re.compile(re.escape(ssl.PEM_HEADER) + r".+?" + re.escape(ssl.PEM_FOOTER), re.DOTALL)
+
+
+def _validity(path: Path) -> tuple[dt.datetime, dt.datetime]:
+    """notBefore and notAfter (UTC) of the first certificate in the PEM file ``path``.
+
+    Read from its DER encoding (RFC 5280: Certificate > TBSCertificate > Validity); the file
+    may also hold the key or a chain, as ``load_cert_chain`` allows. Raises ValueError."""
+    pem = _PEM_CERT.search(path.read_text("ascii", errors="replace"))
+    if pem is None:
+        raise ValueError("no PEM certificate")
+    der = ssl.PEM_cert_to_DER_cert(pem.group())
+    try:
+        certificate = _der_element(der, 0)[1]
+        fields = _der_children(_der_children(certificate)[0][1])  # TBSCertificate
+        if fields[0][0] == 0xA0:  # [0] version (absent in a v1 certificate)
+            fields = fields[1:]
+        validity = _der_children(fields[3][1])  # after serialNumber, signature, issuer
+        return _der_time(*validity[0]), _der_time(*validity[1])
+    except IndexError:
+        raise ValueError("not an X.509 certificate") from None
+
+
+def _der_children(body: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, content) elements inside the content of a DER SEQUENCE."""
+    children, i = [], 0
+    while i < len(body):
+        tag, content, i = _der_element(body, i)
+        children.append((tag, content))
+    return children
+
+
+def _der_element(der: bytes, i: int) -> tuple[int, bytes, int]:
+    """The element at ``der[i]``: its tag, its content and the index after it."""
+    if i + 2 > len(der):
+        raise ValueError("truncated DER")
+    tag, length, i = der[i], der[i + 1], i + 2
+    if length & 0x80:
+        n = length & 0x7F
+        if not 0 < n <= 4 or i + n > len(der):
+            raise ValueError("bad DER length")
+        length, i = int.from_bytes(der[i : i + n], "big"), i + n
+    if i + length > len(der):
+        raise ValueError("truncated DER")
+    return tag, der[i : i + length], i + length
+
+
+def _der_time(tag: int, content: bytes) -> dt.datetime:
+    """A UTCTime (0x17: YYMMDDHHMMSSZ, years 1950-2049) or GeneralizedTime (0x18)."""
+    text = content.decode("ascii")
+    if tag == 0x17:
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    elif tag != 0x18:
+        raise ValueError(f"not a certificate time (tag {tag:#x})")
+    return dt.datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=dt.UTC)
 
 
 def _readable(key: str, path: Path) -> str | None:
@@ -344,19 +397,15 @@ def client_certificate(
     if tls.cert_file is None:
         return None, []
     try:
-        decoded = _decode_cert(tls.cert_file)
-        not_before = ssl.cert_time_to_seconds(str(decoded["notBefore"]))
-        not_after = ssl.cert_time_to_seconds(str(decoded["notAfter"]))
-    except (OSError, ValueError, KeyError) as exc:
+        not_before, not_after = _validity(tls.cert_file)
+    except (OSError, ValueError) as exc:
         return None, [f"cities.{key}.tls.cert_file: cannot read the certificate: {exc}"]
-    cert = ClientCertificate(key, tls.cert_file, not_before, not_after)
-    if now_s >= not_after:
+    cert = ClientCertificate(key, tls.cert_file, not_before.timestamp(), not_after.timestamp())
+    if now_s >= cert.not_after_s:
+        problems.append(f"cities.{key}.tls.cert_file: the certificate expired ({not_after})")
+    elif now_s < cert.not_before_s:
         problems.append(
-            f"cities.{key}.tls.cert_file: the certificate expired ({decoded['notAfter']})"
-        )
-    elif now_s < not_before:
-        problems.append(
-            f"cities.{key}.tls.cert_file: the certificate is not valid yet ({decoded['notBefore']})"
+            f"cities.{key}.tls.cert_file: the certificate is not valid yet ({not_before})"
         )
     return cert, problems
 

@@ -1,5 +1,6 @@
-"""Shared helpers for the broker tiers: config files, gateway processes, readers, waits and the
-exactly-once check of routing (every complaint routed once, every escalation it owes made once)."""
+"""Shared test helpers: config files, gateway processes and CLI runs, an echoing bureau,
+readers, waits and the exactly-once check of routing (every complaint routed once, every
+escalation it owes made once)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import yaml
 
 from gateway.cities import city_key
 from gateway.config import KafkaSettings, Settings
+from gateway.dev.bureau_city import CityBureau
+from gateway.dev.bureau_protocols import Answer, Verdict, render
 from gateway.dev.samples import Sample
 from gateway.errors import KafkaUnavailable
 from gateway.kafka.admin import Admin
@@ -50,6 +53,45 @@ def gateway_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def cli_run(
+    args: list[str], *, config: Path | None = None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``greenchannel <args>`` as a process, to its end, without this environment's
+    ``GREENCHANNEL_*`` variables (``GREENCHANNEL_CONFIG`` is ``config`` when given)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
+    if config is not None:
+        env["GREENCHANNEL_CONFIG"] = str(config)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
+def cli_output(args: list[str], *, config: Path | None = None) -> str:
+    """What ``greenchannel <args>`` prints (stdout, then stderr); it must succeed."""
+    done = cli_run(args, config=config)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def echoing(bureau: CityBureau, answers: list[bytes]) -> Callable[..., Answer]:
+    """A simulated bureau's case opening that refuses every new case, quoting back every field
+    it received (its answers are appended to ``answers``)."""
+
+    def open_case(key: str, data: dict[str, str], arrived: float) -> Answer:
+        quoted = "；".join(f"{k}={v}" for k, v in data.items())
+        answer = render(bureau.profile, Verdict.REFUSED, message=f"不予受理，来件内容：{quoted}")
+        answers.append(answer.body)
+        return answer
+
+    return open_case
 
 
 def stop_process(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.config import Settings
 from gateway.deadletters.headers import dead_letter_headers
-from gateway.errors import FatalError, GreenChannelError
+from gateway.errors import GreenChannelError
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.watchdog import Watchdog
@@ -125,11 +125,8 @@ class TransactionalLoop:
         except GreenChannelError as exc:
             log.warning("%s: transaction failed, aborting and re-reading: %s", self.name, exc)
             self.aborted()
-            try:
-                with self.watchdog.guard("abort_transaction"):
-                    self.producer.abort()
-            except GreenChannelError as abort_exc:
-                raise FatalError(f"cannot abort after {exc}: {abort_exc}") from abort_exc
+            with self.watchdog.guard("abort_transaction"):
+                self.producer.abort()  # a failed abort is fatal
             for tp, offset in first.items():
                 self.consumer.seek(tp, offset)
             return False

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from gateway.avro.codec import Codec
 from gateway.cases.updates import from_event
 from gateway.config import Settings
-from gateway.errors import BureauUnavailable, FatalError, GreenChannelError
+from gateway.errors import BureauUnavailable, GreenChannelError
 from gateway.http import HttpxTransport, TokenCache, Transport
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Producer, TopicPartition
@@ -229,11 +229,8 @@ class CasePoller:
                 self.producer.commit()
         except GreenChannelError as exc:
             log.warning("cases: poll of %s not stored, aborting: %s", poll.city, exc)
-            try:
-                with self.watchdog.guard("abort_transaction"):
-                    self.producer.abort()
-            except GreenChannelError as abort_exc:
-                raise FatalError(f"cannot abort after {exc}: {abort_exc}") from abort_exc
+            with self.watchdog.guard("abort_transaction"):
+                self.producer.abort()  # a failed abort is fatal
             return False
         return True
 

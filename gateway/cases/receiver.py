@@ -25,13 +25,14 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from gateway.avro.codec import Codec
 from gateway.cases.updates import from_event
 from gateway.config import Settings
 from gateway.errors import GreenChannelError, InboundRefused, KafkaUnavailable, RecordError
+from gateway.httpd import BureauHandler
 from gateway.kafka.clients import Producer
 from gateway.ops.observer import Observer
 from gateway.policies.ratelimit import TokenBucket
@@ -128,43 +129,20 @@ class CityReceiver:
         return "ok"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BureauHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
     timeout = 30
 
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(10)
-            self.request.do_handshake()
-        super().setup()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        if length > MAX_BODY:
+    def serve(self) -> None:
+        if self.declared_length() > MAX_BODY:
             self.send_error(413)
             return
-        body = self.rfile.read(length) if length else b""
+        body = self.request_body()
         path, _, query = self.path.partition("?")
-        headers = {k.lower(): v for k, v in self.headers.items()}
         answer = self.server.receiver.handle(
-            InboundRequest(self.command, path, headers, body, query)
+            InboundRequest(self.command, path, self.request_headers(), body, query)
         )
-        self.send_response(answer.status)
-        for name, value in answer.headers.items():
-            self.send_header(name, value)
-        self.send_header("content-length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # access logs would carry bureau paths only; the receiver logs refusals itself
+        self.respond(answer.status, answer.headers, answer.body)
 
 
 class _Server(ThreadingHTTPServer):

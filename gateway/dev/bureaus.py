@@ -45,8 +45,9 @@ import httpx
 from gateway.config import Settings
 from gateway.dev.bureau_city import Arrival, Case, CityBureau, Faults
 from gateway.dev.bureau_profiles import profile_for
-from gateway.dev.bureau_protocols import Answer, Incoming
+from gateway.dev.bureau_protocols import Incoming
 from gateway.errors import ConfigError
+from gateway.httpd import BureauHandler
 
 if TYPE_CHECKING:
     from gateway.dev.bureau_tls import TlsFiles
@@ -104,35 +105,22 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class _CityHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _CityHandler(BureauHandler):
     timeout = 60  # idle keep-alive connections are closed after this
     server: _Server
 
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(10)
-            self.request.do_handshake()
-        super().setup()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {key.lower(): value for key, value in self.headers.items()}
+    def serve(self) -> None:
+        body = self.request_body()
         parts = urlsplit(self.path)
         assert self.server.city is not None
-        req = Incoming(self.command, parts.path, headers, body, self._peer_cn(), parts.query)
+        req = Incoming(
+            self.command, parts.path, self.request_headers(), body, self._peer_cn(), parts.query
+        )
         answer = self.server.city.handle(req)
         if answer is None:
             self.close_connection = True
             return
-        _send(self, answer)
+        self.respond(answer.status, answer.headers, answer.body)
 
     def _peer_cn(self) -> str | None:
         if not isinstance(self.request, ssl.SSLSocket):
@@ -143,18 +131,6 @@ class _CityHandler(BaseHTTPRequestHandler):
                 if isinstance(pair, tuple) and pair[0] == "commonName":
                     return str(pair[1])
         return None
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the simulator records arrivals instead of printing them."""
-
-
-def _send(handler: BaseHTTPRequestHandler, answer: Answer) -> None:
-    handler.send_response(answer.status)
-    for key, value in answer.headers.items():
-        handler.send_header(key, value)
-    handler.send_header("Content-Length", str(len(answer.body)))
-    handler.end_headers()
-    handler.wfile.write(answer.body)
 
 
 class _Listener:
@@ -335,16 +311,12 @@ class BureauSimulator:
         }
 
 
-class _AdminHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _AdminHandler(BureauHandler):
     timeout = 60
     server: _Server
 
-    def do_GET(self) -> None:
-        self._route("GET")
-
-    def do_POST(self) -> None:
-        self._route("POST")
+    def serve(self) -> None:
+        self._route(self.command)
 
     def do_DELETE(self) -> None:
         self._route("DELETE")
@@ -353,17 +325,13 @@ class _AdminHandler(BaseHTTPRequestHandler):
         sim = self.server.simulator
         assert sim is not None
         parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
+        body = self.request_body()
         try:
             status, payload = _admin(sim, method, parts, body)
         except (ValueError, TypeError) as exc:
             status, payload = 400, {"error": str(exc)}
         data = json.dumps(payload, ensure_ascii=False).encode()
-        _send(self, Answer(status, data, {"content-type": "application/json"}))
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
+        self.respond(status, {"content-type": "application/json"}, data)
 
 
 def _admin(sim: BureauSimulator, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:

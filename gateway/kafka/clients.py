@@ -545,11 +545,16 @@ class Producer:
             end_sender_flush(self._producer, flushes)
 
     def abort(self) -> None:
+        """Abort the open transaction. A producer that cannot abort is in an unknown
+        transactional state, whatever the cause: :class:`FatalError` (``cannot abort
+        transaction``)."""
         flushes = sender_flushes(self._producer)
         try:
             self._producer.abort_transaction()
         except Exception as exc:
-            raise _wrap("abort_transaction", exc) from exc
+            raise FatalError(
+                f"cannot abort transaction: {_wrap('abort_transaction', exc)}"
+            ) from exc
         finally:
             end_sender_flush(self._producer, flushes)
 

@@ -434,24 +434,82 @@ class Router:
             self._rewind(records)
             self._wait(exc)
             return
-        try:
-            next_offsets = self._transaction(records, routed, at_position=True)
-        except RecordError as exc:
-            self._aborted(exc, len(records), started)
-            self.rr.limits.refresh(force=True)  # the limits may have changed
-            self._isolate(records, routed)
-            return
-        except TransientError as exc:
-            self._aborted(exc, len(records), started)
-            self._rewind(records)
-            self._count_abort(records)
-            self._wait(exc)
-            return
-        except FatalError:
-            self._abort_quietly()
-            raise
-        self._committed(records, routed, started, next_offsets)
+        self._commit(records, routed, started)
+
+    def _commit(self, records: list[Record], routed: list[Routed], started: float) -> None:
+        """Commit the batch in one transaction; bisect it if the broker refuses a record of it.
+
+        After a refusal (the limits are re-read first) ranges are committed left to right (per
+        partition, offsets stay in order); a refused single record is dead-lettered, bounded on
+        a second refusal; a third is fatal (the dead-letter topic itself is broken). A transient
+        failure rewinds to the first range not committed and waits; only an abort of the whole
+        batch counts towards ``router.max_batch_aborts``."""
+        refusals: dict[int, int] | None = None  # per record index, once bisecting
+        pending = [(0, len(records))]
+        while pending:
+            lo, hi = pending.pop()
+            if refusals is not None:  # the whole batch's transaction counts from routing it
+                started = self.clock()
+            part = records[lo:hi]
+            try:
+                # a range ending the batch holds the last polled record of each of its partitions
+                next_offsets = self._transaction(
+                    part, routed[lo:hi], at_position=hi == len(records)
+                )
+            except RecordError as exc:
+                self._aborted(exc, hi - lo, started)
+                if refusals is None:
+                    self.rr.limits.refresh(force=True)  # the limits may have changed
+                    self.observer.on_router_bisected()
+                    refusals = {}
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    pending += [(mid, hi), (lo, mid)]
+                    continue
+                n = refusals[lo] = refusals.get(lo, 0) + 1
+                if n > 2:
+                    r = records[lo]
+                    raise FatalError(
+                        f"the broker refuses even a bounded dead letter of {r.topic}:"
+                        f"{r.partition}:{r.offset} ({exc}): check {self.rr.topics.dlq_complaints}"
+                    ) from exc
+                routed[lo] = self.rr.rejected(records[lo], exc, minimal=n > 1)
+                pending.append((lo, hi))
+                continue
+            except TransientError as exc:
+                self._aborted(exc, hi - lo, started)
+                self._rewind(records[lo:])
+                if refusals is None:
+                    self._count_abort(records)
+                self._wait(exc)
+                return
+            except FatalError:
+                self._abort_quietly()
+                raise
+            self._committed(part, routed[lo:hi], started, next_offsets)
         self._progress()
+
+    def _transaction(
+        self, records: list[Record], routed: list[Routed], *, at_position: bool
+    ) -> dict[TopicPartition, int]:
+        """One transaction: the outputs of ``records`` and their offsets.
+
+        ``at_position``: ``records`` end with the last record polled of each of their partitions,
+        so the consumer's position is committed rather than last + 1 — on a transactional input
+        topic it is past the commit marker (else the marker stays as lag 1 in every lag monitor).
+        """
+        _, next_offsets = offset_ranges(records)
+        if at_position:
+            position = self.consumer.position
+            next_offsets = {tp: max(o, position(tp)) for tp, o in next_offsets.items()}
+        # The whole transaction runs under one deadline: begin, sends (which can block on
+        # metadata), send_offsets_to_transaction and commit_transaction.
+        with self.watchdog.guard("transaction"):
+            self.producer.begin()
+            self.producer.send_all([o for result in routed for o in result.outputs])
+            self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
+            self.producer.commit()
+        return next_offsets
 
     def _commit_skipped(self) -> None:
         """After an empty poll, at most once a second: commit positions that moved without
@@ -476,81 +534,10 @@ class Router:
             return
         self._lag = self.consumer.lag_by_topic(self._positions, moved)
 
-    def _transaction(
-        self, records: list[Record], routed: list[Routed], *, at_position: bool
-    ) -> dict[TopicPartition, int]:
-        """One transaction: the outputs of ``records`` and their offsets.
-
-        ``at_position``: ``records`` end with the last record polled of each of their partitions,
-        so the consumer's position is committed rather than last + 1 — on a transactional input
-        topic it is past the commit marker (else the marker stays as lag 1 in every lag monitor).
-        """
-        _, next_offsets = offset_ranges(records)
-        if at_position:
-            position = self.consumer.position
-            next_offsets = {tp: max(o, position(tp)) for tp, o in next_offsets.items()}
-        # The whole transaction runs under one deadline: begin, sends (which can block on
-        # metadata), send_offsets_to_transaction and commit_transaction.
-        with self.watchdog.guard("transaction"):
-            self.producer.begin()
-            self.producer.send_all([o for result in routed for o in result.outputs])
-            self.producer.send_offsets(next_offsets, self.consumer.group_metadata())
-            self.producer.commit()
-        return next_offsets
-
-    def _isolate(self, records: list[Record], routed: list[Routed]) -> None:
-        """Bisect a batch the broker refused: commit what it takes, dead-letter what it refuses.
-
-        Ranges are committed left to right (per partition, offsets stay in order); a refused
-        single record is dead-lettered, bounded on a second refusal; a third is fatal (the
-        dead-letter topic itself is broken)."""
-        self.observer.on_router_bisected()
-        routed = list(routed)
-        refusals: dict[int, int] = {}
-        pending = [(0, len(records))]
-        while pending:
-            lo, hi = pending.pop()
-            started = self.clock()
-            part = records[lo:hi]
-            try:
-                # the last range holds the last polled record of each of its partitions
-                next_offsets = self._transaction(
-                    part, routed[lo:hi], at_position=hi == len(records)
-                )
-            except RecordError as exc:
-                self._aborted(exc, hi - lo, started)
-                if hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    pending += [(mid, hi), (lo, mid)]
-                    continue
-                n = refusals[lo] = refusals.get(lo, 0) + 1
-                if n > 2:
-                    r = records[lo]
-                    raise FatalError(
-                        f"the broker refuses even a bounded dead letter of {r.topic}:"
-                        f"{r.partition}:{r.offset} ({exc}): check {self.rr.topics.dlq_complaints}"
-                    ) from exc
-                routed[lo] = self.rr.rejected(records[lo], exc, minimal=n > 1)
-                pending.append((lo, hi))
-                continue
-            except TransientError as exc:
-                self._aborted(exc, hi - lo, started)
-                self._rewind(records[lo:])
-                self._wait(exc)
-                return
-            except FatalError:
-                self._abort_quietly()
-                raise
-            self._committed(part, routed[lo:hi], started, next_offsets)
-        self._progress()
-
     def _aborted(self, exc: GreenChannelError, n: int, started: float) -> None:
         log.warning("router: transaction failed (%s), aborting: %s", exc.reason, exc)
-        try:
-            with self.watchdog.guard("abort_transaction"):
-                self.producer.abort()
-        except GreenChannelError as abort_exc:
-            raise FatalError(f"cannot abort transaction after {exc}: {abort_exc}") from abort_exc
+        with self.watchdog.guard("abort_transaction"):
+            self.producer.abort()  # a failed abort is fatal
         self.observer.on_transaction(self.clock() - started, n, committed=False)
 
     def _abort_quietly(self) -> None:

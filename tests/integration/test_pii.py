@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
@@ -32,14 +29,12 @@ import pytest
 from gateway.avro.codec import Codec
 from gateway.cities import CITIES
 from gateway.config import Settings
-from gateway.dev.bureau_city import CityBureau
-from gateway.dev.bureau_protocols import Answer, Verdict, render
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import Sample, SampleFactory, id_check_digit
 from gateway.kafka.clients import Producer, Record
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
-from tests.helpers import REPO, read_all
+from tests.helpers import cli_output, echoing, read_all
 from tests.integration.delivery_kit import accepted_ids, wait_until
 from tests.integration.run_kit import GatewayRun, expected_escalations, run_config
 
@@ -102,32 +97,8 @@ def find_leaks(surface: str, text: str, canaries: Iterable[Canary]) -> list[str]
     return found
 
 
-def echoing(bureau: CityBureau, answers: list[bytes]) -> Callable[..., Answer]:
-    """A bureau that refuses every new case, quoting back every field it received."""
-
-    def open_case(key: str, data: dict[str, str], arrived: float) -> Answer:
-        quoted = "；".join(f"{k}={v}" for k, v in data.items())
-        answer = render(bureau.profile, Verdict.REFUSED, message=f"不予受理，来件内容：{quoted}")
-        answers.append(answer.body)
-        return answer
-
-    return open_case
-
-
 def dlq_cli(config: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
-    env["GREENCHANNEL_CONFIG"] = str(config)
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "dlq", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout + done.stderr
+    return cli_output(["dlq", *args], config=config)
 
 
 def headers_text(records: list[Record]) -> str:

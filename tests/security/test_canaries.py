@@ -17,9 +17,6 @@ characters, or percent/JSON/XML-escaped — in the process's log, any dead-lette
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,32 +30,18 @@ from hypothesis import strategies as st
 from gateway.avro.codec import Codec
 from gateway.cities import CITIES
 from gateway.config import Settings
-from gateway.dev.bureau_city import CityBureau
-from gateway.dev.bureau_protocols import Answer, Verdict, render
 from gateway.dev.bureaus import BureauSimulator
 from gateway.dev.samples import SampleFactory
 from gateway.kafka.clients import Producer, Record
 from gateway.topics import Topics
 from tests.conftest import TopicFactory
-from tests.helpers import REPO, read_all
+from tests.helpers import cli_output, echoing, read_all
 from tests.integration.run_kit import GatewayRun, run_config
 from tests.security.canaries import Canary, canaries, description, leaks, written
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ECHOING = ("guangzhou", "wuhu", "nanjing")  # SOAP, form + SM3 (form answer), JSON + HMAC
 _CITY = {c.key: c for c in CITIES}
-
-
-def echoing(bureau: CityBureau, answers: list[bytes]) -> Callable[..., Answer]:
-    """A bureau that refuses every new case, quoting back every field it received."""
-
-    def open_case(key: str, data: dict[str, str], arrived: float) -> Answer:
-        quoted = "；".join(f"{k}={v}" for k, v in data.items())
-        answer = render(bureau.profile, Verdict.REFUSED, message=f"不予受理，来件内容：{quoted}")
-        answers.append(answer.body)
-        return answer
-
-    return open_case
 
 
 @dataclass
@@ -90,19 +73,7 @@ class Stack:
         return record
 
     def dlq_cli(self, *args: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
-        env["GREENCHANNEL_CONFIG"] = str(self.config)
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "dlq", *args, "--timeout", "30"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout + done.stderr
+        return cli_output(["dlq", *args, "--timeout", "30"], config=self.config)
 
 
 @pytest.fixture

@@ -14,9 +14,15 @@ from pydantic import SecretStr
 
 from gateway.config import KafkaSettings
 from gateway.dev.broker import BrokerError, BrokerSettings, server_properties
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, FatalError
 from gateway.kafka import compat as kafka_compat
-from gateway.kafka.clients import _headers, _security_error, check_connection, client_config
+from gateway.kafka.clients import (
+    Producer,
+    _headers,
+    _security_error,
+    check_connection,
+    client_config,
+)
 
 pytestmark = pytest.mark.unit
 SECURE = KafkaSettings(
@@ -172,3 +178,24 @@ def test_null_header_values_are_read_as_empty_bytes_so_they_can_be_forwarded() -
     plain = [("a", b"1"), ("b", b"")]
     assert _headers(plain) is plain
     assert _headers([("a", None), ("b", b"2")]) == (("a", b""), ("b", b"2"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [kerrors.KafkaTimeoutError("timed out"), kerrors.NodeNotReadyError("node 1"), ValueError("?")],
+    ids=["timeout", "retriable", "unforeseen"],
+)
+def test_a_failed_abort_is_fatal_whatever_the_cause(error: Exception) -> None:
+    """A producer that cannot abort is in an unknown transactional state (docs/operations.md:
+    ``cannot abort transaction``), even when the error would be transient elsewhere."""
+
+    class Inner:
+        def abort_transaction(self) -> None:
+            raise error
+
+    producer = object.__new__(Producer)
+    producer._producer = Inner()
+    with pytest.raises(
+        FatalError, match=f"^cannot abort transaction: abort_transaction: {type(error).__name__}"
+    ):
+        producer.abort()

@@ -110,6 +110,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "gateway.commands",
     ),
     "gateway.errors": ("gateway.",),
+    # the servers bureaus call (case callbacks, the dev simulator) share it: standard library only
+    "gateway.httpd": ("gateway.",),
     "connectors": (
         "gateway.dev",
         "gateway.kafka",

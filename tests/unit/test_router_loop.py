@@ -373,6 +373,28 @@ def test_a_batch_the_broker_refuses_is_bisected_and_only_the_culprit_dead_letter
     assert h.router.stalled is None and h.sleeps == []
 
 
+def test_a_refused_batch_is_halved_at_once_not_sent_whole_again(
+    settings: Settings, codec: Codec
+) -> None:
+    """Its outputs were routed before the refusal: sending them whole again cannot succeed."""
+    sizes: list[int] = []
+
+    def refuse_k2(outputs: list[Output]) -> Exception | None:
+        sizes.append(len(outputs))
+        if any(
+            o.key == b"k2" and headers_dict(o.headers).get("gc-dlq-reason") != "broker_rejected"
+            for o in outputs
+        ):
+            return BrokerRejected("commit_transaction: MessageSizeTooLargeError")
+        return None
+
+    h = Harness(settings, codec, failure=refuse_k2)
+    h.router.process(records([b"junk"] * 4))
+    assert sizes == [4, 2, 2, 1, 1, 1]  # the batch, its halves, the refused record alone twice
+    reasons = [headers_dict(o.headers)["gc-dlq-reason"] for o in h.producer.outputs()]
+    assert sorted(reasons) == ["bad_magic", "bad_magic", "bad_magic", "broker_rejected"]
+
+
 def test_a_refused_dead_letter_is_bounded_then_a_third_refusal_is_fatal(
     settings: Settings, codec: Codec
 ) -> None:

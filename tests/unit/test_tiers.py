@@ -64,11 +64,12 @@ def _in(nodeids: set[str], *dirs: str) -> set[str]:
 def test_the_fast_tier_needs_no_broker_and_no_deploy_tools(markers: dict[str, set[str]]) -> None:
     fast = _selected(markers, _makefile_var("FAST"))
     assert _in(fast, "unit") and _in(fast, "contract")
-    brokered = [d for d, markers in DIR_MARKERS.items() if "kafka" in markers]
-    # A test in a broker tier's directory reaches the fast tier only when its module says it is
-    # a unit test (offline checks of tests/security, say) and it uses no broker fixture.
-    stray = {n for n in _in(fast, *brokered) if "unit" not in markers[n]}
-    assert not stray, f"broker-tier tests in the fast tier: {sorted(stray)[:5]}"
+    # No test in a broker tier's directory (or the soak's) is in the fast tier, whatever its
+    # module says: an offline test belongs in tests/unit. Only tests/deploy holds pure checks
+    # that say ``unit`` (CONTRIBUTING.md).
+    slow_dirs = [d for d, markers in DIR_MARKERS.items() if {"kafka", "slow"} & set(markers)]
+    stray = _in(fast, *slow_dirs)
+    assert not stray, f"broker-tier or soak tests in the fast tier: {sorted(stray)[:5]}"
     assert not (fast & _selected(markers, "kafka or deploy"))
 
 

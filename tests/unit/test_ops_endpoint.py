@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gateway.errors import ConfigError
 from gateway.ops.health import OpsServer
 
-pytestmark = pytest.mark.unit  # real sockets on loopback, no broker: fast
+pytestmark = pytest.mark.unit
 
 
 def threads() -> int:

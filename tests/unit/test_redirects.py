@@ -16,7 +16,7 @@ from gateway.errors import BureauUnavailable
 from gateway.http import HttpxTransport
 from gateway.sdk import BureauRequest
 
-pytestmark = pytest.mark.unit  # a loopback server, no broker
+pytestmark = pytest.mark.unit
 PASSWORD = "pw-5c1d9e"
 
 

@@ -11,19 +11,22 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from cryptography import x509
 
 from gateway.cli import cli
-from tests.helpers import REPO
-from tests.security.certs import client_pair, other_key
+from gateway.config import TlsSettings
+from gateway.http import client_certificate
+from tests.helpers import cli_run
+from tests.unit.certs import client_pair, other_key
 
-pytestmark = pytest.mark.unit  # offline and fast: also in the unit tier
+pytestmark = pytest.mark.unit
 PASSWORD = "S3cr3t-pw-7f1e"
 SHENZHEN = "https://127.0.0.1:18103"
 
@@ -123,6 +126,27 @@ def test_a_certificate_about_to_expire_is_accepted_with_a_warning(tmp_path: Path
     assert re.search(
         r"warning: cities\.shenzhen\.tls\.cert_file expires in [45]\.\d days", result.stderr
     )
+
+
+def test_a_client_certificate_not_valid_yet_is_refused(tmp_path: Path) -> None:
+    pair = client_pair(tmp_path, "early", not_before_days=2, not_after_days=365)
+    refused(check(tmp_path, shenzhen_tls(pair)), "cities.shenzhen.tls.cert_file", "not valid yet")
+
+
+@pytest.mark.parametrize("not_after_days", [365, 365 * 40], ids=["UTCTime", "GeneralizedTime"])
+def test_the_client_certificate_dates_are_the_certificates_own(
+    tmp_path: Path, not_after_days: int
+) -> None:
+    """Read from the certificate, also from a file that holds the key before it (after 2049 a
+    certificate writes its dates as GeneralizedTime)."""
+    pair = client_pair(tmp_path, "dates", not_before_days=-3, not_after_days=not_after_days)
+    combined = tmp_path / "combined.pem"
+    combined.write_bytes(pair.key.read_bytes() + pair.cert.read_bytes())
+    cert, problems = client_certificate("shenzhen", TlsSettings(cert_file=combined), time.time())
+    assert problems == [] and cert is not None
+    own = x509.load_pem_x509_certificate(pair.cert.read_bytes())
+    assert cert.not_before_s == own.not_valid_before_utc.timestamp()
+    assert cert.not_after_s == own.not_valid_after_utc.timestamp()
 
 
 def test_a_valid_client_certificate_is_accepted(tmp_path: Path) -> None:
@@ -246,16 +270,7 @@ def test_check_config_elsewhere_notes_secret_files_missing_here(tmp_path: Path) 
 def _run(tmp_path: Path, config: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "--config", str(path), "run", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return cli_run(["--config", str(path), "run", *args], timeout_s=60)
 
 
 @pytest.mark.parametrize(
