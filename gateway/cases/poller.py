@@ -46,6 +46,7 @@ from gateway.sdk import (
     PollInbound,
     PollPage,
     RequestContext,
+    TransportPolicy,
 )
 from gateway.topics import Topics
 
@@ -92,7 +93,12 @@ class CasePoller:
         self.clock = clock
         self.ready = threading.Event()
         make = transport_for or (
-            lambda c: HttpxTransport(c, settings.cities[c], settings.delivery.endpoint_allowlist)
+            lambda c: HttpxTransport(
+                c,
+                settings.cities[c],
+                settings.delivery.endpoint_allowlist,
+                _policy(connectors[c]),
+            )
         )
         self.cities = {city: self._city(city, c, make(city)) for city, c in connectors.items()}
         self.producer = Producer(
@@ -247,3 +253,11 @@ def _retry_after(response: BureauResponse) -> float | None:
         return min(60.0, float(value)) if value else None
     except ValueError:
         return None
+
+
+def _policy(connector: PollInbound) -> TransportPolicy:
+    """The connector's transport policy (client certificate, minimum TLS version): polls are
+    held to it as deliveries are."""
+    if isinstance(connector, Connector):
+        return connector.transport
+    raise TypeError(f"{type(connector).__name__}: a polled connector must be a full Connector")
