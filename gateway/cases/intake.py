@@ -24,7 +24,6 @@ from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Record
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
-from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +41,19 @@ class CaseIntake(TransactionalLoop):
         instance_id: str = "0",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.topics = Topics(settings.topics.prefix)
-        self.codec = codec
-        self.observer = observer
-        sources = [self.topics.escalations(c) for c in settings.router.green_cities]
-        sources.append(self.topics.receipts)
-        cs = settings.cases
         super().__init__(
             settings,
+            codec,
+            observer,
             watchdog,
-            group_id=cs.intake_group_id,
+            group_id=settings.cases.intake_group_id,
             instance_id=instance_id,
-            topics=sources,
             clock=clock,
         )
+
+    def input_topics(self) -> list[str]:
+        escalations = [self.topics.escalations(c) for c in self.settings.router.green_cities]
+        return [*escalations, self.topics.receipts]
 
     def output_topics(self) -> list[str]:
         return [self.topics.case_inbound, self.topics.dlq_cases]

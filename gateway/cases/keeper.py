@@ -34,7 +34,6 @@ from gateway.kafka.clients import Record, TopicPartition
 from gateway.kafka.reader import read_partitions
 from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
-from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +52,26 @@ class CaseKeeper(TransactionalLoop):
         instance_id: str = "0",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.topics = Topics(settings.topics.prefix)
-        self.codec = codec
         self.rules = rules
-        self.observer = observer
         self.states: dict[int, dict[str, dict[str, Any]]] = {}
         """partition -> escalation id -> committed state."""
         self._pending: dict[int, dict[str, dict[str, Any]]] = {}
         self._counts: list[tuple[str, str, str]] = []
-        cs = settings.cases
         super().__init__(
             settings,
+            codec,
+            observer,
             watchdog,
-            group_id=cs.keeper_group_id,
+            group_id=settings.cases.keeper_group_id,
             instance_id=instance_id,
-            topics=[self.topics.case_inbound],
             clock=clock,
             on_assigned=self._restore,
             on_revoked=self._forget,
         )
         observer.watch_cases(lambda: figures(self.all_states(), self.now_ms(), self.rules.calendar))
+
+    def input_topics(self) -> list[str]:
+        return [self.topics.case_inbound]
 
     # partitions -----------------------------------------------------------------------------
     def _restore(self, tps: list[TopicPartition]) -> None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
+from gateway.avro.codec import Codec
 from gateway.config import Settings
 from gateway.deadletters.headers import dead_letter_headers
 from gateway.errors import GreenChannelError
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
+from gateway.ops.observer import Observer
 from gateway.ops.watchdog import Watchdog
+from gateway.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +34,20 @@ class TransactionalLoop:
     def __init__(
         self,
         settings: Settings,
+        codec: Codec,
+        observer: Observer,
         watchdog: Watchdog,
         *,
         group_id: str,
-        instance_id: str,
-        topics: Sequence[str],
+        instance_id: str = "0",
         clock: Callable[[], float] = time.time,
         on_assigned: Callable[[list[TopicPartition]], None] | None = None,
         on_revoked: Callable[[list[TopicPartition]], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.topics = Topics(settings.topics.prefix)
+        self.codec = codec
+        self.observer = observer
         self.watchdog = watchdog
         self.clock = clock
         self.ready = threading.Event()
@@ -49,7 +56,7 @@ class TransactionalLoop:
         self.consumer = Consumer(
             settings.kafka,
             group_id=group_id,
-            topics=topics,
+            topics=self.input_topics(),
             max_poll_records=2000,
             on_assigned=self._assigned,
             on_revoked=self._revoked,
@@ -69,6 +76,10 @@ class TransactionalLoop:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def input_topics(self) -> list[str]:
+        """What the loop consumes (``self.topics`` and ``self.settings`` are set)."""
+        raise NotImplementedError
 
     def output_topics(self) -> list[str]:
         raise NotImplementedError

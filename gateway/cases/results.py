@@ -188,20 +188,21 @@ class ResultSplitter(TransactionalLoop):
         instance_id: str = "0",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.topics = Topics(settings.topics.prefix)
-        self.codec = codec
-        self.observer = observer
         self.cities = frozenset(cities)
         super().__init__(
             settings,
+            codec,
+            observer,
             watchdog,
             # the group the results loop of earlier versions consumed with: an upgrade goes on
             # from its committed offsets
             group_id=settings.cases.results_group_id,
             instance_id=instance_id,
-            topics=[self.topics.results],
             clock=clock,
         )
+
+    def input_topics(self) -> list[str]:
+        return [self.topics.results]
 
     def output_topics(self) -> list[str]:
         return [self.topics.results_for(c) for c in sorted(self.cities)] + [self.topics.dlq_results]
