@@ -81,6 +81,7 @@ class KafkaSettings(_Strict):
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(30_000, ge=1_000, le=300_000)
+    """Per request, and how long a client waits for a first broker at start (then exit 5)."""
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -166,8 +166,7 @@ class Admin:
             try:
                 with kafka_errors(f"connect to {self.settings.bootstrap_servers}"):
                     self._client = KafkaAdminClient(
-                        **config,
-                        bootstrap_timeout_ms=int(timeout_s * 1000),
+                        **(config | {"bootstrap_timeout_ms": int(timeout_s * 1000)}),
                         kafka_client=network_client,
                     )
             except GreenChannelError:

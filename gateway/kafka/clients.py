@@ -121,6 +121,9 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         "client_id": settings.client_id,
         "security_protocol": settings.security_protocol,
         "request_timeout_ms": settings.request_timeout_ms,
+        # how long a client waits for a first broker at start: as long as for any request (the
+        # admin client's rule), not kafka-python's own 30 s whatever the setting says
+        "bootstrap_timeout_ms": settings.request_timeout_ms,
     }
     missing = settings.missing_files()
     if missing:
