@@ -162,6 +162,28 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float =
     return predicate()
 
 
+def set_max_message_bytes(bootstrap: str, topic: str, limit: int, timeout_s: float = 30) -> None:
+    """Change a topic's ``max.message.bytes`` and wait until the broker applies it: the
+    controller commits the change at once, the broker reads it from the metadata log a moment
+    later (seconds on a loaded machine), and a record sent in between meets the old limit."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-topic-limit")
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(limit)}
+        )
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
+
+    def applied() -> bool:
+        with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as gc_admin:
+            return gc_admin.max_message_bytes([topic]).get(topic) == limit
+
+    assert wait_until(applied, timeout_s, 0.2), f"{topic}: max.message.bytes={limit} not applied"
+
+
 def committed(bootstrap: str, group: str) -> int:
     """Records the consumer group has committed (the sum of its offsets): its progress; 0 while
     the group coordinator is not available yet (a fresh or restarting broker)."""

@@ -14,28 +14,14 @@ from __future__ import annotations
 import logging
 
 import pytest
-from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics
+from tests.helpers import set_max_message_bytes
 from tests.hostile import answers_kit as kit
 from tests.hostile.answers_kit import Publisher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
-
-
-def _set_max_message_bytes(bootstrap: str, topic: str, value: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-topic-limit")
-    try:
-        admin.alter_configs(
-            [
-                ConfigResource(
-                    ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(value)}
-                )
-            ]
-        )
-    finally:
-        admin.close()
 
 
 def test_a_receipt_refused_by_the_broker_exits_1_and_is_written_after_the_restart(
@@ -48,7 +34,7 @@ def test_a_receipt_refused_by_the_broker_exits_1_and_is_written_after_the_restar
         engine = d.app.engine
         assert engine is not None
         assert engine.ready.wait(60), "the deliverer got no partitions"
-        _set_max_message_bytes(kafka_bootstrap, topics.receipts, 120)
+        set_max_message_bytes(kafka_bootstrap, topics.receipts, 120)
 
         publisher = Publisher(live.settings)
         esc = publisher.escalation("beijing")
@@ -71,7 +57,7 @@ def test_a_receipt_refused_by_the_broker_exits_1_and_is_written_after_the_restar
         assert all(o == 0 for (t, _), o in committed.items() if t == topic), committed
 
         # the supervisor's restart, once the topic takes receipts again: nothing was lost
-        _set_max_message_bytes(kafka_bootstrap, topics.receipts, 1_000_000)
+        set_max_message_bytes(kafka_bootstrap, topics.receipts, 1_000_000)
         with kit.deliverer(live.settings) as again:
             out = kit.read_outcomes(live.settings, 1, timeout_s=60)
             assert [r["outcome"] for r in out.receipts.get(esc_id, [])] == ["ACCEPTED"]

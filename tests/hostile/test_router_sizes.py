@@ -15,9 +15,7 @@ import resource
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaAdminClient
 from kafka import errors as kerrors
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from gateway.avro.codec import Codec
 from gateway.config import Settings
@@ -25,7 +23,7 @@ from gateway.dev.samples import SampleFactory
 from gateway.kafka.admin import Admin
 from gateway.topics import Department, Desk, Topics
 from tests.conftest import TopicFactory
-from tests.helpers import header
+from tests.helpers import header, set_max_message_bytes
 from tests.hostile.router_kit import OutputReader, Publisher, RouterRun, router_settings
 
 BROKER_LIMIT = 1_048_588  # the test broker's message.max.bytes (Kafka's default)
@@ -115,17 +113,6 @@ def test_records_at_and_over_the_broker_limit_each_get_one_outcome_and_the_rest_
     pub.close()
 
 
-def _set_limit(bootstrap: str, topic: str, limit: int) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        resource_ = ConfigResource(
-            ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": str(limit)}
-        )
-        admin.alter_configs([resource_])
-    finally:
-        admin.close()
-
-
 def test_a_topic_limit_lowered_while_routing_is_learnt_from_the_refusal(
     settings_factory: Callable[..., Settings], topic_factory: TopicFactory
 ) -> None:
@@ -143,9 +130,9 @@ def test_a_topic_limit_lowered_while_routing_is_learnt_from_the_refusal(
         warm = pub.valid(codec, 20, seed=3)
         reader.wait_for(warm, timeout_s=60)
         for dept in (Department.CONSUMER_PROTECTION, Department.CUSTOMER_SERVICE):
-            _set_limit(settings.kafka.bootstrap_servers, t.department(dept), 65_536)
+            set_max_message_bytes(settings.kafka.bootstrap_servers, t.department(dept), 65_536)
         for desk in Desk:
-            _set_limit(settings.kafka.bootstrap_servers, t.desk(desk), 65_536)
+            set_max_message_bytes(settings.kafka.bootstrap_servers, t.desk(desk), 65_536)
         big = []
         for i in range(2):  # one after the other: the second meets the re-read limits
             value = codec.encode("complaint", minor.next().record, t.complaints)
