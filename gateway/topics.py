@@ -107,10 +107,15 @@ class Topics:
         return f"{self.prefix}escalations.{city}.v1"
 
     def city_of(self, escalation_topic: str) -> str:
-        head = f"{self.prefix}escalations."
-        if not (escalation_topic.startswith(head) and escalation_topic.endswith(".v1")):
-            raise ValueError(f"not an escalation topic: {escalation_topic}")
-        return escalation_topic[len(head) : -len(".v1")]
+        return self._city_in(escalation_topic, "escalations", "an escalation topic")
+
+    def _city_in(self, topic: str, kind: str, what: str) -> str:
+        """The ``<city>`` of ``{prefix}<kind>.<city>.v1`` (one dotless name), else ValueError."""
+        head = f"{self.prefix}{kind}."
+        city = topic[len(head) : -len(".v1")] if topic.startswith(head) else ""
+        if not topic.endswith(".v1") or not city or "." in city:
+            raise ValueError(f"not {what}: {topic}")
+        return city
 
     @property
     def receipts(self) -> str:
@@ -158,9 +163,8 @@ class Topics:
         return f"{self.prefix}results.{city}.v1"
 
     def city_of_results(self, topic: str) -> str:
-        head = f"{self.prefix}results."
-        city = topic[len(head) : -len(".v1")] if topic.startswith(head) else ""
-        if not topic.endswith(".v1") or not city or topic in (self.results, self.result_receipts):
+        city = self._city_in(topic, "results", "a city's results topic")
+        if topic == self.result_receipts:
             raise ValueError(f"not a city's results topic: {topic}")
         return city
 
