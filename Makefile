@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST := $(BIN)/pytest -p no:cacheprovider
 PYTEST_ARGS ?=
 # xdist workers for the broker tiers: each worker starts its own broker (tests/conftest.py).
-WORKERS ?= 2
+WORKERS ?= 3
 # Tiers by marker (tests/conftest.py marks by directory and by the fixtures a test uses).
 FAST   := (unit or contract) and not (kafka or deploy)
 KAFKA  := kafka and not soak
@@ -26,8 +26,16 @@ lint: venv ## ruff lint + format check, mypy strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint ## what CI runs: every tier but soak, $(WORKERS) xdist workers, a broker each
-	$(PYTEST) -n $(WORKERS) --dist loadgroup -m "not soak" --durations=15 $(PYTEST_ARGS)
+SHORT_SOAK := tests/soak/test_soak_short.py
+test: venv lint ## what CI runs: every tier but the long soak; the short soak beside $(WORKERS) xdist workers
+	@# The short soak (5 min, its own broker) runs as its own pytest from the start, beside the
+	@# xdist workers (a broker each) that run everything else, slowest first; its report follows.
+	@set -u; log=$$(mktemp); \
+	$(PYTEST) -q $(SHORT_SOAK) > $$log 2>&1 & soak=$$!; \
+	rc=0; $(PYTEST) -n $(WORKERS) --dist loadgroup --no-loadscope-reorder -m "not soak" \
+		--deselect $(SHORT_SOAK) --durations=15 $(PYTEST_ARGS) || rc=$$?; \
+	wait $$soak || rc=$$?; echo "==== short soak ($(SHORT_SOAK)) ===="; cat $$log; rm -f $$log; \
+	exit $$rc
 
 test-fast: venv ## unit + contract: no broker, no deploy tools, no network (seconds)
 	$(PYTEST) -m "$(FAST)" $(PYTEST_ARGS)

@@ -57,7 +57,7 @@ from bench.soak_parts import GatewayProc, Publisher, wait_until
 from bench.soak_report import report
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import KafkaSettings, load_settings
-from gateway.dev.broker import BrokerSettings, LocalBroker, free_ports
+from gateway.dev.broker import LEAN_JVM, BrokerSettings, LocalBroker, free_ports
 from gateway.dev.bureaus import RemoteBureaus
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, TopicPartition
@@ -160,6 +160,7 @@ class Soak:
                 data_dir=self.tmp / "kafka",
                 start_timeout_s=300.0,  # a shared, loaded machine: a restart can take minutes
                 heap="-Xms256m -Xmx768m",
+                jvm=LEAN_JVM,  # 40 complaints/s need no optimising JIT; restarts cost half the CPU
             )
         )
         self.broker.start()

@@ -48,7 +48,14 @@ from typing import Any
 import pytest
 
 from gateway.config import KafkaSettings, Settings, load_settings
-from gateway.dev.broker import BrokerError, BrokerSettings, LocalBroker, free_ports, port_in_use
+from gateway.dev.broker import (
+    LEAN_JVM,
+    BrokerError,
+    BrokerSettings,
+    LocalBroker,
+    free_ports,
+    port_in_use,
+)
 from gateway.kafka.admin import Admin
 from gateway.topics import Topics, TopicSpec
 
@@ -160,6 +167,7 @@ def _session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalB
             port=port,
             controller_port=controller_port,
             data_dir=tmp_path_factory.mktemp("kafka"),
+            jvm=LEAN_JVM,  # half the CPU of the server options; no test needs peak throughput
             **({"cache_dir": Path(cache)} if cache else {}),
         )
         broker = LocalBroker(settings)

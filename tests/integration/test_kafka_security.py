@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from gateway.avro.codec import Codec
 from gateway.config import KafkaSettings, load_settings
-from gateway.dev.broker import BrokerSettings, LocalBroker, free_ports
+from gateway.dev.broker import LEAN_JVM, BrokerSettings, LocalBroker, free_ports
 from gateway.dev.bureau_tls import ensure_tls
 from gateway.dev.samples import SampleFactory, publish
 from gateway.errors import ConfigError, GreenChannelError
@@ -48,6 +48,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBro
         scram_password=SecretStr(f"scram-{uuid.uuid4().hex}"),
         data_dir=tmp_path_factory.mktemp("kafka-sasl-ssl"),
         heap="-Xms128m -Xmx512m",
+        jvm=LEAN_JVM,
         **({"cache_dir": Path(cache)} if cache else {}),
     )
     broker = LocalBroker(settings)

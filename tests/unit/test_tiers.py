@@ -15,7 +15,8 @@ from _pytest.mark.expression import Expression
 
 from tests.conftest import DIR_MARKERS
 
-pytestmark = pytest.mark.unit
+# one worker runs them all, so the suite is collected once (the module fixture) under xdist
+pytestmark = [pytest.mark.unit, pytest.mark.xdist_group("tiers")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
