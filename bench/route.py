@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -154,6 +154,15 @@ class Run:
     """What the exactly-once check found wrong (none: exactly once)."""
 
 
+@dataclass(frozen=True)
+class Latency:
+    rate: float
+    achieved: float
+    """the rate the publisher achieved (records / publishing time)"""
+    expected: int
+    seconds: list[float]
+
+
 @dataclass
 class SizeResult:
     name: str
@@ -241,7 +250,7 @@ def fill(bootstrap: str, topic: str, count: int, description_bytes: int) -> floa
 
 def measure_latency(
     bootstrap: str, topics: Topics, rate: float, seconds: float, description_bytes: int, seed: int
-) -> list[float]:
+) -> Latency:
     """Publish at ``rate``/s for ``seconds``; latency (s) from send to read_committed receipt."""
     reader = Consumer(
         KafkaSettings(bootstrap_servers=bootstrap),
@@ -257,11 +266,14 @@ def measure_latency(
         reader.seek(tp, end)
     latencies: list[float] = []
     total = int(rate * seconds)
+    published = multiprocessing.Value("d", 0.0)  # the publishing time, once done
 
-    def publish() -> None:
+    def publish() -> None:  # in a process of its own: the reader keeps this one busy
         codec = Codec(CodecSettings())
         producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
+        producer.load_metadata([topics.complaints])
         pacer = Pacer(rate)
+        began = time.monotonic()
         for record in bench_complaints(total, seed, description_bytes=description_bytes):
             pacer.wait()
             producer.send(
@@ -271,9 +283,11 @@ def measure_latency(
                 headers=[(SENT_HEADER, repr(time.time()).encode())],
             )
         producer.flush()
+        published.value = time.monotonic() - began
         producer.close()
 
-    threading.Thread(target=publish, daemon=True).start()
+    publisher = multiprocessing.get_context("fork").Process(target=publish, daemon=True)
+    publisher.start()
     deadline = time.monotonic() + seconds + 60
     while len(latencies) < total and time.monotonic() < deadline:
         for r in reader.poll(100):
@@ -281,7 +295,9 @@ def measure_latency(
             if sent is not None:
                 latencies.append(time.time() - float(sent))
     reader.close()
-    return latencies
+    publisher.join(30)
+    achieved = total / published.value if published.value else float("nan")
+    return Latency(rate, achieved, total, latencies)
 
 
 def prepare_all(keys: list[str], tmp: Path) -> dict[str, Start]:
@@ -361,22 +377,16 @@ def main() -> None:
         def latency(job: Job) -> None:  # with the last router of the last size running
             for n, rate in enumerate(rates):
                 print(f"latency: publishing {rate:,.0f}/s for {args.seconds:.0f} s ...", flush=True)
-                lat = measure_latency(
-                    job.bootstrap, job.topics, rate, args.seconds, SIZES[sizes[-1]], 9 + n
+                latencies.append(
+                    measure_latency(
+                        job.bootstrap, job.topics, rate, args.seconds, SIZES[sizes[-1]], 9 + n
+                    )
                 )
-                latencies.append(Latency(rate, int(rate * args.seconds), lat))
 
         for n, name in enumerate(sizes):
             hook = latency if n == len(sizes) - 1 else None
             results.append(bench_size(bootstrap, tmp, name, args, starts, hook))
     report(args, results, latencies)
-
-
-@dataclass(frozen=True)
-class Latency:
-    rate: float
-    expected: int
-    seconds: list[float]
 
 
 def _ratio(results: SizeResult, key: str, of: str, value: Callable[[Run], float]) -> str:
@@ -452,7 +462,7 @@ def latency_section(latencies: list[Latency], rss: float) -> str:
         rows += [
             f"| publish-to-department p50 at {lat.rate:,.0f}/s | {p50:.1f} ms | {'<= 20 ms' if first else ''} |",
             f"| publish-to-department p99 at {lat.rate:,.0f}/s | {p99:.1f} ms | {'<= 100 ms' if first else ''} |",
-            f"| records measured at {lat.rate:,.0f}/s | {len(lat.seconds):,} of {lat.expected:,} | |",
+            f"| records measured at {lat.rate:,.0f}/s (published at {lat.achieved:,.0f}/s) | {len(lat.seconds):,} of {lat.expected:,} | |",
         ]  # fmt: skip
     rows.append(f"| router peak RSS (VmHWM), highest of all runs | {rss:.0f} MiB | <= 100 MiB |")
     return "\n".join(rows) + "\n"
