@@ -42,14 +42,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import os
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from statistics import median
+
+import kafka
 
 from bench.common import (
     broker,
@@ -61,7 +65,15 @@ from bench.common import (
     write_section,
 )
 from bench.outputs import mark, written
-from bench.peers import Job, Unavailable, confluent_pipe, java_copy, python_module, quix_route
+from bench.peers import (
+    Job,
+    Prepared,
+    Unavailable,
+    confluent_pipe,
+    java_copy,
+    python_module,
+    quix_route,
+)
 from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import CodecSettings, KafkaSettings
@@ -78,19 +90,19 @@ RUN_TIMEOUT_S = 900
 Start = Callable[[Job], subprocess.Popen[bytes]]
 
 
-def raw_pipe(*, gateway_producer: bool) -> Callable[[Path], Start]:
-    def prepare(tmp: Path) -> Start:
+def raw_pipe(*, gateway_producer: bool) -> Callable[[Path], Prepared]:
+    def prepare(tmp: Path) -> Prepared:
         def start(job: Job) -> subprocess.Popen[bytes]:
             args = ["--bootstrap", job.bootstrap, "--source", job.source, "--sink", job.sink]
             flag = ["--gateway-producer"] if gateway_producer else []
             return python_module(job, "bench.raw_pipe", [*args, "--group", job.group, *flag])
 
-        return start
+        return Prepared(start, f"kafka-python {kafka.__version__}")
 
     return prepare
 
 
-def router(tmp: Path) -> Start:
+def router(tmp: Path) -> Prepared:
     def start(job: Job) -> subprocess.Popen[bytes]:
         config = write_config(
             job.tmp / f"{job.group}.yaml",
@@ -103,7 +115,9 @@ def router(tmp: Path) -> Start:
         )
         return gateway(["route"], config, job.tmp / f"{job.group}.log")
 
-    return start
+    return Prepared(
+        start, f"greenchannel {version('greenchannel')}, kafka-python {kafka.__version__}"
+    )
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ class Contender:
     label: str
     routes: bool
     """Writes the router's output topics (else copies every record to the sink)."""
-    prepare: Callable[[Path], Start]
+    prepare: Callable[[Path], Prepared]
 
 
 CONTENDERS = [
@@ -300,17 +314,25 @@ def measure_latency(
     return Latency(rate, achieved, total, latencies)
 
 
-def prepare_all(keys: list[str], tmp: Path) -> dict[str, Start]:
-    """The contenders asked for whose tools are here; says which are skipped and why."""
-    ready = {}
+@dataclass
+class Entrants:
+    """The contenders of this run: those ready, and those skipped with the reason."""
+
+    ready: dict[str, Prepared]
+    skipped: dict[str, str]
+
+
+def prepare_all(keys: list[str], tmp: Path) -> Entrants:
+    entrants = Entrants({}, {})
     for c in CONTENDERS:
         if c.key not in keys:
             continue
         try:
-            ready[c.key] = c.prepare(tmp)
+            entrants.ready[c.key] = c.prepare(tmp)
         except Unavailable as exc:
+            entrants.skipped[c.key] = str(exc)
             print(f"skipped: {c.label}: {exc}", flush=True)
-    return ready
+    return entrants
 
 
 def bench_size(
@@ -318,7 +340,7 @@ def bench_size(
     tmp: Path,
     name: str,
     args: argparse.Namespace,
-    starts: dict[str, Start],
+    starts: dict[str, Prepared],
     while_last_router: Callable[[Job], None] | None,
 ) -> SizeResult:
     """Every contender over one input topic of ``name``-sized complaints, in rounds."""
@@ -334,7 +356,7 @@ def bench_size(
     result = SizeResult(name, avg, {key: [] for key in starts})
     routes = {c.key: c.routes for c in CONTENDERS}
     for i in range(args.rounds):
-        for key, start in starts.items():
+        for key, (start, _) in starts.items():
             job = Job(bootstrap, topics, sink, f"{topics.prefix}{key}{i}", tmp)
             last = key == "router" and i == args.rounds - 1
             run = measure(start, job, args.count, routes[key], while_last_router if last else None)
@@ -357,6 +379,7 @@ def main() -> None:
     ap.add_argument("--rates", default="1000,5000", help="latency publish rates, per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="latency: seconds per rate")
     args = ap.parse_args()
+    load = os.getloadavg()[0]
     sizes = args.sizes.split(",")
     if unknown := set(sizes) - set(SIZES):
         ap.error(f"unknown size(s) {', '.join(sorted(unknown))}; known: {', '.join(SIZES)}")
@@ -372,7 +395,7 @@ def main() -> None:
     results: list[SizeResult] = []
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-route-") as tmpdir:
         tmp = Path(tmpdir)
-        starts = prepare_all(args.contenders.split(","), tmp)
+        entrants = prepare_all(args.contenders.split(","), tmp)
 
         def latency(job: Job) -> None:  # with the last router of the last size running
             for n, rate in enumerate(rates):
@@ -385,15 +408,15 @@ def main() -> None:
 
         for n, name in enumerate(sizes):
             hook = latency if n == len(sizes) - 1 else None
-            results.append(bench_size(bootstrap, tmp, name, args, starts, hook))
-    report(args, results, latencies)
+            results.append(bench_size(bootstrap, tmp, name, args, entrants.ready, hook))
+    report(args, entrants, results, latencies, load)
 
 
 def _ratio(results: SizeResult, key: str, of: str, value: Callable[[Run], float]) -> str:
     """Median over the rounds of value(key's run) / value(of's run) in the same round."""
     a, b = results.runs.get(key), results.runs.get(of)
     if not a or not b:
-        return "n/a (skipped)"
+        return "n/a (not run)"
     return f"{median(value(x) / value(y) for x, y in zip(a, b, strict=True)):.2f}"
 
 
@@ -468,18 +491,39 @@ def latency_section(latencies: list[Latency], rss: float) -> str:
     return "\n".join(rows) + "\n"
 
 
-def report(args: argparse.Namespace, results: list[SizeResult], latencies: list[Latency]) -> None:
+def contenders_section(entrants: Entrants) -> str:
+    lines = []
+    for c in CONTENDERS:
+        if c.key in entrants.ready:
+            lines.append(f"* {c.label}: {entrants.ready[c.key].version}")
+        elif c.key in entrants.skipped:
+            lines.append(f"* skipped: {c.label}: {entrants.skipped[c.key]}")
+    return "\n".join(lines) + "\n"
+
+
+def report(
+    args: argparse.Namespace,
+    entrants: Entrants,
+    results: list[SizeResult],
+    latencies: list[Latency],
+    load: float,
+) -> None:
     routers = [r for result in results for r in result.runs.get("router", [])]
     order = ", ".join(k for k in results[0].runs) if results else ""
+    default = ",".join(c.key for c in CONTENDERS)
+    only = f" --contenders {args.contenders}" if args.contenders != default else ""
     body = (
         f"### Routing (`python -m bench.route --count {args.count} --rounds {args.rounds} "
-        f"--sizes {args.sizes}`)\n\n"
+        f"--sizes {args.sizes}{only}`)\n\n"
         f"{args.count:,} complaints per size (Avro single-object), 12 input partitions, one "
         f"process each, the router's client settings (read_committed, up to 8,000 records per "
         f"transaction, linger 500 ms, 256 KiB batches); {args.rounds} interleaved round(s) "
         f"({order}, ...) over the same input, each run with a fresh consumer group; every run's "
         "output read back once with read_committed. CPU is the process's (children included), "
-        "from the first to the last commit.\n\n" + "\n".join(size_section(r) for r in results)
+        f"from the first to the last commit. Load average at the start: {load:.1f}.\n\n"
+        + contenders_section(entrants)
+        + "\n"
+        + "\n".join(size_section(r) for r in results)
     )
     if latencies and routers:
         body += (

@@ -2,7 +2,8 @@
 
 Each peer module has ``prepare(tmp)``, which raises :class:`Unavailable` when its tool is
 missing (the benchmark then says it skipped that contender, and why) and otherwise returns a
-function starting one run as its own process from a :class:`Job`:
+:class:`Prepared`: a function starting one run as its own process from a :class:`Job`, and
+what it runs on (versions, for the report):
 
 * ``java_copy``: Kafka's own Java client, a transactional copy (``JavaCopy.java``);
 * ``confluent_pipe``: confluent-kafka (librdkafka), the same transactional copy;
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from gateway.topics import Topics
 
@@ -41,6 +44,12 @@ class Job:
     @property
     def source(self) -> str:
         return self.topics.complaints
+
+
+class Prepared(NamedTuple):
+    start: Callable[[Job], subprocess.Popen[bytes]]
+    version: str
+    """What it runs on, e.g. ``confluent-kafka 2.16.1, librdkafka 2.16.1``."""
 
 
 def python_module(

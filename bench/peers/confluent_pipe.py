@@ -9,25 +9,26 @@ idempotence, 10 ms retry backoff. Runs until SIGTERM.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import signal
 import subprocess
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.peers import Job, Unavailable, python_module
+from bench.peers import Job, Prepared, Unavailable, python_module
 
 
-def prepare(tmp: Path) -> Callable[[Job], subprocess.Popen[bytes]]:
-    if importlib.util.find_spec("confluent_kafka") is None:
-        raise Unavailable("confluent-kafka is not installed (the dev extra has it)")
+def prepare(tmp: Path) -> Prepared:
+    try:
+        import confluent_kafka
+    except ImportError as exc:
+        raise Unavailable("confluent-kafka is not installed (the dev extra has it)") from exc
 
     def start(job: Job) -> subprocess.Popen[bytes]:
         args = ["--bootstrap", job.bootstrap, "--source", job.source, "--sink", job.sink]
         return python_module(job, __name__, [*args, "--group", job.group])
 
-    return start
+    version = f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}"
+    return Prepared(start, version)
 
 
 def main() -> None:

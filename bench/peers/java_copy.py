@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
-from bench.peers import Job, Unavailable
+from bench.peers import Job, Prepared, Unavailable
 from gateway.dev.broker import BrokerError, BrokerSettings, LocalBroker
 
 SOURCE = Path(__file__).with_name("JavaCopy.java")
 
 
-def prepare(tmp: Path) -> Callable[[Job], subprocess.Popen[bytes]]:
-    """Compile the class into ``tmp``; the returned function starts one copy."""
+def prepare(tmp: Path) -> Prepared:
+    """Compile the class into ``tmp``."""
     javac, java = shutil.which("javac"), shutil.which("java")
     if javac is None or java is None:
         raise Unavailable("javac/java not on PATH (a JDK 17+, e.g. openjdk-17-jdk-headless)")
@@ -49,4 +48,7 @@ def prepare(tmp: Path) -> Callable[[Job], subprocess.Popen[bytes]]:
         with (job.tmp / f"{job.group}.log").open("ab") as log:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
-    return start
+    clients = sorted(p.name for p in libs.glob("kafka-clients-*.jar"))
+    version = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    runtime = version.stderr.splitlines()[0] if version.stderr else "java"
+    return Prepared(start, f"{', '.join(clients)} on {runtime}")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.peers import REPO, Job, Unavailable, python_module
+from bench.peers import REPO, Job, Prepared, Unavailable, python_module
 
 COMMIT_EVERY = 8_000
 COMMIT_INTERVAL_S = 5.0
@@ -40,25 +40,34 @@ class Out(NamedTuple):
     headers: list[tuple[str, bytes]]
 
 
-def quix_python() -> str:
-    """An interpreter that has quixstreams: this one, else ``.venv-bench``'s."""
+_PROBE = (
+    "import gateway, quixstreams, confluent_kafka as c; "
+    "print(f'quixstreams {quixstreams.__version__}, confluent-kafka {c.__version__}, "
+    "librdkafka {c.libversion()[0]}')"
+)
+
+
+def quix_python() -> tuple[str, str]:
+    """An interpreter that has quixstreams (this one, else ``.venv-bench``'s), and versions."""
     for python in (sys.executable, str(BENCH_PYTHON)):
         if not Path(python).exists():
             continue
-        probe = [python, "-c", "import quixstreams, gateway"]
-        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-            return python
+        probe = subprocess.run(
+            [python, "-c", _PROBE], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return python, probe.stdout.strip()
     raise Unavailable("quixstreams is not installed here nor in .venv-bench (make bench-venv)")
 
 
-def prepare(tmp: Path) -> Callable[[Job], subprocess.Popen[bytes]]:
-    python = quix_python()
+def prepare(tmp: Path) -> Prepared:
+    python, version = quix_python()
 
     def start(job: Job) -> subprocess.Popen[bytes]:
         args = ["--bootstrap", job.bootstrap, "--prefix", job.topics.prefix, "--group", job.group]
         return python_module(job, __name__, [*args, "--state-dir", str(job.tmp)], python)
 
-    return start
+    return Prepared(start, version)
 
 
 def router_of(prefix: str) -> Callable[[bytes], list[Out]]:
