@@ -41,10 +41,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -280,9 +280,9 @@ def measure_latency(
         reader.seek(tp, end)
     latencies: list[float] = []
     total = int(rate * seconds)
-    published = multiprocessing.Value("d", 0.0)  # the publishing time, once done
+    published: list[float] = []  # the publishing time, once done
 
-    def publish() -> None:  # in a process of its own: the reader keeps this one busy
+    def publish() -> None:
         codec = Codec(CodecSettings())
         producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
         producer.load_metadata([topics.complaints])
@@ -297,10 +297,10 @@ def measure_latency(
                 headers=[(SENT_HEADER, repr(time.time()).encode())],
             )
         producer.flush()
-        published.value = time.monotonic() - began
+        published.append(time.monotonic() - began)
         producer.close()
 
-    publisher = multiprocessing.get_context("fork").Process(target=publish, daemon=True)
+    publisher = threading.Thread(target=publish, daemon=True)
     publisher.start()
     deadline = time.monotonic() + seconds + 60
     while len(latencies) < total and time.monotonic() < deadline:
@@ -310,7 +310,7 @@ def measure_latency(
                 latencies.append(time.time() - float(sent))
     reader.close()
     publisher.join(30)
-    achieved = total / published.value if published.value else float("nan")
+    achieved = total / published[0] if published else float("nan")
     return Latency(rate, achieved, total, latencies)
 
 
