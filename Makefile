@@ -12,7 +12,8 @@ FAST   := (unit or contract) and not (kafka or deploy)
 KAFKA  := kafka and not soak
 
 .PHONY: venv lint test test-fast test-unit test-kafka test-deploy test-soak demo bench soak \
-	soak-short broker-start broker-stop clean deploy-check lock audit kafka-drift docs
+	soak-short broker-start broker-stop clean deploy-check lock audit kafka-drift docs bench-venv \
+	lock-bench
 
 venv: $(STAMP) ## virtualenv with the package (editable) and its dev + simulator extras
 
@@ -76,9 +77,19 @@ kafka-drift: ## the newest kafka-python release: fast-path self-check, compat te
 demo: venv ## broker + bureau simulator + gateway, with sample complaints
 	$(BIN)/python -m gateway.dev.demo $(ARGS)
 
-bench: venv ## routing and delivery throughput against the local broker
+bench: venv ## routing and delivery throughput against the local broker (peers: make bench-venv)
 	$(BIN)/python -m bench.route
 	$(BIN)/python -m bench.deliver
+
+BENCH_VENV := .venv-bench
+bench-venv: ## the benchmark's Quix Streams peer: its own venv (the `bench` extra), see pyproject.toml
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-bench.txt -e ".[bench]"
+
+lock-bench: bench-venv ## rewrite constraints-bench.txt from .venv-bench (after changing the bench extra)
+	@head -n 4 constraints-bench.txt > constraints-bench.txt.new
+	$(BENCH_VENV)/bin/python -m pip freeze --exclude-editable --disable-pip-version-check >> constraints-bench.txt.new
+	mv constraints-bench.txt.new constraints-bench.txt
 
 SOAK_MINUTES ?= 30
 SOAK_ARGS ?=

@@ -1,38 +1,61 @@
-"""Routing benchmark: the router against a raw transactional kafka-python pipe, same broker.
+"""Routing benchmark: the router against the peers a user would pick instead, on one broker.
 
-(a) bench/raw_pipe.py and (b) `greenchannel route` each consume the same N (>= 200,000) ~1 KB
-complaints from one input topic with their own consumer group and the same transactional
-settings, in interleaved rounds (a, a', b, a, a', b, ...: the machine's load drifts). (a') is the
-raw pipe producing through the gateway's own producer (`Producer.send_all`, the router's produce
-path): b/a' is the cost of the router's own work, b/a the issue's ratio against plain
-kafka-python. Throughput =
-records committed after the first commit / time from the first to the last commit, read from
-the groups' committed offsets every 0.1 s; CPU per 1,000 over the same window. Then, with
-the last router still running, complaints are published at 1,000/s and the
-publish-to-department latency is measured by a read_committed consumer of the department
-topics. Router peak RSS is its VmHWM.
+Contenders (each optional: one whose tool is missing is skipped, and the run says why):
 
-    python -m bench.route [--count 200000] [--rounds 5] [--rate 1000] [--seconds 30]
+* ``java``: a transactional consume→produce copy on Kafka's own Java client
+  (bench/peers/JavaCopy.java, compiled against the broker's jars);
+* ``confluent``: the same copy on confluent-kafka (librdkafka), bench/peers/confluent_pipe.py;
+* ``quix``: a Quix Streams exactly-once app doing the router's routing (bench/peers/quix_route.py,
+  in ``.venv-bench``: ``make bench-venv``);
+* ``raw``: the plainest transactional kafka-python copy, bench/raw_pipe.py (a);
+* ``pipe``: the same copy through the gateway's own producer, ``--gateway-producer`` (a');
+* ``router``: ``greenchannel route``, one process (b).
 
-Targets (issue #3): b/a >= 0.7, >= 10,000 complaints/s per router process,
-p99 <= 250 ms at 1,000/s, RSS <= 150 MB.
+All use the router's client settings (read_committed, transactions of up to 8,000 records,
+linger 500 ms, 256 KiB batches). For each record size (``--sizes``: ~380 B and ~1 KB Avro
+single-object complaints) one input topic of ``--count`` complaints (12 partitions) is read by
+every contender in interleaved rounds (java, confluent, quix, raw, pipe, router, java, ...: the
+machine's load drifts, a ratio is only meaningful between neighbouring runs), each run with a
+fresh consumer group. Throughput = records committed after the first commit / time from the
+first to the last commit, read from the group's committed offsets every 0.1 s; CPU per 1,000
+over the same window (the process and its waited-for children, /proc/<pid>/stat); peak RSS is
+VmHWM. Each run's output is read back once with read_committed (bench/outputs.py): a copy's sink
+must hold the input count with unique keys; the router's and Quix's outputs must route every
+complaint once (department and desk topics: the input count, unique keys), escalate at most once
+per complaint, and hold the same count per topic as the router's first run.
+
+Then, with the last router still running, complaints are published at ``--rates`` (1,000/s and
+5,000/s) for ``--seconds`` each and the publish-to-department latency is measured by a
+read_committed consumer of the department topics.
+
+    python -m bench.route [--count 200000] [--rounds 5] [--sizes 380B,1KB]
+                          [--contenders java,confluent,quix,raw,pipe,router]
+                          [--rates 1000,5000] [--seconds 30]
+
+Targets (issue #14): router >= 1.5x Quix Streams' throughput and <= 0.7x its CPU per record on
+both sizes; p99 <= 100 ms and p50 <= 20 ms at 1,000/s; peak RSS <= 100 MiB. From issue #3:
+b/a >= 0.7, >= 10,000 complaints/s per router process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from statistics import median
 
+import kafka
+
 from bench.common import (
-    REPO,
     broker,
     gateway,
     peak_rss_mb,
@@ -41,22 +64,194 @@ from bench.common import (
     write_config,
     write_section,
 )
+from bench.outputs import mark, written
+from bench.peers import (
+    Job,
+    Prepared,
+    Unavailable,
+    confluent_pipe,
+    java_copy,
+    python_module,
+    quix_route,
+)
 from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import CodecSettings, KafkaSettings
-from gateway.dev.samples import Pacer, bench_complaints
+from gateway.dev.samples import BENCH_DESCRIPTION_BYTES, Pacer, bench_complaints
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer
 from gateway.topics import Department, Desk, Topics, TopicSpec
 
 SENT_HEADER = "bench-sent-at"
+SIZES = {"380B": 0, "1KB": BENCH_DESCRIPTION_BYTES}
+"""Record sizes by name: the bench complaints' description bytes (0: ~380 B encoded)."""
+RUN_TIMEOUT_S = 900
+
+Start = Callable[[Job], subprocess.Popen[bytes]]
 
 
-def fill(bootstrap: str, topic: str, count: int) -> float:
+def raw_pipe(*, gateway_producer: bool) -> Callable[[Path], Prepared]:
+    def prepare(tmp: Path) -> Prepared:
+        def start(job: Job) -> subprocess.Popen[bytes]:
+            args = ["--bootstrap", job.bootstrap, "--source", job.source, "--sink", job.sink]
+            flag = ["--gateway-producer"] if gateway_producer else []
+            return python_module(job, "bench.raw_pipe", [*args, "--group", job.group, *flag])
+
+        return Prepared(start, f"kafka-python {kafka.__version__}")
+
+    return prepare
+
+
+def router(tmp: Path) -> Prepared:
+    def start(job: Job) -> subprocess.Popen[bytes]:
+        config = write_config(
+            job.tmp / f"{job.group}.yaml",
+            {
+                "kafka": {"bootstrap_servers": job.bootstrap},
+                "topics": {"prefix": job.topics.prefix},
+                "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
+                "router": {"group_id": job.group, "transactional_id_prefix": job.group},
+            },
+        )
+        return gateway(["route"], config, job.tmp / f"{job.group}.log")
+
+    return Prepared(
+        start, f"greenchannel {version('greenchannel')}, kafka-python {kafka.__version__}"
+    )
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    label: str
+    routes: bool
+    """Writes the router's output topics (else copies every record to the sink)."""
+    prepare: Callable[[Path], Prepared]
+
+
+CONTENDERS = [
+    Contender(
+        "java", "Java consume→produce copy, same client settings (Kafka's own client)", False,
+        java_copy.prepare,
+    ),
+    Contender(
+        "confluent", "confluent-kafka (librdkafka) raw transactional pipe", False,
+        confluent_pipe.prepare,
+    ),
+    Contender(
+        "quix",
+        f"Quix Streams exactly-once app doing the same routing (commit every "
+        f"{quix_route.COMMIT_EVERY:,} records or {quix_route.COMMIT_INTERVAL_S:g} s)",
+        True, quix_route.prepare,
+    ),
+    Contender(
+        "raw", "(a) kafka-python raw transactional pipe (`bench/raw_pipe.py`)", False,
+        raw_pipe(gateway_producer=False),
+    ),
+    Contender(
+        "pipe", "(a') kafka-python raw pipe through the gateway's producer (`send_all`)", False,
+        raw_pipe(gateway_producer=True),
+    ),
+    Contender("router", "**(b) router, 1 process**", True, router),
+]  # fmt: skip
+
+
+@dataclass
+class Run:
+    rate: float
+    """complaints per second, first to last commit"""
+    cpu_ms_per_1000: float
+    """process CPU over the same window"""
+    rss_mib: float
+    per_topic: dict[str, int]
+    problems: list[str] = field(default_factory=list)
+    """What the exactly-once check found wrong (none: exactly once)."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    rate: float
+    achieved: float
+    """the rate the publisher achieved (records / publishing time)"""
+    expected: int
+    seconds: list[float]
+
+
+@dataclass
+class SizeResult:
+    name: str
+    avg_bytes: float
+    runs: dict[str, list[Run]]
+    """Runs per contender key, in round order."""
+
+
+def routed_topics(topics: Topics) -> tuple[list[str], list[str]]:
+    """(department and desk topics, escalation topics) the router writes to."""
+    departments = [
+        topics.department(Department.CONSUMER_PROTECTION),
+        topics.department(Department.CUSTOMER_SERVICE),
+        *(topics.desk(d) for d in Desk),
+    ]
+    return departments, [topics.escalations(c.key) for c in GREEN_CHANNEL]
+
+
+def check(keys: dict[str, list[bytes]], count: int, routes: bool, topics: Topics) -> list[str]:
+    """What is wrong with a run's output of ``count`` input records (nothing: exactly once)."""
+    problems = []
+    departments, escalations = routed_topics(topics) if routes else ([*keys], [])
+    primary = [k for t in departments for k in keys[t]]
+    if len(primary) != count or len(set(primary)) != count:
+        problems.append(f"{len(primary):,} records, {len(set(primary)):,} distinct keys")
+    for topic in escalations:
+        if len(keys[topic]) != len(set(keys[topic])):
+            problems.append(f"{topic}: {len(keys[topic]) - len(set(keys[topic]))} duplicates")
+    return problems
+
+
+@contextlib.contextmanager
+def running(start: Start, job: Job) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start(job)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def measure(
+    start: Start,
+    job: Job,
+    count: int,
+    routes: bool,
+    while_running: Callable[[Job], None] | None = None,
+) -> Run:
+    """One run: start, wait until ``count`` records are committed, (run ``while_running``),
+    stop, check the output."""
+    outputs = [t for group in routed_topics(job.topics) for t in group] if routes else [job.sink]
+    since = mark(job.bootstrap, outputs)
+    with running(start, job) as proc:
+        progress = wait_committed(job.bootstrap, job.group, job.source, count, RUN_TIMEOUT_S, proc)
+        rss = peak_rss_mb(proc.pid)
+        until = mark(job.bootstrap, outputs)
+        if while_running is not None:
+            while_running(job)
+            rss = max(rss, peak_rss_mb(proc.pid))
+    keys = written(job.bootstrap, since, until)
+    per_topic = {t: len(k) for t, k in keys.items()}
+    problems = check(keys, count, routes, job.topics)
+    return Run(progress.rate, progress.cpu_ms_per_1000, rss, per_topic, problems)
+
+
+def fill(bootstrap: str, topic: str, count: int, description_bytes: int) -> float:
     codec = Codec(CodecSettings())
     producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=20)
     size = 0
-    for i, record in enumerate(bench_complaints(count, seed=3)):
+    complaints = bench_complaints(count, seed=3, description_bytes=description_bytes)
+    for i, record in enumerate(complaints):
         value = codec.encode("complaint", record)
         size += len(value)
         producer.send(topic, value, key=record["complaint_id"].encode())
@@ -67,17 +262,14 @@ def fill(bootstrap: str, topic: str, count: int) -> float:
     return size / count
 
 
-def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float) -> list[float]:
+def measure_latency(
+    bootstrap: str, topics: Topics, rate: float, seconds: float, description_bytes: int, seed: int
+) -> Latency:
     """Publish at ``rate``/s for ``seconds``; latency (s) from send to read_committed receipt."""
-    dept = [
-        topics.department(Department.CONSUMER_PROTECTION),
-        topics.department(Department.CUSTOMER_SERVICE),
-        *(topics.desk(d) for d in Desk),
-    ]
     reader = Consumer(
         KafkaSettings(bootstrap_servers=bootstrap),
         group_id=f"lat-{uuid.uuid4().hex[:6]}",
-        topics=dept,
+        topics=routed_topics(topics)[0],
         max_poll_records=2000,
     )
     deadline = time.monotonic() + 60
@@ -88,13 +280,15 @@ def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float)
         reader.seek(tp, end)
     latencies: list[float] = []
     total = int(rate * seconds)
-    done = threading.Event()
+    published: list[float] = []  # the publishing time, once done
 
     def publish() -> None:
         codec = Codec(CodecSettings())
         producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
+        producer.load_metadata([topics.complaints])
         pacer = Pacer(rate)
-        for record in bench_complaints(total, seed=9):
+        began = time.monotonic()
+        for record in bench_complaints(total, seed, description_bytes=description_bytes):
             pacer.wait()
             producer.send(
                 topics.complaints,
@@ -103,10 +297,11 @@ def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float)
                 headers=[(SENT_HEADER, repr(time.time()).encode())],
             )
         producer.flush()
+        published.append(time.monotonic() - began)
         producer.close()
-        done.set()
 
-    threading.Thread(target=publish, daemon=True).start()
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
     deadline = time.monotonic() + seconds + 60
     while len(latencies) < total and time.monotonic() < deadline:
         for r in reader.poll(100):
@@ -114,179 +309,229 @@ def measure_latency(bootstrap: str, topics: Topics, rate: float, seconds: float)
             if sent is not None:
                 latencies.append(time.time() - float(sent))
     reader.close()
-    return latencies
+    publisher.join(30)
+    achieved = total / published[0] if published else float("nan")
+    return Latency(rate, achieved, total, latencies)
 
 
-@dataclass(frozen=True)
-class Run:
-    rate: float
-    """complaints per second, first to last commit"""
-    cpu_ms_per_1000: float
-    """process CPU over the same window"""
-    rss_mib: float
+@dataclass
+class Entrants:
+    """The contenders of this run: those ready, and those skipped with the reason."""
+
+    ready: dict[str, Prepared]
+    skipped: dict[str, str]
 
 
-def run_raw(
-    bootstrap: str, topics: Topics, sink: str, group: str, count: int, *, gateway_producer: bool
-) -> Run:
-    raw = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "bench" / "raw_pipe.py"),
-            "--bootstrap",
-            bootstrap,
-            "--source",
-            topics.complaints,
-            "--sink",
-            sink,
-            "--group",
-            group,
-            *(["--gateway-producer"] if gateway_producer else []),
-        ],
-        cwd=REPO,
-    )
-    try:
-        progress = wait_committed(bootstrap, group, topics.complaints, count, 900, raw)
-        run = Run(progress.rate, progress.cpu_ms_per_1000, peak_rss_mb(raw.pid))
-    finally:
-        raw.terminate()
-        raw.wait(30)
-    return run
+def prepare_all(keys: list[str], tmp: Path) -> Entrants:
+    entrants = Entrants({}, {})
+    for c in CONTENDERS:
+        if c.key not in keys:
+            continue
+        try:
+            entrants.ready[c.key] = c.prepare(tmp)
+        except Unavailable as exc:
+            entrants.skipped[c.key] = str(exc)
+            print(f"skipped: {c.label}: {exc}", flush=True)
+    return entrants
 
 
-def start_router(bootstrap: str, prefix: str, name: str, tmp: Path) -> subprocess.Popen[bytes]:
-    config = write_config(
-        tmp / f"{name}.yaml",
-        {
-            "kafka": {"bootstrap_servers": bootstrap},
-            "topics": {"prefix": prefix},
-            "observability": {"port": 0, "log_format": "text", "log_level": "WARNING"},
-            "router": {"group_id": f"{prefix}{name}", "transactional_id_prefix": f"{prefix}{name}"},
-        },
-    )
-    return gateway(["route"], config, tmp / f"{name}.log")
+def bench_size(
+    bootstrap: str,
+    tmp: Path,
+    name: str,
+    args: argparse.Namespace,
+    starts: dict[str, Prepared],
+    while_last_router: Callable[[Job], None] | None,
+) -> SizeResult:
+    """Every contender over one input topic of ``name``-sized complaints, in rounds."""
+    topics = Topics(f"b{uuid.uuid4().hex[:6]}-{name.lower()}.")
+    sink = f"{topics.prefix}copy-out"
+    with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
+        admin.wait_ready(60)
+        cities = [c.key for c in GREEN_CHANNEL]
+        admin.create_topics([*topics.all(cities), TopicSpec(sink, 6, 86_400_000, "bench")])
+    print(f"[{name}] filling {topics.complaints} with {args.count:,} complaints ...", flush=True)
+    avg = fill(bootstrap, topics.complaints, args.count, SIZES[name])
+    print(f"[{name}] average encoded complaint: {avg:.0f} bytes", flush=True)
+    result = SizeResult(name, avg, {key: [] for key in starts})
+    routes = {c.key: c.routes for c in CONTENDERS}
+    for i in range(args.rounds):
+        for key, (start, _) in starts.items():
+            job = Job(bootstrap, topics, sink, f"{topics.prefix}{key}{i}", tmp)
+            last = key == "router" and i == args.rounds - 1
+            run = measure(start, job, args.count, routes[key], while_last_router if last else None)
+            result.runs[key].append(run)
+            verdict = "exactly once" if not run.problems else "; ".join(run.problems)
+            print(
+                f"[{name}] round {i + 1} {key}: {run.rate:,.0f} msg/s, "
+                f"{run.cpu_ms_per_1000:.1f} ms CPU per 1,000, {run.rss_mib:.0f} MiB, {verdict}",
+                flush=True,
+            )
+    return result
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--count", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--rate", type=float, default=1000.0)
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--sizes", default=",".join(SIZES), help="of " + ", ".join(SIZES))
+    ap.add_argument("--contenders", default=",".join(c.key for c in CONTENDERS))
+    ap.add_argument("--rates", default="1000,5000", help="latency publish rates, per second")
+    ap.add_argument("--seconds", type=float, default=30.0, help="latency: seconds per rate")
     args = ap.parse_args()
-    raws: list[Run] = []
-    pipes: list[Run] = []
-    routers: list[Run] = []
+    load = os.getloadavg()[0]
+    sizes = args.sizes.split(",")
+    if unknown := set(sizes) - set(SIZES):
+        ap.error(f"unknown size(s) {', '.join(sorted(unknown))}; known: {', '.join(SIZES)}")
+    rates = [float(r) for r in args.rates.split(",") if r]
+    if args.count % quix_route.COMMIT_EVERY:
+        print(
+            f"note: --count is not a multiple of {quix_route.COMMIT_EVERY:,}: Quix Streams commits "
+            f"its last records after its {quix_route.COMMIT_INTERVAL_S:g} s commit interval, "
+            "which its throughput then includes",
+            flush=True,
+        )
+    latencies: list[Latency] = []
+    results: list[SizeResult] = []
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-route-") as tmpdir:
         tmp = Path(tmpdir)
-        prefix = f"b{uuid.uuid4().hex[:6]}."
-        topics = Topics(prefix)
-        cities = [c.key for c in GREEN_CHANNEL]
-        sink = f"{prefix}raw-out"
-        with Admin(KafkaSettings(bootstrap_servers=bootstrap)) as admin:
-            admin.wait_ready(60)
-            admin.create_topics([*topics.all(cities), TopicSpec(sink, 6, 86_400_000, "bench")])
-        print(f"filling {topics.complaints} with {args.count:,} complaints ...", flush=True)
-        avg_size = fill(bootstrap, topics.complaints, args.count)
-        print(f"average encoded complaint: {avg_size:.0f} bytes", flush=True)
-        router = None
-        try:
-            # Interleaved rounds over the same input (each with fresh consumer groups): the
-            # machine's load drifts, a ratio is only meaningful between neighbouring runs.
-            for i in range(args.rounds):
-                raw = run_raw(
-                    bootstrap, topics, sink, f"{prefix}raw{i}", args.count, gateway_producer=False
+        entrants = prepare_all(args.contenders.split(","), tmp)
+
+        def latency(job: Job) -> None:  # with the last router of the last size running
+            for n, rate in enumerate(rates):
+                print(f"latency: publishing {rate:,.0f}/s for {args.seconds:.0f} s ...", flush=True)
+                latencies.append(
+                    measure_latency(
+                        job.bootstrap, job.topics, rate, args.seconds, SIZES[sizes[-1]], 9 + n
+                    )
                 )
-                raws.append(raw)
-                print(f"round {i + 1} (a) raw pipe: {raw.rate:,.0f} msg/s", flush=True)
-                pipe = run_raw(
-                    bootstrap, topics, sink, f"{prefix}pipe{i}", args.count, gateway_producer=True
-                )
-                pipes.append(pipe)
-                print(f"round {i + 1} (a') raw pipe, gateway producer: {pipe.rate:,.0f} msg/s")
-                if router is not None:
-                    router.terminate()
-                    router.wait(30)
-                router = start_router(bootstrap, prefix, f"router{i}", tmp)
-                progress = wait_committed(
-                    bootstrap, f"{prefix}router{i}", topics.complaints, args.count, 900, router
-                )
-                routers.append(
-                    Run(progress.rate, progress.cpu_ms_per_1000, peak_rss_mb(router.pid))
-                )
-                print(
-                    f"round {i + 1} (b) router: {routers[-1].rate:,.0f} msg/s, "
-                    f"b/a {routers[-1].rate / raw.rate:.2f}, b/a' {routers[-1].rate / pipe.rate:.2f}",
-                    flush=True,
-                )
-            assert router is not None
-            print(f"latency: publishing {args.rate:.0f}/s for {args.seconds:.0f} s ...", flush=True)
-            lat = measure_latency(bootstrap, topics, args.rate, args.seconds)
-            rss = peak_rss_mb(router.pid)
-        finally:
-            if router is not None:
-                router.terminate()
-                router.wait(30)
-    report(args, avg_size, raws, pipes, routers, lat, max(rss, *(r.rss_mib for r in routers)))
+
+        for n, name in enumerate(sizes):
+            hook = latency if n == len(sizes) - 1 else None
+            results.append(bench_size(bootstrap, tmp, name, args, entrants.ready, hook))
+    report(args, entrants, results, latencies, load)
+
+
+def _ratio(results: SizeResult, key: str, of: str, value: Callable[[Run], float]) -> str:
+    """Median over the rounds of value(key's run) / value(of's run) in the same round."""
+    a, b = results.runs.get(key), results.runs.get(of)
+    if not a or not b:
+        return "n/a (not run)"
+    return f"{median(value(x) / value(y) for x, y in zip(a, b, strict=True)):.2f}"
+
+
+def _verdict(result: SizeResult, key: str, routes: bool) -> str:
+    runs = result.runs[key]
+    problems = [p for run in runs for p in run.problems]
+    reference = result.runs.get("router", [])
+    if routes and reference:
+        problems += [
+            "per-topic counts differ from the router's"
+            for run in runs
+            if run.per_topic != reference[0].per_topic
+        ]
+    if problems:
+        return "**FAILED**: " + "; ".join(sorted(set(problems)))
+    return f"exactly once ({len(runs)} of {len(runs)})" + (
+        ", same topics and counts as the router" if routes and key != "router" else ""
+    )
+
+
+def size_section(result: SizeResult) -> str:
+    rows = ["| contender | msg/s (median) | CPU ms per 1,000 (median) | peak RSS | output |"]
+    rows.append("|---|---|---|---|---|")
+    for c in CONTENDERS:
+        if c.key not in result.runs:
+            continue
+        runs = result.runs[c.key]
+        rows.append(
+            f"| {c.label} | {median(r.rate for r in runs):,.0f} "
+            f"| {median(r.cpu_ms_per_1000 for r in runs):.1f} "
+            f"| {max(r.rss_mib for r in runs):.0f} MiB | {_verdict(result, c.key, c.routes)} |"
+        )
+    keys = [c.key for c in CONTENDERS if c.key in result.runs]
+    rounds = [f"| round | {' | '.join(keys)} |", f"|---|{'---|' * len(keys)}"]
+    for i in range(len(result.runs[keys[0]])):
+        rounds.append(
+            f"| {i + 1} | " + " | ".join(f"{result.runs[k][i].rate:,.0f}" for k in keys) + " |"
+        )
+    rate, cpu = (lambda r: r.rate), (lambda r: r.cpu_ms_per_1000)
+    ratios = [
+        "| ratio (median of the rounds) | result | target |",
+        "|---|---|---|",
+        f"| router / Quix Streams, throughput | {_ratio(result, 'router', 'quix', rate)} | >= 1.5 |",
+        f"| router / Quix Streams, CPU per record | {_ratio(result, 'router', 'quix', cpu)} | <= 0.7 |",
+        f"| router / kafka-python raw pipe (b/a), throughput | {_ratio(result, 'router', 'raw', rate)} | >= 0.7 |",
+        f"| router / raw pipe through the gateway's producer (b/a'), the router's own work | {_ratio(result, 'router', 'pipe', rate)} | |",
+        f"| router / Java copy, throughput | {_ratio(result, 'router', 'java', rate)} | |",
+        f"| router / confluent-kafka pipe, throughput | {_ratio(result, 'router', 'confluent', rate)} | |",
+    ]  # fmt: skip
+    return (
+        f"#### {result.avg_bytes:.0f}-byte complaints ({result.name})\n\n"
+        + "\n".join(rows)
+        + "\n\nmsg/s per round:\n\n"
+        + "\n".join(rounds)
+        + "\n\n"
+        + "\n".join(ratios)
+        + "\n"
+    )
+
+
+def latency_section(latencies: list[Latency], rss: float) -> str:
+    rows = ["| measure | result | target |", "|---|---|---|"]
+    for lat in latencies:
+        first = lat.rate == latencies[0].rate
+        p50, p99 = percentile(lat.seconds, 50) * 1000, percentile(lat.seconds, 99) * 1000
+        rows += [
+            f"| publish-to-department p50 at {lat.rate:,.0f}/s | {p50:.1f} ms | {'<= 20 ms' if first else ''} |",
+            f"| publish-to-department p99 at {lat.rate:,.0f}/s | {p99:.1f} ms | {'<= 100 ms' if first else ''} |",
+            f"| records measured at {lat.rate:,.0f}/s (published at {lat.achieved:,.0f}/s) | {len(lat.seconds):,} of {lat.expected:,} | |",
+        ]  # fmt: skip
+    rows.append(f"| router peak RSS (VmHWM), highest of all runs | {rss:.0f} MiB | <= 100 MiB |")
+    return "\n".join(rows) + "\n"
+
+
+def contenders_section(entrants: Entrants) -> str:
+    lines = []
+    for c in CONTENDERS:
+        if c.key in entrants.ready:
+            lines.append(f"* {c.label}: {entrants.ready[c.key].version}")
+        elif c.key in entrants.skipped:
+            lines.append(f"* skipped: {c.label}: {entrants.skipped[c.key]}")
+    return "\n".join(lines) + "\n"
 
 
 def report(
     args: argparse.Namespace,
-    avg_size: float,
-    raws: list[Run],
-    pipes: list[Run],
-    routers: list[Run],
-    lat: list[float],
-    rss: float,
+    entrants: Entrants,
+    results: list[SizeResult],
+    latencies: list[Latency],
+    load: float,
 ) -> None:
-    ratios = [b.rate / a.rate for a, b in zip(raws, routers, strict=True)]
-    own = [b.rate / a.rate for a, b in zip(pipes, routers, strict=True)]
-    p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
-    expected = int(args.rate * args.seconds)
-    rounds = (
-        "| round | (a) raw pipe | (a') raw pipe, gateway producer | (b) router | b/a | b/a' "
-        "| CPU per 1,000: a / a' / b |\n|---|---|---|---|---|---|---|\n"
-    )
-    for i, (a, a2, b) in enumerate(zip(raws, pipes, routers, strict=True), 1):
-        rounds += (
-            f"| {i} | {a.rate:,.0f} msg/s | {a2.rate:,.0f} msg/s | {b.rate:,.0f} msg/s "
-            f"| {ratios[i - 1]:.2f} | {own[i - 1]:.2f} | {a.cpu_ms_per_1000:.0f} / "
-            f"{a2.cpu_ms_per_1000:.0f} / {b.cpu_ms_per_1000:.0f} ms |\n"
-        )
-    rows = [
-        (
-            "(a) raw kafka-python transactional pipe, median",
-            f"{median(a.rate for a in raws):,.0f} msg/s",
-            "",
-        ),
-        (
-            "(b) router (decode, validate, classify, escalate), median",
-            f"{median(b.rate for b in routers):,.0f} msg/s",
-            ">= 10,000 msg/s",
-        ),
-        ("ratio b/a, median of the rounds", f"{median(ratios):.2f}", ">= 0.7"),
-        (
-            "(a') raw pipe through the gateway's producer (`send_all`), median",
-            f"{median(a.rate for a in pipes):,.0f} msg/s",
-            "",
-        ),
-        ("ratio b/a' (the router's own work), median of the rounds", f"{median(own):.2f}", ""),
-        (f"publish-to-department p50 at {args.rate:,.0f}/s", f"{p50:.1f} ms", ""),
-        (f"publish-to-department p99 at {args.rate:,.0f}/s", f"{p99:.1f} ms", "<= 250 ms"),
-        ("records measured for latency", f"{len(lat):,} of {expected:,}", ""),
-        ("router peak RSS (VmHWM), highest of the rounds", f"{rss:.0f} MiB", "<= 150 MB"),
-    ]
-    table = "| measure | result | target |\n|---|---|---|\n" + "\n".join(
-        f"| {a} | {b} | {c} |" for a, b, c in rows
-    )
+    routers = [r for result in results for r in result.runs.get("router", [])]
+    order = ", ".join(k for k in results[0].runs) if results else ""
+    default = ",".join(c.key for c in CONTENDERS)
+    only = f" --contenders {args.contenders}" if args.contenders != default else ""
     body = (
-        f"### Routing (`python -m bench.route --count {args.count} --rounds {args.rounds}`)\n\n"
-        f"{args.count:,} complaints of {avg_size:.0f} bytes (Avro single-object), 12 input "
-        f"partitions, one process each; {args.rounds} interleaved rounds (a, a', b, a, a', b, ...) over "
-        f"the same input, each with fresh consumer groups.\n\n{rounds}\n{table}\n"
+        f"### Routing (`python -m bench.route --count {args.count} --rounds {args.rounds} "
+        f"--sizes {args.sizes}{only}`)\n\n"
+        f"{args.count:,} complaints per size (Avro single-object), 12 input partitions, one "
+        f"process each, the router's client settings (read_committed, up to 8,000 records per "
+        f"transaction, linger 500 ms, 256 KiB batches); {args.rounds} interleaved round(s) "
+        f"({order}, ...) over the same input, each run with a fresh consumer group; every run's "
+        "output read back once with read_committed. CPU is the process's (children included), "
+        f"from the first to the last commit. Load average at the start: {load:.1f}.\n\n"
+        + contenders_section(entrants)
+        + "\n"
+        + "\n".join(size_section(r) for r in results)
     )
-    print(rounds)
-    print(table)
+    if latencies and routers:
+        body += (
+            f"\n#### Latency and memory (router, {results[-1].avg_bytes:.0f}-byte complaints, "
+            f"{args.seconds:.0f} s per rate)\n\n"
+            + latency_section(latencies, max(r.rss_mib for r in routers))
+        )
+    print(body)
     write_section("route", body)
 
 

@@ -9,8 +9,8 @@ signals and category and most come through the 12315 platform, so the default ro
 escalate them; the others trigger none of the major rules. Everything is deterministic for a
 seed and a start time.
 
-:func:`bench_complaints` repeats a pre-generated pool of ~1 KB complaints with fresh ids, for
-benchmarks that must not measure the generator. :func:`publish` sends complaints to Kafka
+:func:`bench_complaints` repeats a pre-generated pool of ~1 KB (or ~380-byte) complaints with
+fresh ids, for benchmarks that must not measure the generator. :func:`publish` sends complaints to Kafka
 through :class:`gateway.kafka.clients.Producer`, paced by :class:`Pacer` (injectable clock and sleep).
 """
 
@@ -282,13 +282,20 @@ class SampleFactory:
 # --- benchmarks --------------------------------------------------------------------------------
 
 
-def bench_pool(size: int = 256, seed: int = 0, *, major_share: float = 0.1) -> list[dict[str, Any]]:
-    """``size`` complaints of about 1 KB encoded: descriptions carry follow-up sentences."""
+def bench_pool(
+    size: int = 256,
+    seed: int = 0,
+    *,
+    major_share: float = 0.1,
+    description_bytes: int = BENCH_DESCRIPTION_BYTES,
+) -> list[dict[str, Any]]:
+    """``size`` complaints of about 1 KB encoded: descriptions carry follow-up sentences up to
+    ``description_bytes``; 0 keeps the factory's own short ones (about 380 bytes encoded)."""
     factory = SampleFactory(seed, major_share=major_share)
     pool = []
     for sample in factory.complaints(size):
         record = sample.record
-        while len(record["description"].encode()) < BENCH_DESCRIPTION_BYTES:
+        while len(record["description"].encode()) < description_bytes:
             extra = factory.next(major=False).record["description"]
             record["description"] += f"补充说明：{extra}"
         pool.append(record)
@@ -296,10 +303,15 @@ def bench_pool(size: int = 256, seed: int = 0, *, major_share: float = 0.1) -> l
 
 
 def bench_complaints(
-    count: int, seed: int = 0, *, pool_size: int = 256
+    count: int,
+    seed: int = 0,
+    *,
+    pool_size: int = 256,
+    description_bytes: int = BENCH_DESCRIPTION_BYTES,
 ) -> Iterator[dict[str, Any]]:
-    """``count`` ~1 KB complaints, fast: a pre-generated pool repeated with fresh ids."""
-    pool = bench_pool(pool_size, seed)
+    """``count`` complaints (~1 KB, or ~380 bytes with ``description_bytes=0``), fast: a
+    pre-generated pool repeated with fresh ids."""
+    pool = bench_pool(pool_size, seed, description_bytes=description_bytes)
     for i in range(count):
         yield {**pool[i % pool_size], "complaint_id": f"BENCH{seed % 10_000:04d}{i:010d}"}
 

@@ -130,6 +130,13 @@ def test_bench_records_are_about_one_kilobyte() -> None:
     assert len({r["complaint_id"] for r in records}) == 1000
 
 
+def test_short_bench_records_are_about_380_bytes() -> None:
+    codec = Codec(CodecSettings())
+    records = list(bench_complaints(256, pool_size=128, description_bytes=0))
+    sizes = [len(codec.encode("complaint", r)) for r in records]
+    assert 340 < sum(sizes) / len(sizes) < 420
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0
