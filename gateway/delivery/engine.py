@@ -43,7 +43,7 @@ from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
 from gateway.delivery.writes import Writes
 from gateway.errors import FatalError, GreenChannelError, TransientError
-from gateway.http import HttpxTransport, Transport
+from gateway.http import HttpTransport, Transport
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
@@ -52,7 +52,7 @@ from gateway.sdk import Connector, Credentials
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[str], Transport]
-WRITE_LINGER_MS = 5
+WRITE_LINGER_MS = 50
 """How long the producer waits to put more receipts and dead letters into one request."""
 
 
@@ -131,7 +131,7 @@ class DeliveryEngine:
 
     def _http_transport(self, city: str, connector: Connector) -> Transport:
         """The city's bounded HTTP client under its connector's transport policy."""
-        return HttpxTransport(
+        return HttpTransport(
             city,
             self.settings.city(city),
             self.settings.delivery.endpoint_allowlist,
