@@ -15,7 +15,7 @@ import sys
 import time
 
 from gateway.config import CitySettings
-from gateway.http import HttpxTransport
+from gateway.http import HttpTransport
 from gateway.sdk import BureauRequest
 from tests.hostile import answers_kit as kit
 
@@ -24,7 +24,7 @@ def main(mode: str) -> None:
     bureau = kit.HostileBureau().start()
     path = kit.PROFILES["beijing"].path
     settings = CitySettings.model_validate({"endpoint": bureau.endpoint, "timeout_s": 5.0})
-    transport = HttpxTransport("beijing", settings, ["127.0.0.1:*"])
+    transport = HttpTransport("beijing", settings, ["127.0.0.1:*"])
     transport.send(BureauRequest("POST", path, {"X-Idempotency-Key": "warm-up"}, b"{}"))
     behaviours = {
         "huge": kit.huge_body(50 << 20),

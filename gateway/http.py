@@ -1,10 +1,10 @@
-"""HTTP to bureaus: one httpx client per city, bounded calls, the SSRF guard, OAuth2 tokens.
+"""HTTP to bureaus: one client per city, bounded calls, the SSRF guard, OAuth2 tokens.
 
 Every attempt is bounded twice (``cities.<c>.deadline_s`` and ``cities.<c>.max_answer_bytes``):
 
 * **An overall deadline**: connect + TLS + write + the whole answer. Every socket operation of
-  the attempt (on a fresh or a pooled connection) gets ``min(timeout_s, time left)`` as its
-  timeout, so a bureau that trickles its answer a byte at a time is cut at the deadline, not
+  the attempt (on a fresh or a pooled connection, :mod:`gateway.http_client`) gets
+  ``min(timeout_s, time left)`` as its timeout, so a bureau that trickles its answer a byte at a time is cut at the deadline, not
   after one ``timeout_s`` per byte. A cut is :class:`~gateway.errors.BureauUnavailable` with
   reason ``deadline`` (the breaker counts it as a failure).
 * **A cap on the answer's size**: the body is streamed and reading stops at the cap (a
@@ -34,15 +34,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from typing import Protocol
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import certifi
-import httpcore
-import httpx
 
 from gateway.config import CitySettings, Settings, TlsSettings, is_allowed, redact_url
 from gateway.errors import BureauUnavailable, ConfigError, IrregularAnswer
+from gateway.http_client import Answer, Origin, Pool, ProtocolError, TooLarge
 from gateway.sdk import BureauRequest, BureauResponse, Connector, RequestContext, TransportPolicy
 
 MAX_REDIRECTS = 3
@@ -55,87 +54,11 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-class _Deadline(threading.local):
-    """The monotonic deadline of the attempt running on this thread (None: no attempt)."""
+class HttpTransport:
+    """Sends BureauRequests to one city's endpoint, each attempt bounded in time and size.
 
-    at: float | None = None
-
-    def clamp(self, timeout: float | None, expired: type[Exception]) -> float | None:
-        if self.at is None:
-            return timeout
-        left = self.at - time.monotonic()
-        if left <= 0:
-            raise expired("attempt deadline reached")
-        return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose every read/write waits at most until the attempt's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._deadline.clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._deadline.clamp(timeout, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,
-    ) -> httpcore.NetworkStream:
-        timeout = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(
-            self._inner.start_tls(ssl_context, server_hostname, timeout), self._deadline
-        )
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, deadline: _Deadline) -> None:
-        self._inner = httpcore.SyncBackend()
-        self._deadline = deadline
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        timeout = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
-        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _DeadlineStream(stream, self._deadline)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class _BoundedTransport(httpx.HTTPTransport):
-    """httpx's transport (its exception mapping included) over the deadline-aware sockets."""
-
-    def __init__(self, ctx: ssl.SSLContext, max_connections: int, deadline: _Deadline) -> None:
-        super().__init__(verify=ctx, limits=httpx.Limits(max_connections=max_connections))
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ctx,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            network_backend=_DeadlineBackend(deadline),
-        )
-
-
-class HttpxTransport:
-    """Sends BureauRequests to one city's endpoint, each attempt bounded in time and size."""
+    One keep-alive connection pool per city (:class:`gateway.http_client.Pool`): connections
+    are reused across attempts, and a new one resumes the last TLS session."""
 
     def __init__(
         self,
@@ -152,48 +75,78 @@ class HttpxTransport:
         self.deadline_s = settings.deadline_s
         self.max_answer_bytes = settings.max_answer_bytes
         self._monotonic = monotonic
-        self._deadline = _Deadline()
         try:
             ctx = client_context(settings.tls, policy or TransportPolicy())
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cities.{city}.tls: cannot load TLS files: {type(exc).__name__}: {exc}"
             ) from exc
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(min(settings.timeout_s, settings.deadline_s)),
-            follow_redirects=False,
-            transport=_BoundedTransport(ctx, settings.concurrency + 2, self._deadline),
+        self.pool = Pool(
+            ctx,
+            max_idle=settings.concurrency + 2,
+            timeout_s=min(settings.timeout_s, settings.deadline_s),
+            monotonic=monotonic,
         )
+        self._allowed: set[str] = set()
+        """URL prefixes (scheme://netloc) already checked against the allowlist."""
 
     def send(self, request: BureauRequest) -> BureauResponse:
         url = self.base + request.path
-        self._deadline.at = self._monotonic() + self.deadline_s
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                if not is_allowed(url, self.allowlist) or "@" in urlsplit(url).netloc:
-                    raise BureauUnavailable(
-                        f"{self.city}: refusing {redact_url(url)!r}: not on the endpoint "
-                        "allowlist or carries credentials",
-                        reason="redirect_blocked",
-                    )
-                status, headers, body = self._exchange(request, url)
-                if 300 <= status < 400 and status != 304 and "location" in headers:
-                    url = urljoin(url, headers["location"])
-                    continue
-                return BureauResponse(status, headers, body)
-        finally:
-            self._deadline.at = None
+        deadline = self._monotonic() + self.deadline_s
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(url)
+            if not self._may_call(url, parts):
+                raise BureauUnavailable(
+                    f"{self.city}: refusing {redact_url(url)!r}: not on the endpoint "
+                    "allowlist or carries credentials",
+                    reason="redirect_blocked",
+                )
+            answer = self._exchange(request, parts, deadline)
+            status, headers = answer.status, answer.headers
+            if 300 <= status < 400 and status != 304 and "location" in headers:
+                url = urljoin(url, headers["location"])
+                continue
+            return BureauResponse(status, headers, answer.body)
         raise BureauUnavailable(f"{self.city}: too many redirects", reason="redirect_blocked")
 
-    def _exchange(self, request: BureauRequest, url: str) -> tuple[int, dict[str, str], bytes]:
+    def _may_call(self, url: str, parts: SplitResult) -> bool:
+        """On the allowlist (http or https only) and without credentials in the URL."""
+        if "@" in parts.netloc:
+            return False
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin in self._allowed:
+            return True
+        if not is_allowed(url, self.allowlist):
+            return False
+        self._allowed.add(origin)
+        return True
+
+    def _exchange(self, request: BureauRequest, parts: SplitResult, deadline: float) -> Answer:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin = Origin(parts.scheme, parts.hostname or "", parts.port or _PORTS[parts.scheme])
         try:
-            with self._client.stream(
-                request.method, url, headers=dict(request.headers), content=request.body
-            ) as resp:
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-                return resp.status_code, headers, self._read_capped(resp, headers)
-        except httpx.TimeoutException as exc:
-            if self._deadline.at is not None and self._monotonic() >= self._deadline.at:
+            return self.pool.request(
+                request.method,
+                origin,
+                target,
+                list(request.headers.items()),
+                request.body,
+                deadline=deadline,
+                cap=self.max_answer_bytes,
+            )
+        except TooLarge as exc:
+            cap = self.max_answer_bytes
+            if exc.declared is not None:
+                raise IrregularAnswer(
+                    f"{self.city}: answer declares {exc.declared} bytes (cap {cap})",
+                    reason="answer_too_large",
+                ) from None
+            raise IrregularAnswer(
+                f"{self.city}: answer over {cap} bytes; stopped reading",
+                reason="answer_too_large",
+            ) from None
+        except TimeoutError as exc:
+            if self._monotonic() >= deadline:
                 raise BureauUnavailable(
                     f"{self.city}: no whole answer within the {self.deadline_s:g} s deadline",
                     reason="deadline",
@@ -201,33 +154,16 @@ class HttpxTransport:
             raise BureauUnavailable(
                 f"{self.city}: timeout: {type(exc).__name__}", reason="timeout"
             ) from exc
-        except httpx.HTTPError as exc:
+        except (OSError, ProtocolError) as exc:
             raise BureauUnavailable(
                 f"{self.city}: transport error: {type(exc).__name__}", reason="transport"
             ) from exc
 
-    def _read_capped(self, resp: httpx.Response, headers: dict[str, str]) -> bytes:
-        cap = self.max_answer_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise IrregularAnswer(
-                f"{self.city}: answer declares {int(declared)} bytes (cap {cap})",
-                reason="answer_too_large",
-            )
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in resp.iter_bytes():
-            size += len(chunk)
-            if size > cap:
-                raise IrregularAnswer(
-                    f"{self.city}: answer over {cap} bytes; stopped reading",
-                    reason="answer_too_large",
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def close(self) -> None:
-        self._client.close()
+        self.pool.close()
+
+
+_PORTS = {"http": 80, "https": 443}
 
 
 # --- TLS policy ----------------------------------------------------------------------------

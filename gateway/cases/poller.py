@@ -30,7 +30,7 @@ from gateway.avro.codec import Codec
 from gateway.cases.updates import from_event
 from gateway.config import Settings
 from gateway.errors import BureauUnavailable, GreenChannelError
-from gateway.http import HttpxTransport, TokenCache, Transport
+from gateway.http import HttpTransport, TokenCache, Transport
 from gateway.kafka.append import Outgoing
 from gateway.kafka.clients import Producer, TopicPartition
 from gateway.kafka.reader import read_partitions
@@ -93,7 +93,7 @@ class CasePoller:
         self.clock = clock
         self.ready = threading.Event()
         make = transport_for or (
-            lambda c: HttpxTransport(
+            lambda c: HttpTransport(
                 c,
                 settings.cities[c],
                 settings.delivery.endpoint_allowlist,

@@ -41,8 +41,9 @@ from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
+from gateway.delivery.writes import Writes
 from gateway.errors import FatalError, GreenChannelError, TransientError
-from gateway.http import HttpxTransport, Transport
+from gateway.http import HttpTransport, Transport
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer, Record, TopicPartition, offset_ranges
 from gateway.ops.observer import Observer
@@ -51,6 +52,8 @@ from gateway.sdk import Connector, Credentials
 
 log = logging.getLogger(__name__)
 TransportFactory = Callable[[str], Transport]
+WRITE_LINGER_MS = 50
+"""How long the producer waits to put more receipts and dead letters into one request."""
 
 
 class DeliveryEngine:
@@ -97,7 +100,8 @@ class DeliveryEngine:
         make_transport = transport_factory or (
             lambda city: self._http_transport(city, connectors[settings.connector_of(city)])
         )
-        self.producer = producer or Producer(settings.kafka, linger_ms=1)
+        self.producer = producer or Producer(settings.kafka, linger_ms=WRITE_LINGER_MS)
+        self.writes = Writes(self.producer, observer, stop=self.stop_event, on_fatal=self._on_fatal)
         read_limits = topic_limits or self._topic_limits
         self.record_limits = read_limits([self.flow.receipts, self.flow.dead_letters])
         self.deliveries: dict[str, CityDelivery] = {}
@@ -127,7 +131,7 @@ class DeliveryEngine:
 
     def _http_transport(self, city: str, connector: Connector) -> Transport:
         """The city's bounded HTTP client under its connector's transport policy."""
-        return HttpxTransport(
+        return HttpTransport(
             city,
             self.settings.city(city),
             self.settings.delivery.endpoint_allowlist,
@@ -174,12 +178,12 @@ class DeliveryEngine:
             clock=self.clock,
             stop=self.stop_event,
             max_record_bytes=self._record_limit,
-            on_fatal=self._on_fatal,
+            writes=self.writes,
         )
         return Lane(
             city,
             cs.concurrency,
-            outcomes.handle,
+            outcomes.start,
             self.completions,
             is_current=self._is_current,
             stop=self.stop_event,
@@ -362,6 +366,10 @@ class DeliveryEngine:
                 ", ".join(stuck),
                 timeout_s,
             )
+        try:  # the writes still in flight: their acknowledgements complete their records
+            self.producer.flush(max(1.0, deadline - time.monotonic()))
+        except GreenChannelError as exc:
+            log.warning("final flush failed: %s", exc)
         try:
             self._commit_finished()
         except GreenChannelError as exc:

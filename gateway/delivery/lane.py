@@ -2,11 +2,13 @@
 
 Records are spread over the city's workers by key, so one complaint's records are always
 handled by the same worker, in order. A worker hands each record to ``handle`` (the city's
-:class:`~gateway.delivery.outcomes.Outcomes`), which returns True once the outcome is final
-and written; the lane then reports it on the engine's completion queue and the engine commits.
-``handle`` turns every exception into an outcome; should one still escape, the lane logs it,
-leaves the record unfinished (its partition's commit point waits: the engine's progress check
-sees it) and carries on. A worker that exits other than by ``request_stop`` is reported to
+:class:`Outcomes.start <gateway.delivery.outcomes.Outcomes.start>`) with a ``done`` callback
+and goes on with its next record; ``done(True)`` comes once the outcome is final and written
+(acknowledged by Kafka, on whichever thread saw the acknowledgement), and the lane then reports
+it on the engine's completion queue and the engine commits. A record counts as queued (for the
+engine's pause and the oldest-record age) until ``done``. ``handle`` turns every exception
+into an outcome; should one still escape, the lane logs it, leaves the record unfinished (its
+partition's commit point waits: the engine's progress check sees it) and carries on. A worker that exits other than by ``request_stop`` is reported to
 the liveness registry at once.
 """
 
@@ -25,6 +27,9 @@ from gateway.kafka.clients import Record, TopicPartition
 
 log = logging.getLogger(__name__)
 WORKERS = "deliver-workers"
+Done = Callable[[bool], None]
+Handle = Callable[[Record, Done], None]
+"""Delivers one record, then calls ``done(final)`` exactly once (any thread, possibly later)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,7 @@ class Lane:
         self,
         city: str,
         workers: int,
-        handle: Callable[[Record], bool],
+        handle: Handle,
         completions: queue.SimpleQueue[Completion],
         *,
         is_current: Callable[[TopicPartition, int], bool],
@@ -124,6 +129,18 @@ class Lane:
 
     def _run(self, job: Job) -> None:
         record = job.record
+        pending = [True]  # done() counts once, whoever calls it first
+
+        def done(final: bool) -> None:
+            with self._lock:
+                if not pending:
+                    return
+                pending.clear()
+                self.queued -= 1
+                self._created_ms.pop((record.tp, record.offset), None)
+            if final:
+                self.completions.put(Completion(record.tp, record.offset, job.generation))
+
         try:
             if not self.is_current(record.tp, job.generation):
                 log.info(
@@ -133,8 +150,11 @@ class Lane:
                     record.partition,
                     record.offset,
                 )
-            elif not self.stop.is_set() and self.handle(record):
-                self.completions.put(Completion(record.tp, record.offset, job.generation))
+                done(False)
+            elif self.stop.is_set():
+                done(False)
+            else:
+                self.handle(record, done)
         except Exception as exc:  # handle() never raises; the worker must outlive a bug in it
             log.error(
                 "%s: %s:%d:%d left unfinished: %s",
@@ -144,7 +164,7 @@ class Lane:
                 record.offset,
                 type(exc).__name__,
             )
-        finally:
-            with self._lock:
-                self.queued -= 1
-                self._created_ms.pop((record.tp, record.offset), None)
+            done(False)
+        except BaseException:
+            done(False)
+            raise

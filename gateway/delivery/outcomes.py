@@ -1,9 +1,11 @@
 """One record's way through delivery, and the one place its outcome is written.
 
-:class:`Outcomes` takes a record from a lane worker and returns True once its outcome is final
-and acknowledged by Kafka (the engine may then commit past it). What the record is (an
-escalation, a handling result) and where its outcomes go are the engine's
-:class:`~gateway.delivery.flow.Flow`:
+:class:`Outcomes` takes a record from a lane worker and calls ``done(True)`` once its outcome
+is final and acknowledged by Kafka (the engine may then commit past it). The worker does not
+wait for the acknowledgement: the writes go through :class:`~gateway.delivery.writes.Writes`
+(sent asynchronously, batched by the producer, retried on failure; see there for transient and
+fatal write failures). What the record is (an escalation, a handling result) and where its
+outcomes go are the engine's :class:`~gateway.delivery.flow.Flow`:
 
 * undecodable / invalid record -> dead letter with the codec's bounded reason;
 * accepted -> receipt (``ACCEPTED``, the case number; for a handling result the bureau's
@@ -25,25 +27,15 @@ headers are dropped, the value is cut to at most its first ``KEPT_PREFIX_BYTES``
 reason stay).
 A receipt over it is an internal error (dead-lettered instead).
 
-A receipt or dead-letter *write* that fails for a transient or record-level reason (broker
-away, a timeout, a record the broker refuses) is retried with capped exponential backoff
-(``WRITE_BACKOFF_S``) until it succeeds or the engine stops: it holds only the worker that
-carries that record (the commit point of its partition waits; the engine's progress check
-turns ``/healthz`` unhealthy if it never succeeds), never another city, never the process. On
-stop the record is not final: it is handed back uncommitted and redelivered (the bureau
-deduplicates by idempotency key).
-
-A write that fails *fatally* is never retried: a :class:`~gateway.errors.FatalError` from the
-producer (authorisation, fencing, an unexpected non-retriable error), or a producer left in a
-fatal state (kafka-python's idempotent producer after a broker refusal such as
-``MessageSizeTooLarge``: every later send would fail the same way, forever). ``on_fatal`` is
-called (the engine stops and the process exits 1, ``docs/errors.md``); the record stays
-unfinished, so nothing is committed past it and it is delivered again after the restart.
+A record is final only once every write it made is acknowledged; a write that cannot be made
+(the engine stops while it waits for a retry, a fatal failure) leaves it unfinished, so it is
+handed back uncommitted and redelivered (the bureau deduplicates by idempotency key).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import traceback
 from collections.abc import Callable
@@ -53,21 +45,13 @@ from gateway.avro.codec import Codec
 from gateway.deadletters.headers import bounded_dead_letter, dead_letter_headers, iso
 from gateway.delivery.city import Attempts, Result, response_excerpt
 from gateway.delivery.flow import Flow
-from gateway.errors import (
-    BrokerRejected,
-    FatalError,
-    OversizedRecord,
-    RecordError,
-    RejectedByBureau,
-)
-from gateway.kafka.clients import Headers, Producer, Record
+from gateway.delivery.writes import WRITE_BACKOFF_S, AsyncProducer, WriteGroup, Writes
+from gateway.errors import FatalError, OversizedRecord, RecordError, RejectedByBureau
+from gateway.kafka.clients import Headers, Record
 from gateway.ops.observer import Observer
 from gateway.pii import mask_text, trim
 
 log = logging.getLogger(__name__)
-ACK_TIMEOUT_S = 60.0
-WRITE_BACKOFF_S = (0.2, 30.0)
-"""First and longest wait between two tries of a failed receipt / dead-letter write."""
 INTERNAL = "internal_error"
 RECORD_OVERHEAD_BYTES = 256
 """Per-record framing a broker counts besides key, value and headers (batch header included)."""
@@ -84,7 +68,7 @@ class Outcomes:
         city: str,
         deliver: Deliver,
         codec: Codec,
-        producer: Producer,
+        producer: AsyncProducer,
         flow: Flow,
         observer: Observer,
         *,
@@ -93,38 +77,59 @@ class Outcomes:
         write_backoff_s: tuple[float, float] = WRITE_BACKOFF_S,
         max_record_bytes: Callable[[str], int] = lambda topic: 1_000_000,
         on_fatal: Callable[[FatalError], None] = lambda exc: None,
+        writes: Writes | None = None,
     ) -> None:
         self.city = city
         self.deliver = deliver
         self.codec = codec
-        self.producer = producer
         self.flow = flow
         self.kind = flow.kind
         self.observer = observer
         self.clock = clock
         self.stop = stop
-        self.write_backoff_s = write_backoff_s
         self.max_record_bytes = max_record_bytes
-        self.on_fatal = on_fatal
+        self.writes = writes or Writes(
+            producer, observer, stop=stop, backoff_s=write_backoff_s, on_fatal=on_fatal
+        )
+
+    def start(self, record: Record, done: Callable[[bool], None]) -> None:
+        """Deliver one record and send its outcome; ``done(True)`` once that is final and
+        acknowledged, ``done(False)`` when it is not final (stop, a write that cannot be made);
+        exactly once, on any thread. Never raises (but for BaseExceptions such as
+        KeyboardInterrupt)."""
+        group = WriteGroup(done)
+        final = False
+        try:
+            final = self._handle(record, group)
+        finally:
+            group.settle(final)
 
     def handle(self, record: Record) -> bool:
-        """Deliver one record; True when its outcome is final and written. Never raises
-        (but for BaseExceptions such as KeyboardInterrupt)."""
+        """:meth:`start`, waiting for the outcome: True when final and written (tools, tests)."""
+        box: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self.start(record, box.put)
+        return box.get()
+
+    def _handle(self, record: Record, group: WriteGroup) -> bool:
         item: Any = None
         attempts = Attempts()
         try:
             try:
                 item = self.kind.item(self.codec.decode_as(self.kind.schema, record.value or b""))
             except RecordError as exc:
-                return self._dead_letter(record, exc, exc.reason, None, attempts)
+                self._dead_letter(group, record, exc, exc.reason, None, attempts)
+                return True
             result = self.deliver(item, attempts)
             if not result.final:
                 return False
-            return self._final(record, item, result)
+            self._final(group, record, item, result)
+            return True
         except Exception as exc:
-            return self.internal_error(record, exc, item, attempts)
+            return self._internal_error(group, record, exc, item, attempts)
 
-    def internal_error(self, record: Record, exc: Exception, esc: Any, attempts: Attempts) -> bool:
+    def _internal_error(
+        self, group: WriteGroup, record: Record, exc: Exception, esc: Any, attempts: Attempts
+    ) -> bool:
         """Dead-letter a record whose handling raised something unexpected."""
         self.observer.on_delivery_internal_error(self.city)
         where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
@@ -139,7 +144,8 @@ class Outcomes:
             ", ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in where) or "?",
         )
         try:
-            return self._dead_letter(record, exc, INTERNAL, esc, attempts)
+            self._dead_letter(group, record, exc, INTERNAL, esc, attempts)
+            return True
         except Exception as again:  # the dead letter itself cannot be built: not final
             log.error(
                 "%s: cannot dead-letter %s:%d:%d: %s",
@@ -152,21 +158,21 @@ class Outcomes:
             return False
 
     # -- outcomes -----------------------------------------------------------------------------
-    def _final(self, record: Record, item: Any, result: Result) -> bool:
+    def _final(self, group: WriteGroup, record: Record, item: Any, result: Result) -> None:
         latency = self.clock() - self.kind.since_ms(item) / 1000
         if not result.accepted:
             error = RejectedByBureau(
                 f"{self.city} rejected the {self.kind.schema}: {result.detail}",
                 reason=result.reason or "rejected",
             )
-            if not self._dead_letter(record, error, error.reason, item, result.attempts):
-                return False
-        if not self._receipt(item, result, latency):
-            return False
-        self.kind.on_final(self.observer, self.city, result.accepted, latency)
-        return True
+            self._dead_letter(group, record, error, error.reason, item, result.attempts)
+        self._receipt(group, item, result, latency)
+        accepted = result.accepted
+        group.on_written.append(
+            lambda: self.kind.on_final(self.observer, self.city, accepted, latency)
+        )
 
-    def _receipt(self, item: Any, result: Result, latency_s: float) -> bool:
+    def _receipt(self, group: WriteGroup, item: Any, result: Result, latency_s: float) -> None:
         now_ms = int(self.clock() * 1000)
         escalation_id, complaint_id = self.kind.receipt_ids(item)
         receipt = {
@@ -187,16 +193,17 @@ class Outcomes:
         size, limit = record_size(key, value, headers), self.max_record_bytes(topic)
         if size > limit:
             raise OversizedRecord(f"receipt is {size} bytes, over {topic}'s limit of {limit}")
-        return self._write("receipt", topic, value, key, headers)
+        self.writes.send(group, self.city, "receipt", topic, value, key, headers)
 
     def _dead_letter(
         self,
+        group: WriteGroup,
         record: Record,
         error: BaseException,
         reason: str,
         item: Any,
         attempts: Attempts,
-    ) -> bool:
+    ) -> None:
         known = self._known_pii(item)
         extra = {
             "city": self.city,
@@ -224,79 +231,28 @@ class Outcomes:
         limit = self.max_record_bytes(topic)
         if record_size(key, value, headers) > limit:
             key, value, out = bounded(key, value, headers, limit)
-        if not self._write("dead_letter", topic, value, key, out):
-            return False
-        self.observer.on_delivery_dead_lettered(self.city, reason)
-        log.warning(
-            "%s: dead-lettered a record (%s)",
-            self.city,
-            self.kind.schema,
-            extra={
-                "city": self.city,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "reason": reason,
-                "attempts": attempts.count,
-            },
-        )
-        return True
+        count = attempts.count
 
-    def _write(
-        self, kind: str, topic: str, value: bytes, key: bytes | None, headers: Headers
-    ) -> bool:
-        """Send and wait for the ack, retrying transient and record-level failures with capped
-        backoff; False on stop, or (after ``on_fatal``) on a fatal failure."""
-        wait, longest = self.write_backoff_s
-        while True:
-            try:
-                self.producer.send_and_wait(
-                    topic, value, key=key, headers=headers, timeout_s=ACK_TIMEOUT_S
-                )
-                return True
-            except Exception as exc:  # broker errors are wrapped; anything else is retried too
-                self.observer.on_outcome_write_failed(self.city, kind)
-                fatal = self._fatal(exc)
-                if fatal is not None:
-                    log.critical(
-                        "%s: %s write to %s failed fatally (%s); stopping delivery (exit 1): "
-                        "the record stays uncommitted and is delivered again after the restart",
-                        self.city,
-                        kind.replace("_", " "),
-                        topic,
-                        trim(str(fatal), 300),
-                    )
-                    self.on_fatal(fatal)
-                    return False
-                log.warning(
-                    "%s: %s write to %s failed (%s: %s); retrying in %.1fs",
-                    self.city,
-                    kind.replace("_", " "),
-                    topic,
-                    type(exc).__name__,
-                    trim(str(exc), 200),
-                    wait,
-                )
-            if self.stop.wait(wait):
-                return False
-            wait = min(wait * 2, longest)
+        def written() -> None:
+            self.observer.on_delivery_dead_lettered(self.city, reason)
+            log.warning(
+                "%s: dead-lettered a record (%s)",
+                self.city,
+                self.kind.schema,
+                extra={
+                    "city": self.city,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": reason,
+                    "attempts": count,
+                },
+            )
+
+        self.writes.send(group, self.city, "dead_letter", topic, value, key, out, written)
 
     def _known_pii(self, item: Any) -> list[str | None]:
         return [] if item is None else self.kind.known_pii(item)
-
-    def _fatal(self, exc: Exception) -> FatalError | None:
-        """The failure as a FatalError when retrying cannot help, else ``None``."""
-        state = self.producer.fatal_state()
-        if state is not None:
-            return FatalError(
-                f"the producer is in a fatal state after {state} (last: {type(exc).__name__})"
-            )
-        if isinstance(exc, BrokerRejected):
-            # Delivery never sends past the limits it read at start: a refusal means they
-            # changed under it (or the record is malformed), and kafka-python's idempotent
-            # producer is unusable after one anyway. Exit; the restart re-reads the limits.
-            return FatalError(f"the broker refused the write: {exc}")
-        return exc if isinstance(exc, FatalError) else None
 
 
 def record_size(key: bytes | None, value: bytes, headers: Headers) -> int:

@@ -227,6 +227,11 @@ class CityBureau:
             self._count("requests")
         return answer
 
+    def count(self, name: str) -> None:
+        """Add one to a counter (the HTTP layer's: ``connections``, ``tls_handshakes``...)."""
+        with self._lock:
+            self._count(name)
+
     def _count(self, name: str) -> None:
         self._counters[name] = self._counters.get(name, 0) + 1
 

@@ -15,7 +15,8 @@ Python::
 
 Admin HTTP (``admin_port``, JSON)::
 
-    GET    /cities                     every city: endpoint, family, faults, counters
+    GET    /cities                     every city: endpoint, family, faults, counters (requests,
+                                       cases..., connections, tls_handshakes, tls_resumed)
     GET    /cities/<c>                 one city
     GET    /cities/<c>/cases           [{case_number, key, arrived_at}]  (no personal data)
     GET    /cities/<c>/arrivals        [{at, status, path}] every request, to measure rates
@@ -81,6 +82,8 @@ class _Server(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = self.socket.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.city is not None:
+            self.city.count("connections")
         if self.ssl_context is not None:
             sock = self.ssl_context.wrap_socket(
                 sock, server_side=True, do_handshake_on_connect=False
@@ -108,6 +111,15 @@ class _Server(ThreadingHTTPServer):
 class _CityHandler(BureauHandler):
     timeout = 60  # idle keep-alive connections are closed after this
     server: _Server
+
+    def handle(self) -> None:
+        """Count each TLS handshake (done in ``setup``: ``tls_handshakes``) and those that
+        resumed a session (``tls_resumed``), so a benchmark sees connections and sessions reused."""
+        if isinstance(self.request, ssl.SSLSocket) and self.server.city is not None:
+            self.server.city.count("tls_handshakes")
+            if self.request.session_reused:
+                self.server.city.count("tls_resumed")
+        super().handle()
 
     def serve(self) -> None:
         body = self.request_body()

@@ -509,6 +509,31 @@ class Producer:
         except Exception as exc:
             raise _wrap(f"send to {topic}", exc) from exc
 
+    def send_async(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        on_done: Callable[[Exception | None], None],
+    ) -> None:
+        """Send one record without waiting: ``on_done(None)`` once the broker acknowledged it,
+        ``on_done(error)`` (a wrapped :mod:`gateway.errors` exception) when it failed, exactly
+        once. It runs on the producer's I/O thread (keep it short), or on the caller's when
+        ``send()`` itself fails. Many records in flight share a produce request."""
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers or ()))
+        except Exception as exc:
+            on_done(_wrap(f"send to {topic}", exc))
+            return
+
+        def failed(exc: Exception) -> None:
+            on_done(_wrap(f"send to {topic}", exc))
+
+        future.add_callback(lambda _: on_done(None))
+        future.add_errback(failed)
+
     def flush(self, timeout_s: float | None = None) -> None:
         try:
             self._producer.flush(timeout=timeout_s)

@@ -1,4 +1,4 @@
-"""Bounded bureau calls (issue 9, findings 4 and 5): the real ``HttpxTransport`` against the
+"""Bounded bureau calls (issue 9, findings 4 and 5): the real ``HttpTransport`` against the
 hostile bureau on 127.0.0.1, no broker. An attempt ends at its overall deadline however the
 bureau dribbles (headers, body, a redirect chain), and reading stops at the size cap.
 """
@@ -15,7 +15,7 @@ import pytest
 from gateway.config import CitySettings
 from gateway.delivery.city import CityDelivery
 from gateway.errors import BureauUnavailable, IrregularAnswer
-from gateway.http import HttpxTransport
+from gateway.http import HttpTransport
 from gateway.sdk import BureauRequest, Credentials
 from tests.hostile import answers_kit as kit
 from tests.hostile.answers_kit import HostileBureau
@@ -32,11 +32,11 @@ def bureau() -> Iterator[HostileBureau]:
     b.stop()
 
 
-def transport(bureau: HostileBureau, **city: object) -> HttpxTransport:
+def transport(bureau: HostileBureau, **city: object) -> HttpTransport:
     settings = CitySettings.model_validate(
         {"endpoint": bureau.endpoint, "timeout_s": 1.0, "deadline_s": 2.0} | city
     )
-    return HttpxTransport("beijing", settings, ["127.0.0.1:*"])
+    return HttpTransport("beijing", settings, ["127.0.0.1:*"])
 
 
 def request(key: str) -> BureauRequest:
@@ -142,7 +142,7 @@ def test_slow_attempts_open_the_breaker(bureau: HostileBureau) -> None:
         "beijing",
         settings,
         Keyed([]),
-        HttpxTransport("beijing", settings, ["127.0.0.1:*"]),
+        HttpTransport("beijing", settings, ["127.0.0.1:*"]),
         FakeObserver(),
         clock=Clock(),
         stop=stop,

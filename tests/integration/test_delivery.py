@@ -20,7 +20,7 @@ from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL_KEYS
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
-from gateway.http import HttpxTransport
+from gateway.http import HttpTransport
 from gateway.sdk import BureauRequest, BureauResponse
 from tests.conftest import TopicFactory
 from tests.helpers import gateway_process, header, read_all, stop_process, write_config
@@ -276,14 +276,14 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
     settings = setup()
     # when each complaint request leaves the gateway (after its token), per city
     sent: dict[str, list[float]] = {c: [] for c in CITIES}
-    send = HttpxTransport.send
+    send = HttpTransport.send
 
-    def timed_send(self: HttpxTransport, request: BureauRequest) -> BureauResponse:
+    def timed_send(self: HttpTransport, request: BureauRequest) -> BureauResponse:
         if "token" not in request.path:
             sent[self.city].append(time.monotonic())
         return send(self, request)
 
-    monkeypatch.setattr(HttpxTransport, "send", timed_send)
+    monkeypatch.setattr(HttpTransport, "send", timed_send)
     stream = EscalationStream(settings, seed=36)
     for city in CITIES:  # 4 s of backlog per city
         for _ in range(int(settings.city(city).rate_per_s * 4)):

@@ -128,21 +128,28 @@ class FakeProducer:
         self.broken: str | None = None
         self._lock = threading.Lock()
 
-    def send_and_wait(
+    def send_async(
         self,
         topic: str,
         value: bytes,
         *,
         key: bytes | None = None,
         headers: Headers | None = None,
-        timeout_s: float = 60.0,
+        on_done: Callable[[Exception | None], None],
     ) -> None:
+        """Acknowledges (or fails) at once, on the caller's thread."""
         with self._lock:
             self.tries += 1
+            error: Exception | None = None
             if self.fail:
                 self.fail -= 1 if self.fail > 0 else 0
-                raise self.error
-            self.sent.append(Sent(topic, value, key, list(headers or ())))
+                error = self.error
+            else:
+                self.sent.append(Sent(topic, value, key, list(headers or ())))
+        on_done(error)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        return None
 
     def fatal_state(self) -> str | None:
         """Set ``broken`` to play kafka-python's idempotent producer after a fatal refusal."""

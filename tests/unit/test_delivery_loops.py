@@ -412,6 +412,13 @@ def test_interrupted_delivery_is_not_final() -> None:
 # -- Lane ----------------------------------------------------------------------------------------
 
 
+def synchronous(
+    handle: Callable[[Record], bool],
+) -> Callable[[Record, Callable[[bool], None]], None]:
+    """A lane handler that finishes each record before returning (as ``handle`` says)."""
+    return lambda record, done: done(handle(record))
+
+
 def lane(
     handle: Callable[[Record], bool],
     *,
@@ -423,7 +430,7 @@ def lane(
     ln = Lane(
         "wuhu",
         workers,
-        handle,
+        synchronous(handle),
         done,
         is_current=current,
         stop=threading.Event(),

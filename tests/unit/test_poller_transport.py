@@ -32,7 +32,7 @@ def test_polls_are_held_to_the_connectors_transport_policy(
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             pass
 
-    monkeypatch.setattr(poller, "HttpxTransport", Recorder)
+    monkeypatch.setattr(poller, "HttpTransport", Recorder)
     monkeypatch.setattr(poller, "Producer", NoProducer)
     settings = load_settings()
     polled = {c for c, cs in settings.cities.items() if cs.inbound.enabled}

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.config import CitySettings
 from gateway.errors import BureauUnavailable
-from gateway.http import HttpxTransport
+from gateway.http import HttpTransport
 from gateway.sdk import BureauRequest
 
 pytestmark = pytest.mark.unit
@@ -58,10 +58,10 @@ def server() -> Iterator[ThreadingHTTPServer]:
     httpd.server_close()
 
 
-def transport(server: ThreadingHTTPServer) -> HttpxTransport:
+def transport(server: ThreadingHTTPServer) -> HttpTransport:
     port = server.server_address[1]
     city = CitySettings(endpoint=f"http://127.0.0.1:{port}", allow_plaintext=True)
-    return HttpxTransport("wuhu", city, ["127.0.0.1:*"])
+    return HttpTransport("wuhu", city, ["127.0.0.1:*"])
 
 
 def post(path: str) -> BureauRequest:
