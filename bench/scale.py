@@ -28,6 +28,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -219,10 +220,9 @@ def restart_round(bootstrap: str, prefix: str, tmp: Path, count: int, members: i
         before = dict(sampler.samples[-1][1])
         killed_at, killed_wall = time.monotonic(), time.time()
         os.kill(_health(port)["members"][str(victim)]["pid"], signal.SIGKILL)  # no drain
-        time.sleep(2.0)  # time itself is the scenario: which partitions stop moving
-        now = dict(sampler.samples[-1][1])
-        killed_parts = {tp for tp, o in before.items() if now.get(tp, o) == o}
+        killed_parts = _owned(log, victim, killed_wall)
         wait_committed(bootstrap, group, Topics(prefix).complaints, count, 900, proc)
+        done_wall = time.time()
         restarts = sum(int(m["restarts"]) for m in _health(port)["members"].values())
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -230,14 +230,16 @@ def restart_round(bootstrap: str, prefix: str, tmp: Path, count: int, members: i
         samples = sampler.finish()
     others = {tp for tp in before if tp not in killed_parts}
     resumed = [
-        t for t, offs in samples if t > killed_at and any(offs[tp] > now[tp] for tp in killed_parts)
+        t
+        for t, offs in samples
+        if t > killed_at and any(offs.get(tp, 0) > before.get(tp, 0) for tp in killed_parts)
     ]
     return Restart(
         longest_gap(samples, others, since=killed_at - 0.5, until=killed_at + 15),
         longest_gap(samples, others, since=killed_at - 5, until=killed_at),
         (resumed[0] - killed_at) if resumed else float("nan"),
         len(killed_parts),
-        _rebalances(log, killed_wall, victim),
+        _rebalances(log, killed_wall, done_wall, victim),
         restarts,
     )
 
@@ -249,21 +251,37 @@ def _health(port: int) -> dict[str, Any]:
     return body
 
 
-def _rebalances(log: Path, since: float, victim: int) -> int:
-    """Assignment changes the survivors logged after ``since`` (the victim's new incarnation
-    logs its own assignment; it is not a rebalance of the others)."""
-    count = 0
+def _assignments(log: Path) -> Iterator[tuple[float, int, str, list[str]]]:
+    """(time, member, message, partitions) of every assignment change the members logged."""
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.startswith("{"):
             continue
         entry = json.loads(line)
         message = entry.get("message", "")
-        if message not in ("router: partitions assigned", "router: partitions revoked"):
+        if message in ("router: partitions assigned", "router: partitions revoked"):
+            at = datetime.fromisoformat(entry["time"]).timestamp()
+            yield at, entry.get("member", -1), message, entry.get("partitions", [])
+
+
+def _owned(log: Path, member: int, until: float) -> set[tuple[str, int]]:
+    """The partitions ``member`` held at ``until`` (cooperative: added, minus revoked)."""
+    owned: set[tuple[str, int]] = set()
+    for at, who, message, partitions in _assignments(log):
+        if who != member or at > until:
             continue
-        at = datetime.fromisoformat(entry["time"]).timestamp()
-        if at > since and entry.get("member") != victim and entry.get("partitions"):
-            count += 1
-    return count
+        tps = {(t, int(p)) for t, p in (x.rsplit(":", 1) for x in partitions)}
+        owned = owned | tps if message.endswith("assigned") else owned - tps
+    return owned
+
+
+def _rebalances(log: Path, since: float, until: float, victim: int) -> int:
+    """Assignment changes the survivors logged from ``since`` to ``until`` (the victim's new
+    incarnation logs its own assignment; it is not a rebalance of the others)."""
+    return sum(
+        1
+        for at, who, _, parts in _assignments(log)
+        if since < at < until and who != victim and parts
+    )
 
 
 def main() -> None:

@@ -199,8 +199,13 @@ class RouterSettings(_Strict):
     watchdog_s: float = Field(30.0, gt=0, le=3600)
     static_membership: bool = False
     """Join the group with ``group.instance.id = <group_id>-<instance>`` so a restarted replica
-    gets its partitions back at once instead of after the session timeout."""
+    gets its partitions back at once instead of after the session timeout (always on for the
+    members of ``--processes``)."""
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    heartbeat_interval_ms: int = Field(500, ge=100, le=2_000)
+    """How often the router's consumer heartbeats. A member learns of a rebalance (another
+    member joining) only from a heartbeat, and a cooperative rebalance takes two: at
+    kafka-python's 3 s the other members' commits stopped for up to ~6 s per join."""
     handling_days: int = Field(10, ge=1, le=60)
     timestamp_min_ms: int = Field(946_684_800_000, ge=0, le=4_102_444_800_000)
     """Earliest plausible complaint timestamp (``received_at``, ``order.paid_at``), epoch ms
