@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.config import load_settings
+from gateway.errors import ConfigError
 from gateway.ops.members import Fetch, MemberView, member_routes
 from gateway.supervisor import (
     History,
@@ -265,3 +267,20 @@ def test_the_default_member_count_follows_the_cgroup_cpu_limit(tmp_path: Path) -
     (v1 / "cpu" / "cpu.cfs_quota_us").write_text("400000\n")
     (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     assert cgroup_cpu_limit(v1) == 4.0
+
+
+def test_process_settings_from_file_and_env_and_refused_out_of_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GREENCHANNEL_PROCESS__MEMBERS", raising=False)
+    assert load_settings().process.members is None  # one per core
+    config = tmp_path / "gc.yaml"
+    config.write_text("process: {members: 3, restart_max_s: 5}\n")
+    settings = load_settings(config)
+    assert (settings.process.members, RestartPolicy.of(settings.process).max_s) == (3, 5.0)
+    monkeypatch.setenv("GREENCHANNEL_PROCESS__MEMBERS", "2")
+    assert load_settings(config).process.members == 2
+    config.write_text("process: {members: 0}\n")
+    monkeypatch.delenv("GREENCHANNEL_PROCESS__MEMBERS")
+    with pytest.raises(ConfigError, match=r"process\.members"):
+        load_settings(config)
