@@ -5,8 +5,8 @@ Prometheus know); each member has its own endpoint on loopback (``MemberView.por
 the supervisor at request time:
 
 * ``/metrics``: every member's exposition, each sample with a ``member`` label (the member
-  index), merged into one exposition (one ``# TYPE`` per family); a member that does not answer
-  is left out of that scrape.
+  index), merged into one exposition (one ``# TYPE`` per family); ``SET_WIDE`` families once,
+  unlabelled; a member that does not answer is left out of that scrape.
 * ``/readyz``: 200 when every member runs and answers 200 (the set is ready when all of its
   partitions' owners are); the body has each member's components.
 * ``/healthz``: 200 when every running member answers 200; a member waiting for its restart,
@@ -31,6 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.ops.health import Answer, Routes
 
 FETCH_TIMEOUT_S = 2.0
+SET_WIDE = frozenset({"greenchannel_build_info"})
+"""Families that are the same in every member: exposed once, without ``member``, so joins on
+``instance`` (``group_left (version) greenchannel_build_info``) keep one series per pod."""
 START_GRACE_S = 60.0
 
 
@@ -82,10 +85,12 @@ class MembersCollector:
                     target = merged[family.name] = Metric(
                         family.name, family.documentation, family.type, family.unit
                     )
-                label = str(member.member)
+                elif family.name in SET_WIDE:
+                    continue  # the first member's answer stands for the set
+                extra = {} if family.name in SET_WIDE else {"member": str(member.member)}
                 for s in family.samples:
                     target.add_sample(
-                        s.name, {**s.labels, "member": label}, s.value, s.timestamp, s.exemplar
+                        s.name, {**s.labels, **extra}, s.value, s.timestamp, s.exemplar
                     )
         yield from merged.values()
 

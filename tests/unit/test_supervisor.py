@@ -226,6 +226,9 @@ def test_healthz_tolerates_a_restarting_or_starting_member_not_a_sick_or_silent_
 def test_metrics_merge_the_members_with_a_member_label() -> None:
     def exposition(n: float) -> bytes:
         return (
+            "# HELP greenchannel_build_info Build.\n"
+            "# TYPE greenchannel_build_info gauge\n"
+            'greenchannel_build_info{version="1.0"} 1.0\n'
             "# HELP greenchannel_router_consumed_total Consumed.\n"
             "# TYPE greenchannel_router_consumed_total counter\n"
             f"greenchannel_router_consumed_total {n}\n"
@@ -245,6 +248,8 @@ def test_metrics_merge_the_members_with_a_member_label() -> None:
     assert {s.labels["member"] for s in stalled} == {"0", "1"}
     assert all(s.labels["reason"] == "rebalance" for s in stalled)
     assert body.decode().count("# TYPE greenchannel_router_consumed_total counter") == 1
+    build = families["greenchannel_build_info"].samples  # one per pod: joins on instance work
+    assert [s.labels for s in build] == [{"version": "1.0"}]
 
 
 def test_member_ports_follow_the_base_port_or_are_free_ones() -> None:
