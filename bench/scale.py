@@ -140,9 +140,15 @@ class Run:
     cpu_ms_per_1000: float
     """process tree, whole run"""
     rss_mib: list[float]
+    load: float
+    """the machine's 1-minute load average at launch (it is shared)"""
 
     def rate(self, count: int) -> float:
         return count / self.whole_s
+
+    def cores(self, count: int) -> float:
+        """Cores the process tree got on average over the whole run (CPU time / wall time)."""
+        return self.cpu_ms_per_1000 * count / 1e6 / self.whole_s
 
 
 def config_for(bootstrap: str, prefix: str, name: str, tmp: Path, port: int) -> Path:
@@ -162,6 +168,7 @@ def measure(bootstrap: str, prefix: str, tmp: Path, name: str, count: int, membe
     topic = Topics(prefix).complaints
     group = f"{prefix}{name}"
     sampler = Sampler(bootstrap, group).start()
+    load = os.getloadavg()[0]
     launched = time.monotonic()
     if members == 1:
         proc = start_router(bootstrap, prefix, name, tmp)  # one process (bench.common pins it)
@@ -185,6 +192,7 @@ def measure(bootstrap: str, prefix: str, tmp: Path, name: str, count: int, membe
         longest_gap(samples),
         cpu / count * 1e6,
         rss,
+        load,
     )
 
 
@@ -328,8 +336,9 @@ def report(
     ratios = [m.rate(count) / s.rate(count) for s, m in zip(singles, multis, strict=True)]
     rounds = (
         f"| round | 1 process: whole run | {n} processes: whole run | ratio | start-up 1 / {n} "
-        f"| longest commit gap 1 / {n} | first-to-last commit 1 / {n} | CPU per 1,000 1 / {n} |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        f"| longest commit gap 1 / {n} | first-to-last commit 1 / {n} | CPU per 1,000 1 / {n} "
+        f"| cores got 1 / {n} | load average at launch 1 / {n} |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for i, (s, m) in enumerate(zip(singles, multis, strict=True), 1):
         rounds += (
@@ -337,8 +346,10 @@ def report(
             f"| {m.whole_s:.1f} s ({m.rate(count):,.0f} msg/s) | {ratios[i - 1]:.2f} "
             f"| {s.startup_s:.1f} / {m.startup_s:.1f} s | {s.stall_s:.1f} / {m.stall_s:.1f} s "
             f"| {s.window_rate:,.0f} / {m.window_rate:,.0f} msg/s "
-            f"| {s.cpu_ms_per_1000:.0f} / {m.cpu_ms_per_1000:.0f} ms |\n"
+            f"| {s.cpu_ms_per_1000:.0f} / {m.cpu_ms_per_1000:.0f} ms "
+            f"| {s.cores(count):.2f} / {m.cores(count):.2f} | {s.load:.1f} / {m.load:.1f} |\n"
         )
+    pairs = list(zip(singles, multis, strict=True))
     rss = max(r for m in multis for r in m.rss_mib)
     rows = [
         (f"{n} processes / 1, whole run, median of the rounds", f"{median(ratios):.2f}", ">= 1.8"),
@@ -346,6 +357,14 @@ def report(
         (
             f"{n} processes, whole run, median",
             f"{median(m.rate(count) for m in multis):,.0f} msg/s",
+        ),
+        (
+            f"cores the routers got, {n} processes / 1, median of the rounds",
+            f"{median(m.cores(count) / s.cores(count) for s, m in pairs):.2f}",
+        ),
+        (
+            f"CPU per record, {n} processes / 1 (whole run, start-up included), median",
+            f"{median(m.cpu_ms_per_1000 / s.cpu_ms_per_1000 for s, m in pairs):.2f}",
         ),
         (f"peak RSS per member ({n} processes)", f"{rss:.0f} MiB"),
         (
@@ -369,7 +388,9 @@ def report(
         f"route` as one process and as `--processes {n}` (static members, cooperative-sticky "
         f"assignment), interleaved rounds with fresh groups. Whole run = launch to every "
         "record committed (start-up and joins included); longest commit gap = longest time "
-        "without any commit after the first one.\n\n"
+        "without any commit after the first one; cores got = CPU time of the process tree / "
+        "whole run (the machine is shared: the whole-run ratio is about the cores-got ratio "
+        "divided by the CPU-per-record ratio).\n\n"
         f"{rounds}\n{table}\n"
     )
     print(rounds)
