@@ -53,7 +53,8 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
 
 
 def gateway(args: list[str], config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {"GREENCHANNEL_CONFIG": str(config)}
+    # one process unless the args say --processes (run/route start one per core by default)
+    env = {"GREENCHANNEL_PROCESS__MEMBERS": "1"} | os.environ | {"GREENCHANNEL_CONFIG": str(config)}
     env.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)
     with log.open("ab") as out:
         return subprocess.Popen(

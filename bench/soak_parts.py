@@ -71,10 +71,14 @@ class GatewayProc:
         self.down_since: float | None = None
 
     def start(self) -> None:
-        env = os.environ | {
-            "GREENCHANNEL_CONFIG": str(self.config),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = (
+            {"GREENCHANNEL_PROCESS__MEMBERS": "1"}
+            | os.environ
+            | {  # one process each
+                "GREENCHANNEL_CONFIG": str(self.config),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         env.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)
         with self.log.open("ab") as out:
             out.write(f"--- soak: start #{self.starts + 1} at {time.time():.3f}\n".encode())

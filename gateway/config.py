@@ -199,8 +199,13 @@ class RouterSettings(_Strict):
     watchdog_s: float = Field(30.0, gt=0, le=3600)
     static_membership: bool = False
     """Join the group with ``group.instance.id = <group_id>-<instance>`` so a restarted replica
-    gets its partitions back at once instead of after the session timeout."""
+    gets its partitions back at once instead of after the session timeout (always on for the
+    members of ``--processes``)."""
     session_timeout_ms: int = Field(10_000, ge=6_000, le=300_000)
+    heartbeat_interval_ms: int = Field(500, ge=100, le=2_000)
+    """How often the router's consumer heartbeats. A member learns of a rebalance (another
+    member joining) only from a heartbeat, and a cooperative rebalance takes two: at
+    kafka-python's 3 s the other members' commits stopped for up to ~6 s per join."""
     handling_days: int = Field(10, ge=1, le=60)
     timestamp_min_ms: int = Field(946_684_800_000, ge=0, le=4_102_444_800_000)
     """Earliest plausible complaint timestamp (``received_at``, ``order.paid_at``), epoch ms
@@ -409,6 +414,25 @@ class ObservabilitySettings(_Strict):
     log_format: Literal["json", "text"] = "json"
 
 
+class ProcessSettings(_Strict):
+    """How many member processes ``greenchannel run`` / ``route`` start under one supervisor
+    (``gateway.supervisor``), and how it restarts them."""
+
+    members: int | None = Field(None, ge=1, le=64)
+    """Member processes (``--processes`` overrides it). None: one per core this process may use
+    (CPU affinity and the cgroup CPU limit). 1: no supervisor, the loops run in this process."""
+    restart_initial_s: float = Field(0.5, gt=0, le=60)
+    """Wait before restarting a member that exited; doubles for each exit in a row."""
+    restart_max_s: float = Field(30.0, gt=0, le=600)
+    """The longest wait before a restart."""
+    restart_reset_s: float = Field(60.0, gt=0, le=3600)
+    """A member that ran this long before exiting is restarted after ``restart_initial_s``."""
+    max_restarts: int = Field(10, ge=1, le=10_000)
+    """More restarts of one member than this within ``restart_window_s``: the supervisor stops
+    every member and exits with that member's code (the orchestrator sees the crash loop)."""
+    restart_window_s: float = Field(600.0, gt=0, le=86_400)
+
+
 class CalendarSettings(_Strict):
     """The official working-day calendar (``gateway.cases.calendar``)."""
 
@@ -493,6 +517,7 @@ class Settings(EnvOverFile):
     router: RouterSettings = Field(default_factory=RouterSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
     cases: CasesSettings = Field(default_factory=CasesSettings)
     cities: dict[str, CitySettings] = Field(default_factory=dict)
 

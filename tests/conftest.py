@@ -84,6 +84,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # CI always tests its own broker: an inherited address must not leak into the gateway
         # settings, CLI invocations or subprocesses the tests start.
         os.environ.pop("GREENCHANNEL_BOOTSTRAP_SERVERS", None)
+    # `run` and `route` start one member per core by default (process.members): the tests of a
+    # single process (its exit codes, ops answers, log lines) pin one; a test of the supervisor
+    # asks for its members with --processes.
+    os.environ.setdefault("GREENCHANNEL_PROCESS__MEMBERS", "1")
     config.addinivalue_line(
         "markers",
         "local_broker: needs the LocalBroker object (restart, kill, freeze); "

@@ -59,8 +59,10 @@ def cli_run(
     args: list[str], *, config: Path | None = None, timeout_s: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``greenchannel <args>`` as a process, to its end, without this environment's
-    ``GREENCHANNEL_*`` variables (``GREENCHANNEL_CONFIG`` is ``config`` when given)."""
+    ``GREENCHANNEL_*`` variables (``GREENCHANNEL_CONFIG`` is ``config`` when given; one member
+    process: ``GREENCHANNEL_PROCESS__MEMBERS=1``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENCHANNEL_")}
+    env["GREENCHANNEL_PROCESS__MEMBERS"] = "1"  # one process, unless args say --processes
     if config is not None:
         env["GREENCHANNEL_CONFIG"] = str(config)
     return subprocess.run(

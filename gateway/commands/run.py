@@ -7,6 +7,7 @@ import sys
 import click
 
 from gateway.commands.common import service_settings, settings_from
+from gateway.config import Settings
 from gateway.errors import GreenChannelError, TransientError
 
 _instance = click.option(
@@ -26,6 +27,14 @@ _port = click.option(
     default=None,
     help="Ops endpoint port (overrides observability.port).",
 )
+_processes = click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Member processes under one supervisor (overrides process.members; default: one per "
+    "core). 1: no supervisor. Member I uses the instance <instance>-<I>.",
+)
+_member = click.option("--member", type=click.IntRange(0, 63), default=None, hidden=True)
 _drain = click.option(
     "--shutdown-timeout",
     type=float,
@@ -44,8 +53,27 @@ def _start(
     cities: tuple[str, ...],
     metrics_port: int | None,
     shutdown_timeout: float,
+    processes: int | None = None,
+    member: int | None = None,
 ) -> None:
     settings = service_settings(ctx, metrics_port)
+    if member is None and route:
+        count = processes or settings.process.members or _default_members(settings)
+        if count > 1:
+            sys.exit(
+                _supervise(
+                    ctx,
+                    settings,
+                    "run" if deliver else "route",
+                    count,
+                    instance=instance,
+                    cities=cities,
+                    shutdown_timeout=shutdown_timeout,
+                )
+            )
+    if member is not None:
+        settings, instance = _as_member(settings, member, instance)
+        deliver = deliver and (member == 0 or not route)  # one deliverer per supervised set
     from gateway.app import EXIT_UNAVAILABLE, App, tune_gc
     from gateway.ops.health import check_bind
 
@@ -71,11 +99,120 @@ def _start(
     sys.exit(app.run(shutdown_timeout))
 
 
+def _default_members(settings: Settings) -> int:
+    """One member per core, at most one per partition of the complaints topic (a member
+    beyond that gets no partition and is never ready)."""
+    from gateway.supervisor import available_cores
+    from gateway.topics import Topics
+
+    topics = Topics(settings.topics.prefix)
+    partitions = next(s.partitions for s in topics.all([]) if s.name == topics.complaints)
+    return min(available_cores(), partitions)
+
+
+def _as_member(settings: Settings, member: int, instance: str) -> tuple[Settings, str]:
+    """A supervised member's settings and instance id: ``<instance>-<member>``, static group
+    membership (a restart within the session timeout keeps its partitions, no rebalance), log
+    lines carrying ``member``, and SIGTERM when the supervisor dies."""
+    import logging
+
+    from gateway.supervisor import die_with_parent
+
+    die_with_parent()
+    router = settings.router.model_copy(update={"static_membership": True})
+    settings = settings.model_copy(update={"router": router})
+
+    def tag(record: logging.LogRecord) -> bool:
+        record.member = member
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
+    return settings, f"{instance}-{member}"
+
+
+def _supervise(
+    ctx: click.Context,
+    settings: Settings,
+    command: str,
+    count: int,
+    *,
+    instance: str,
+    cities: tuple[str, ...],
+    shutdown_timeout: float,
+) -> int:
+    """Run ``count`` members of ``command`` under a supervisor with the set's ops endpoint."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from gateway.ops.health import OpsServer
+    from gateway.ops.members import member_routes
+    from gateway.supervisor import (
+        MEMBER_HOST,
+        RestartPolicy,
+        Supervisor,
+        install_signal_handlers,
+        member_command,
+        member_env,
+        member_ports,
+        process_spawner,
+    )
+
+    obs = settings.observability
+    ports = member_ports(MEMBER_HOST, obs.port, count)
+    extra = [a for c in cities for a in ("--city", c)]
+
+    def command_of(index: int) -> list[str]:
+        return member_command(
+            command,
+            index,
+            instance=instance,
+            port=ports[index],
+            shutdown_timeout_s=shutdown_timeout,
+            extra=extra,
+        )
+
+    root = ctx.find_root().obj or {}
+    supervisor = Supervisor(
+        count,
+        process_spawner(command_of, member_env(root.get("config_path"))),
+        RestartPolicy.of(settings.process),
+        shutdown_timeout_s=shutdown_timeout,
+        ports=ports,
+    )
+    routes = member_routes(supervisor.views)
+    ops = OpsServer(
+        obs.host,
+        obs.port,
+        CollectorRegistry(),  # unused: the routes say what is served
+        dict,
+        dict,
+        max_connections=obs.max_connections,
+        request_timeout_s=obs.request_timeout_s,
+        routes=routes,
+    ).start()
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    click.echo(
+        f"supervisor: {count} members of `{command}` (instances {instance}-0..{count - 1}); "
+        f"ops endpoint http://{obs.host}:{ops.port}, members on {MEMBER_HOST} ports "
+        f"{', '.join(map(str, ports))}",
+        err=True,
+    )
+    try:
+        return supervisor.run(stop)
+    finally:
+        ops.stop()
+
+
 @click.command("run")
 @_instance
 @_cities
 @_port
 @_drain
+@_processes
+@_member
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -83,8 +220,13 @@ def run(
     cities: tuple[str, ...],
     metrics_port: int | None,
     shutdown_timeout: float,
+    processes: int | None,
+    member: int | None,
 ) -> None:
-    """Run the router and the delivery engine in one process, with /metrics /healthz /readyz."""
+    """Run the router and the delivery engine, with /metrics /healthz /readyz.
+
+    With several members (``--processes``), each routes and member 0 also delivers (a city's
+    rate limit is per process)."""
     _start(
         ctx,
         route=True,
@@ -93,6 +235,8 @@ def run(
         cities=cities,
         metrics_port=metrics_port,
         shutdown_timeout=shutdown_timeout,
+        processes=processes,
+        member=member,
     )
 
 
@@ -100,9 +244,16 @@ def run(
 @_instance
 @_port
 @_drain
+@_processes
+@_member
 @click.pass_context
 def route(
-    ctx: click.Context, instance: str, metrics_port: int | None, shutdown_timeout: float
+    ctx: click.Context,
+    instance: str,
+    metrics_port: int | None,
+    shutdown_timeout: float,
+    processes: int | None,
+    member: int | None,
 ) -> None:
     """Classify complaints into the pyramid and publish them, exactly once (a consumer group)."""
     _start(
@@ -113,6 +264,8 @@ def route(
         cities=(),
         metrics_port=metrics_port,
         shutdown_timeout=shutdown_timeout,
+        processes=processes,
+        member=member,
     )
 
 

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 GATEWAY_DRAIN_S = 10.0
 
 
+def _one_process(args: tuple[str, ...]) -> tuple[str, ...]:
+    """The demo shows one gateway process (``run`` and ``route`` default to one per core)."""
+    return ("--processes", "1") if args[:1] in (("run",), ("route",)) else ()
+
+
 class GatewayProcess:
     """``greenchannel run`` as a child process in its own session (Ctrl-C reaches only us)."""
 
@@ -38,7 +43,7 @@ class GatewayProcess:
         script = Path(sys.executable).with_name("greenchannel")
         base = [str(script)] if script.exists() else [sys.executable, "-m", "gateway.cli"]
         self.command = [
-            *base, *args, "--metrics-port", str(metrics_port),
+            *base, *args, *_one_process(args), "--metrics-port", str(metrics_port),
             "--shutdown-timeout", f"{GATEWAY_DRAIN_S:g}",
         ]  # fmt: skip
         self.env, self.log_path = env, log_path

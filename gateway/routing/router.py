@@ -343,6 +343,7 @@ class Router:
             topics=[record_router.topics.complaints],
             max_poll_records=rs.max_batch,
             session_timeout_ms=rs.session_timeout_ms,
+            heartbeat_interval_ms=rs.heartbeat_interval_ms,
             instance_id=f"{rs.group_id}-{instance_id}" if rs.static_membership else None,
             on_assigned=self._on_assigned,
             on_revoked=self._on_revoked,

@@ -67,6 +67,15 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.routing": ("gateway.dev", "gateway.delivery", "gateway.commands"),
     "gateway.delivery": ("gateway.dev", "gateway.routing", "gateway.commands"),
     "gateway.app": ("gateway.dev", "gateway.commands"),
+    # the supervisor of member processes: configuration and the set's ops endpoint only
+    "gateway.supervisor": (
+        "gateway.dev",
+        "gateway.commands",
+        "gateway.app",
+        "gateway.kafka",
+        "gateway.routing",
+        "gateway.delivery",
+    ),
     # case lifecycle: above kafka/avro/ops/policies/deadletters, beside routing and delivery
     "gateway.cases": ("gateway.dev", "gateway.routing", "gateway.delivery", "gateway.commands"),
     # the handling-result path reuses the delivery engine's public pieces (CityDelivery)

@@ -51,6 +51,9 @@ The gateway config file: .Values.config, plus the ops endpoint settings, plus a 
 {{- $cfg := deepCopy .Values.config -}}
 {{- $obs := dict "host" (default "0.0.0.0" .Values.observability.host) "port" (int .Values.observability.port) "log_level" .Values.observability.logLevel "log_format" "json" -}}
 {{- $_ := set $cfg "observability" $obs -}}
+{{- $process := default (dict) (get $cfg "process") -}}
+{{- $_ := set $process "members" (int .Values.processesPerPod) -}}
+{{- $_ := set $cfg "process" $process -}}
 {{- $cities := default (dict) (get $cfg "cities") -}}
 {{- range $city, $cred := .Values.cityCredentials -}}
 {{- $c := default (dict) (get $cities $city) -}}
@@ -79,8 +82,12 @@ The gateway config file: .Values.config, plus the ops endpoint settings, plus a 
 
 {{/* Fail early on settings the gateway could not honour. */}}
 {{- define "greenchannel.validate" -}}
-{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownTimeoutSeconds) 5 | int) }}
-{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownTimeoutSeconds + 5 (%v)" .Values.terminationGracePeriodSeconds (add .Values.shutdownTimeoutSeconds 5)) }}
+{{- $margin := ternary 7 5 (gt (int .Values.processesPerPod) 1) }}
+{{- if le (int .Values.terminationGracePeriodSeconds) (add (int .Values.shutdownTimeoutSeconds) $margin | int) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed shutdownTimeoutSeconds + %v (%v)" .Values.terminationGracePeriodSeconds $margin (add .Values.shutdownTimeoutSeconds $margin)) }}
+{{- end }}
+{{- if and (gt (int .Values.processesPerPod) 1) (gt (mul (int .Values.replicaCount) (int .Values.processesPerPod) | int) 12) }}
+{{- fail (printf "replicaCount x processesPerPod (%v) is over the 12 complaints partitions: members without partitions are never ready" (mul (int .Values.replicaCount) (int .Values.processesPerPod))) }}
 {{- end }}
 {{- if and (ne .Values.mode "run") (ne .Values.mode "deliver") .Values.deliverCities }}
 {{- fail "deliverCities applies to mode run or deliver only" }}
