@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import statistics
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from gateway.cities import GREEN_CHANNEL_KEYS
 from gateway.config import Settings
 from gateway.dev.bureaus import BureauSimulator
 from gateway.http import HttpTransport
+from gateway.policies.ratelimit import TokenBucket
 from gateway.sdk import BureauRequest, BureauResponse
 from tests.conftest import TopicFactory
 from tests.helpers import gateway_process, header, read_all, stop_process, write_config
@@ -274,7 +276,22 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
     setup: Callable[..., Settings], sim: BureauSimulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = setup()
-    # when each complaint request leaves the gateway (after its token), per city
+    # when each city's bucket grants a token, read inside the bucket (the gateway's guarantee
+    # is on grants: a request that got its token can still be scheduled late on a loaded
+    # machine and leave bunched with the next ones, 34 sends in a 1 s window for 30 + 2 once)
+    grants: dict[TokenBucket, list[float]] = {}
+    serial: dict[TokenBucket, threading.Lock] = {}
+    reserve = TokenBucket.reserve
+
+    def recorded_reserve(self: TokenBucket) -> float:
+        with serial.setdefault(self, threading.Lock()):
+            wait = reserve(self)
+            if wait <= 0:  # granted: the bucket's clock reading of this grant
+                grants.setdefault(self, []).append(self._last)
+            return wait
+
+    monkeypatch.setattr(TokenBucket, "reserve", recorded_reserve)
+    # when each complaint request leaves the gateway, per city
     sent: dict[str, list[float]] = {c: [] for c in CITIES}
     send = HttpTransport.send
 
@@ -294,9 +311,11 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
     for city in CITIES:
         limit = settings.city(city).rate_per_s
         burst = settings.city(city).burst
-        # The gateway's guarantee, where it holds exactly: requests leaving it, in any sliding
-        # 1 s window, at most rate + burst (the bucket's capacity plus one second of refill).
-        assert max_in_window(sent[city]) <= limit + burst, (city, max_in_window(sent[city]))
+        # leaving the gateway: the grants' bound plus 100 ms of thread scheduling
+        assert max_in_window(sent[city]) <= limit + burst + math.ceil(limit * 0.1), (
+            city,
+            max_in_window(sent[city]),
+        )
         # complaint requests only: OAuth2 token requests do not take a token from the bucket
         times = sorted(
             a.at for a in sim.city(city).arrivals() if a.status != 0 and "token" not in a.path
@@ -315,6 +334,15 @@ def test_rate_at_the_bureau_never_above_the_city_limit(
         # shorten the measured duration: 20.45/s measured once for a 20/s bucket)
         achieved = (len(times) - burst - 1) / (times[-1] - times[0])
         assert achieved <= limit * 1.02, (city, achieved)
+    # The gateway's guarantee, where it holds exactly: grants of each city's bucket, in any
+    # sliding 1 s window, at most rate + burst (the bucket's capacity plus one second of refill)
+    assert len(grants) >= len(CITIES)
+    for bucket, times in grants.items():
+        assert max_in_window(times) <= bucket.ceiling + bucket.burst, (
+            bucket.ceiling,
+            max_in_window(times),
+        )
+    assert sum(len(t) for t in grants.values()) >= sum(len(t) for t in sent.values())
     assert_each_accepted_exactly_once(sim, stream)
 
 
