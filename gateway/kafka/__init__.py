@@ -1,6 +1,7 @@
 """The Kafka adapter: the only package that imports kafka-python.
 
-Owns the typed client wrappers (``clients``: consumer, transactional producer, records),
+Owns the typed client wrappers (``clients``: consumer, transactional producer), the consumed
+record types (``records``), the one-pass unpacking of fetched batches (``unpack``),
 topic administration (``admin``), the workarounds for kafka-python 3.0.x (``compat``), the
 Java-compatible key partitioner (``partitioner``), the fast batch append into kafka-python's
 record accumulator (``append``) and a follower of compacted topics (``follow``: the schema

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import errors as kerrors
@@ -32,6 +32,7 @@ from gateway.errors import (
     GreenChannelError,
     KafkaUnavailable,
 )
+from gateway.kafka import unpack
 from gateway.kafka.append import Outgoing, batch_appender
 from gateway.kafka.compat import (
     drop_parked_records,
@@ -41,8 +42,8 @@ from gateway.kafka.compat import (
     sender_flushes,
 )
 from gateway.kafka.partitioner import KeyHashPartitioner
+from gateway.kafka.records import Headers, Record, TopicPartition, consumed
 
-Headers = Sequence[tuple[str, bytes]]
 _REBALANCING = (
     kerrors.RebalanceInProgressError,
     kerrors.CommitFailedError,
@@ -66,33 +67,6 @@ _ABORTABLE = (
 """Transaction failures that an abort clears (the group rebalanced under the transaction, the
 broker lost the producer's state): stage-transient, the batch is re-read. Fencing and
 authorisation are not here: they are fatal."""
-
-
-class TopicPartition(NamedTuple):
-    topic: str
-    partition: int
-
-
-class Record(NamedTuple):
-    """One consumed record (a tuple: built once per record on the hot path)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    timestamp_ms: int
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-    def header(self, name: str) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
 
 
 def offset_ranges(
@@ -186,22 +160,6 @@ def _security_error(settings: KafkaSettings, error: BaseException) -> ConfigErro
     )
 
 
-def _record(r: Any) -> Record:
-    """Our :class:`Record` of a kafka-python ``ConsumerRecord``."""
-    headers = _headers(r.headers) if r.headers else ()
-    return Record(r.topic, r.partition, r.offset, r.key, r.value, headers, r.timestamp)
-
-
-def _headers(raw: list[tuple[str, bytes | None]]) -> Headers:
-    """A consumed record's headers with null values as ``b""``: Kafka allows a null header
-    value, kafka-python cannot produce one (``send()`` raises TypeError), and every record we
-    consume may be forwarded or dead-lettered with its headers."""
-    for _, value in raw:
-        if value is None:
-            return tuple((k, b"" if v is None else v) for k, v in raw)
-    return raw  # type: ignore[return-value]  # no None left
-
-
 def _wrap(action: str, exc: Exception) -> Exception:
     if isinstance(exc, _RECORD_REJECTIONS):
         return BrokerRejected(f"{action}: {type(exc).__name__}: {exc}")
@@ -273,6 +231,7 @@ class Consumer:
         except Exception as exc:
             raise _wrap("create consumer", exc) from exc
         finish_interrupted_joins(self._consumer)
+        self.fast_unpack = unpack.install(self._consumer)
         listener = _Listener(on_assigned, on_revoked)
         # Load partition metadata before joining: kafka-python's assignors otherwise may compute
         # the first assignment without it ("No partition metadata for topic") and assign nothing
@@ -293,8 +252,12 @@ class Consumer:
         except Exception as exc:
             raise _wrap("poll", exc) from exc
         out: list[Record] = []
-        for records in batches.values():
-            out.extend(_record(r) for r in records)
+        if self.fast_unpack:  # the fetcher returned our Records already (gateway.kafka.unpack)
+            for records in batches.values():
+                out.extend(records)
+        else:
+            for records in batches.values():
+                out.extend(consumed(r) for r in records)
         return out
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -589,3 +552,15 @@ class Producer:
     def close(self, timeout_s: float = 10.0) -> None:
         with contextlib.suppress(Exception):  # closing is best effort
             self._producer.close(timeout=timeout_s)
+
+
+__all__ = [
+    "Consumer",
+    "Headers",
+    "Producer",
+    "Record",
+    "TopicPartition",
+    "check_connection",
+    "client_config",
+    "offset_ranges",
+]

@@ -16,7 +16,8 @@ from kafka.structs import TopicPartition as _KTP
 
 from gateway.config import KafkaSettings
 from gateway.errors import KafkaUnavailable
-from gateway.kafka.clients import Record, TopicPartition, _record, _wrap, client_config
+from gateway.kafka.clients import _wrap, client_config
+from gateway.kafka.records import Record, TopicPartition, consumed
 
 
 def read_partitions(
@@ -51,7 +52,7 @@ def read_partitions(
             if time.monotonic() > deadline:
                 raise KafkaUnavailable(f"reading {wanted}: did not reach the end offsets in time")
             for tp, records in consumer.poll(timeout_ms=200).items():
-                out.extend(_record(r) for r in records if r.offset < ends.get(tp, 0))
+                out.extend(consumed(r) for r in records if r.offset < ends.get(tp, 0))
         return out
     except KafkaUnavailable:
         raise

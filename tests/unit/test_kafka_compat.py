@@ -18,11 +18,11 @@ from gateway.errors import ConfigError, FatalError
 from gateway.kafka import compat as kafka_compat
 from gateway.kafka.clients import (
     Producer,
-    _headers,
     _security_error,
     check_connection,
     client_config,
 )
+from gateway.kafka.records import consumed_headers
 
 pytestmark = pytest.mark.unit
 SECURE = KafkaSettings(
@@ -176,8 +176,8 @@ def test_clients_refuse_to_start_without_the_sasl_password_or_a_tls_file(tmp_pat
 def test_null_header_values_are_read_as_empty_bytes_so_they_can_be_forwarded() -> None:
     """kafka-python's send() rejects a None header value, which Kafka allows on the wire."""
     plain = [("a", b"1"), ("b", b"")]
-    assert _headers(plain) is plain
-    assert _headers([("a", None), ("b", b"2")]) == (("a", b""), ("b", b"2"))
+    assert consumed_headers(plain) is plain
+    assert consumed_headers([("a", None), ("b", b"2")]) == (("a", b""), ("b", b"2"))
 
 
 @pytest.mark.parametrize(
