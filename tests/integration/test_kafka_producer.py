@@ -189,6 +189,34 @@ def test_send_all_sends_what_it_is_not_sure_about_through_send(
     ]
 
 
+def test_send_all_keeps_a_keys_order_when_some_of_its_records_take_send(
+    topic_factory: TopicFactory,
+) -> None:
+    """Fast records of a partition are appended in groups; one that takes send() (near the size
+    limit) must still land between the ones before and after it."""
+    (topic,) = topic_factory.create("mixed-order", partitions=3)
+    producer = Producer(
+        topic_factory.kafka_settings(),
+        transactional_id=topic_factory.name("tx"),
+        max_request_size=64 * 1024,
+    )
+    near = b"".ljust(65_420, b".")
+    values = [b"%02d" % i + (near if i % 4 == 1 else b"") for i in range(12)]
+    try:
+        producer.init_transactions()
+        producer.load_metadata([topic])
+        producer.begin()
+        producer.send_all([(topic, b"same-key", v, ()) for v in values])
+        producer.commit()
+    finally:
+        producer.close()
+    got = read_all(topic_factory.bootstrap, [topic], expect=12, timeout_s=30)
+    assert [r.value[:2] for r in sorted(got, key=lambda r: r.offset) if r.value] == [
+        b"%02d" % i for i in range(12)
+    ]
+    assert len({r.partition for r in got}) == 1
+
+
 def test_batch_appender_declines_producers_it_was_not_written_for() -> None:
     class Unknown:
         config: ClassVar[dict[str, object]] = {"partitioner": KeyHashPartitioner()}
