@@ -54,6 +54,7 @@ _PER_HEADER = 12
 _APPEND_PARAMS = ("tp", "timestamp_ms", "key", "value", "headers")
 
 Outgoing = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+Grouped = tuple[bytes, bytes, Sequence[tuple[str, bytes]]]
 """A record to produce: (topic, key, value, headers)."""
 SendOne = Callable[[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]], Any]
 
@@ -72,6 +73,7 @@ class BatchAppender:
         self._add_partition = manager.maybe_add_partition_to_transaction if manager else None
         self._limit = int(producer.config["max_request_size"])
         self._tps: dict[str, list[_KTP]] = {}
+        self._encode = True  # encode_into, checked by self_check; _append_each otherwise
 
     def append_all(self, records: Iterable[Outgoing], send_one: SendOne) -> int:
         """Queue ``records`` (topic, key, value, headers), in order per partition; returns how
@@ -79,7 +81,7 @@ class BatchAppender:
         headers)``)."""
         partitions_of = self._partitioner.cached_partitions
         limit = self._limit - _OVERHEAD
-        groups: dict[_KTP, list[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]] = {}
+        groups: dict[_KTP, list[Grouped]] = {}
         slow = 0
         wake = False
         for topic, key, value, headers in records:
@@ -104,9 +106,7 @@ class BatchAppender:
             self._wakeup()
         return slow
 
-    def _append_groups(
-        self, groups: dict[_KTP, list[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]]
-    ) -> bool:
+    def _append_groups(self, groups: dict[_KTP, list[Grouped]]) -> bool:
         wake = False
         for tp, group in groups.items():
             if self._transactional and self._add_partition is not None:
@@ -114,9 +114,7 @@ class BatchAppender:
             wake = self._append_group(tp, group) or wake
         return wake
 
-    def _append_group(
-        self, tp: _KTP, group: list[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]
-    ) -> bool:
+    def _append_group(self, tp: _KTP, group: list[Grouped]) -> bool:
         """Append one partition's records in order: into its open batch under the partition's
         lock, as the accumulator does, but without a per-record future (nobody waits on one:
         the batch's own result fails the transaction); a record that needs a new batch goes
@@ -133,15 +131,10 @@ class BatchAppender:
                 with lock:
                     if dq:
                         batch = dq[-1]
-                        append = batch.records.append
-                        largest = 0
-                        while i < n:
-                            key, value, headers = group[i]
-                            metadata = append(None, key, value, headers)
-                            if metadata is None:  # full or closed (drained by the sender)
-                                break
-                            largest = max(largest, metadata.size)
-                            i += 1
+                        if self._encode:
+                            i, largest = encode_into(batch.records, group, i)
+                        else:
+                            i, largest = _append_each(batch.records, group, i)
                         if largest:
                             batch.max_record_size = max(batch.max_record_size, largest)
                             batch.last_append = time.monotonic()
@@ -160,6 +153,97 @@ class BatchAppender:
         if tps is None or len(tps) != len(partitions):
             tps = self._tps[topic] = [_KTP(topic, p) for p in partitions]
         return tps[self._partitioner.index(key, len(partitions))]
+
+
+def _append_each(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:
+    """``MemoryRecordsBuilder.append`` for ``group[i:]`` until the batch is full or closed;
+    returns (next index, largest record size)."""
+    append = records.append
+    largest = 0
+    for key, value, headers in group[i:]:
+        metadata = append(None, key, value, headers)
+        if metadata is None:  # full or closed (drained by the sender)
+            break
+        largest = max(largest, metadata.size)
+        i += 1
+    return i, largest
+
+
+def _varint_bytes(value: int) -> bytes:
+    """Kafka's zigzag varint of ``value``."""
+    v = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+_SMALL = 1 << 14
+_VARINT = [_varint_bytes(v) for v in range(_SMALL)]
+"""Varints of 0 .. 16,383: every length, offset delta and timestamp delta of a typical batch."""
+_names: dict[str, bytes] = {}
+_NAMES_CACHED = 256
+
+
+def _vi(value: int) -> bytes:
+    return _VARINT[value] if 0 <= value < _SMALL else _varint_bytes(value)
+
+
+def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:
+    """What ``MemoryRecordsBuilder.append(None, key, value, headers)`` does for each record of
+    ``group[i:]`` (message format v2, until the batch is full or closed), with the varints
+    from a table and one buffer extension per record. Returns (next index, largest record
+    size). :func:`self_check` reads a batch written this way back with kafka-python."""
+    if records._closed:
+        return i, 0
+    if records._magic != 2:
+        return _append_each(records, group, i)
+    builder = records._builder
+    buf = builder._buffer
+    batch_size = builder._batch_size
+    offset = records._next_offset
+    ts = int(time.time() * 1000)
+    first = builder._first_timestamp
+    delta = _vi(0 if first is None else ts - first)
+    table = _VARINT
+    names = _names
+    largest = 0
+    start = i
+    for key, value, headers in group[i:]:
+        n = len(key)
+        parts = [b"\x00", delta, _vi(offset), table[n] if n < _SMALL else _vi(n), key]
+        n = len(value)
+        parts += (table[n] if n < _SMALL else _vi(n), value)
+        parts.append(table[len(headers)] if len(headers) < _SMALL else _vi(len(headers)))
+        for name, data in headers:
+            raw = names.get(name)
+            if raw is None:
+                raw = name.encode("utf-8")
+                if len(names) < _NAMES_CACHED:  # consumed headers: any name may come
+                    names[name] = raw
+            parts += (_vi(len(raw)), raw, _vi(len(data)), data)
+        body = b"".join(parts)
+        size = len(body)
+        length = table[size] if size < _SMALL else _vi(size)
+        required = size + len(length)
+        if required + len(buf) > batch_size and builder._num_records:
+            break  # full: kafka-python's own rule (a batch's first record always fits)
+        buf += length
+        buf += body
+        builder._num_records += 1
+        builder._last_offset = offset
+        offset += 1
+        largest = max(largest, required)
+        i += 1
+    if i > start:
+        records._next_offset = offset
+        if first is None:
+            builder._first_timestamp = builder._max_timestamp = ts
+        elif builder._max_timestamp < ts:
+            builder._max_timestamp = ts
+    return i, largest
 
 
 def _size(key: bytes | None, value: Any, headers: Sequence[Any]) -> int | None:
@@ -205,7 +289,7 @@ def self_check(producer: Any) -> None:
             raise TypeError("RecordAccumulator.append flags are not booleans")
     if not first[2] or second[2]:
         raise TypeError("RecordAccumulator.append reports new batches differently")
-    _check_group_append(type(accumulator)(**config))
+    _check_group_append(type(accumulator)(**(config | {"batch_size": 1 << 20})))
 
 
 def _check_group_append(probe: Any) -> None:
@@ -214,9 +298,20 @@ def _check_group_append(probe: Any) -> None:
     appender = BatchAppender.__new__(BatchAppender)
     appender._accumulator = probe
     appender._append = probe.append
+    appender._encode = True
     tp = _KTP("gc-self-check", 1)
-    group = [(b"k%d" % i, b"v%d" % i, [("h", b"%d" % i)] if i % 2 else []) for i in range(5)]
-    appender._append_group(tp, group)  # type: ignore[arg-type]
+    big = bytes(range(256)) * 80  # lengths beyond the varint table
+    group: list[Grouped] = [
+        (
+            b"k%d" % i,
+            b"v%d" % i * (1 + i * 40),
+            [("h", b"%d" % i), ("\u540d", big)] if i % 2 else [],
+        )
+        for i in range(6)
+    ]
+    before = int(time.time() * 1000)
+    appender._append_group(tp, group)
+    after = int(time.time() * 1000)
     batches = list(probe._batches[tp])
     if len(batches) != 1 or batches[0].record_count != len(group):
         raise TypeError("records appended to the open batch are not counted in it")
@@ -225,12 +320,16 @@ def _check_group_append(probe: Any) -> None:
         raise TypeError("ProducerBatch bookkeeping fields differ")
     batch.records.close()
     read = [
-        (r.key, r.value, list(r.headers))
+        (r.offset, r.key, r.value, list(r.headers), before <= r.timestamp <= after)
         for b in MemoryRecords(bytes(batch.records.buffer()))
         for r in b
     ]
-    if read != group:
+    expected = [(i, k, v, list(h), True) for i, (k, v, h) in enumerate(group)]
+    if read != expected:
         raise TypeError("records appended to the open batch read back differently")
+    for b in MemoryRecords(bytes(batch.records.buffer())):
+        if not b.validate_crc() or b.records_count != len(group):
+            raise TypeError("the batch written by the fast path fails its CRC or count")
 
 
 def batch_appender(producer: Any) -> BatchAppender | None:
