@@ -74,6 +74,9 @@ class BatchAppender:
         self._limit = int(producer.config["max_request_size"])
         self._tps: dict[str, list[_KTP]] = {}
         self._encode = True  # encode_into, checked by self_check; _append_each otherwise
+        self._last_key: bytes | None = None
+        self._last_count = 0
+        self._last_index = 0
 
     def append_all(self, records: Iterable[Outgoing], send_one: SendOne) -> int:
         """Queue ``records`` (topic, key, value, headers), in order per partition; returns how
@@ -152,7 +155,13 @@ class BatchAppender:
         tps = self._tps.get(topic)
         if tps is None or len(tps) != len(partitions):
             tps = self._tps[topic] = [_KTP(topic, p) for p in partitions]
-        return tps[self._partitioner.index(key, len(partitions))]
+        # a routed complaint's outputs (department, escalation) share its key and come one
+        # after the other: hash each key once
+        if key is not self._last_key or len(tps) != self._last_count:
+            self._last_key = key
+            self._last_count = len(tps)
+            self._last_index = self._partitioner.index(key, len(tps))
+        return tps[self._last_index]
 
 
 def _append_each(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:

@@ -77,6 +77,7 @@ def decode_batch(  # noqa: PLR0912, PLR0915  (one flat loop: the varints inlined
     """
     out: list[Record] = []
     append = out.append
+    new = tuple.__new__
     varint = _varint
     end = len(buf)
     for _ in range(count):
@@ -180,14 +181,17 @@ def decode_batch(  # noqa: PLR0912, PLR0915  (one flat loop: the varints inlined
                 f"invalid record size: expected to read {length} bytes, read {pos - start}"
             )
         append(
-            Record(
-                topic,
-                partition,
-                base_offset + offset_delta,
-                key,
-                value,
-                headers,
-                first_timestamp + ts_delta if log_append_time is None else log_append_time,
+            new(  # tuple.__new__: a C call, where Record(...) runs a Python-level __new__
+                Record,
+                (
+                    topic,
+                    partition,
+                    base_offset + offset_delta,
+                    key,
+                    value,
+                    headers,
+                    first_timestamp + ts_delta if log_append_time is None else log_append_time,
+                ),
             )
         )
     if pos != end:

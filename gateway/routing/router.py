@@ -120,6 +120,9 @@ class RecordRouter:
             )
             for d in classifier.decisions
         }
+        # the same, by the identity of the classifier's own Decision objects (classify returns
+        # them): one dict lookup per record instead of hashing a dataclass, major precomputed
+        self._by_identity = {id(d): (*self._targets[d], d.major) for d in classifier.decisions}
         self.limits = TopicLimits(self.output_topics(), None, max_request_size=_DEFAULT_MAX_REQUEST)
         """Size limits of the output topics; the :class:`Router` replaces it with live ones."""
 
@@ -179,9 +182,12 @@ class RecordRouter:
             raise UnknownCity("city_code is not a known city")
         decision = self.classifier.classify(complaint)
         key = complaint["complaint_id"].encode()
-        topic, rule_header = self._targets[decision]
+        target = self._by_identity.get(id(decision))
+        if target is None:  # a Decision the classifier did not list (kept as a guard)
+            target = (*self._targets[decision], decision.major)
+        topic, rule_header, major = target
         headers = (*record.headers, *rule_header) if record.headers else rule_header
-        if not decision.major:
+        if not major:
             return Routed([Output(topic, key, value, headers)], decision)
         # major: say what happens next (escalated to the green-channel bureau, or manual)
         green = city in self.green
