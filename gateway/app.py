@@ -9,12 +9,14 @@ non-zero and the broker's session timeout hands the partitions to another member
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -68,6 +70,41 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+ALLOCATOR_TUNING = {
+    "MALLOC_ARENA_MAX": (_M_ARENA_MAX, 2),
+    "MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, 128 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, 256 * 1024),
+}
+"""glibc's allocator settings for a gateway process, each unless its environment variable is
+set (then glibc has read it already).
+
+Measured on the router (1 KB complaints, 8,000-record transactions): peak RSS 130 -> 112 MiB.
+By default glibc gives each of the process's eight threads its own arena (up to 8 per core)
+and raises its mmap threshold after every large free, so the fetch responses and produce
+batches (hundreds of KiB each, freed every transaction) end up in arenas that keep their pages.
+Two arenas and a fixed 128 KiB threshold hand those buffers back to the kernel when freed."""
+
+
+def tune_allocator(environ: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Apply :data:`ALLOCATOR_TUNING` with ``mallopt`` before the clients start their threads;
+    returns what was set. Does nothing where there is no glibc (musl, macOS)."""
+    env = os.environ if environ is None else environ
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return {}
+    applied: dict[str, int] = {}
+    for name, (param, value) in ALLOCATOR_TUNING.items():
+        if name not in env and mallopt(param, value) == 1:
+            applied[name] = value
+    return applied
 
 
 def open_schema_store(settings: Settings, codec: Codec) -> SchemaStore:

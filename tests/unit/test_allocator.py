@@ -1,0 +1,30 @@
+"""glibc allocator tuning at start-up (gateway.app.tune_allocator)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gateway.app import ALLOCATOR_TUNING, tune_allocator
+
+pytestmark = pytest.mark.unit
+
+
+def test_each_setting_is_applied_unless_the_environment_already_sets_it() -> None:
+    # a child process: mallopt changes the allocator of the process that calls it
+    code = (
+        "from gateway.app import tune_allocator; "
+        "print(sorted(tune_allocator({'MALLOC_ARENA_MAX': '4'}).items()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == str(
+        sorted((k, v) for k, (_, v) in ALLOCATOR_TUNING.items() if k != "MALLOC_ARENA_MAX")
+    )
+
+
+def test_nothing_is_applied_when_every_variable_is_set() -> None:
+    assert tune_allocator({name: "1" for name in ALLOCATOR_TUNING}) == {}
