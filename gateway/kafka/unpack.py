@@ -319,9 +319,11 @@ def _sample_batch(
     *,
     compression: int = 0,
     producer_id: int = -1,
+    batch_size: int = 1 << 20,
 ) -> bytes:
+    """A v2 batch as a broker returns it (kafka-python's builder, ``base_offset`` set)."""
     builder = DefaultRecordBatchBuilder(
-        2, compression, producer_id >= 0, producer_id, 0 if producer_id >= 0 else -1, 0, 1 << 20
+        2, compression, producer_id >= 0, producer_id, 0 if producer_id >= 0 else -1, 0, batch_size
     )
     for i, (ts, key, value, headers) in enumerate(records):
         builder.append(i, ts, key, value, headers)

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from kafka.consumer.fetcher import Fetcher, IsolationLevel
 from kafka.errors import CorruptRecordError
-from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 from kafka.record.util import calc_crc32c, decode_varint
 from kafka.structs import TopicPartition as KTP
@@ -38,13 +37,15 @@ def batch(
     producer_id: int = -1,
     log_append_time: int | None = None,
 ) -> bytes:
-    builder = DefaultRecordBatchBuilder(
-        2, compression, producer_id >= 0, producer_id, 0 if producer_id >= 0 else -1, 0, 1 << 28
+    buf = bytearray(
+        unpack._sample_batch(
+            base_offset,
+            records,
+            compression=compression,
+            producer_id=producer_id,
+            batch_size=1 << 28,
+        )
     )
-    for i, (ts, key, value, headers) in enumerate(records):
-        builder.append(i, ts, key, value, headers)
-    buf = builder.build()
-    struct.pack_into(">q", buf, 0, base_offset)
     if log_append_time is not None:  # what a topic with LogAppendTime returns: flag + max ts
         attrs = struct.unpack_from(">h", buf, 21)[0] | 0x08
         struct.pack_into(">h", buf, 21, attrs)
