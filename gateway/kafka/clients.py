@@ -35,6 +35,7 @@ from gateway.errors import (
 from gateway.kafka import unpack
 from gateway.kafka.append import Outgoing, batch_appender
 from gateway.kafka.compat import (
+    QuietSelector,
     drop_parked_records,
     end_sender_flush,
     finish_interrupted_joins,
@@ -98,6 +99,7 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         # how long a client waits for a first broker at start: as long as for any request (the
         # admin client's rule), not kafka-python's own 30 s whatever the setting says
         "bootstrap_timeout_ms": settings.request_timeout_ms,
+        "selector": QuietSelector,
     }
     missing = settings.missing_files()
     if missing:

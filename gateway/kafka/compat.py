@@ -15,12 +15,19 @@
   complete a transaction and never ends it, so after the first commit linger is ignored and a
   transaction over many partitions goes out as many small batches.
 
+* :class:`QuietSelector`: kafka-python asks its selector for a socket's key before every
+  registration and takes the ``KeyError`` of an unregistered socket as "register it"; the
+  standard selector builds that error's message with ``repr(socket)`` twice (system calls for
+  the addresses): ~12 µs per registration, ~1 % of the router's CPU. Given as kafka-python's
+  documented ``selector`` option.
+
 Each reaches into kafka-python internals; they are version-guarded or fail safe (do nothing).
 """
 
 from __future__ import annotations
 
 import logging
+import selectors
 import socket
 import ssl
 from typing import Any
@@ -32,6 +39,23 @@ from kafka.version import __version__ as KAFKA_PYTHON_VERSION
 
 log = logging.getLogger(__name__)
 _EOF_FIX_VERSIONS = ("3.0.12",)
+
+
+class QuietSelector(selectors.DefaultSelector):
+    """The default selector, with a ``get_key`` that raises a bare ``KeyError`` for an
+    unregistered file object (0.8 µs instead of ~12 µs)."""
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        impl: Any = self  # the standard library's _BaseSelectorImpl fields
+        try:
+            key = impl._fd_to_key.get(impl._fileobj_lookup(fileobj))
+        except AttributeError:  # not the standard library's selector base: its own get_key
+            return super().get_key(fileobj)
+        if key is None:
+            if self.get_map() is None:
+                raise RuntimeError("Selector is closed")
+            raise KeyError(fileobj)
+        return key  # type: ignore[no-any-return]
 
 
 def finish_interrupted_joins(consumer: Any) -> None:

@@ -199,3 +199,38 @@ def test_a_failed_abort_is_fatal_whatever_the_cause(error: Exception) -> None:
         FatalError, match=f"^cannot abort transaction: abort_transaction: {type(error).__name__}"
     ):
         producer.abort()
+
+
+def test_quiet_selector_keeps_get_key_semantics_without_building_a_message() -> None:
+    import selectors
+    import socket
+
+    from gateway.kafka.compat import QuietSelector
+
+    a, b = socket.socketpair()
+    selector = QuietSelector()
+    try:
+        with pytest.raises(KeyError) as missing:
+            selector.get_key(a)
+        assert missing.value.args == (a,)  # the object itself: no repr() built
+        selector.register(a, selectors.EVENT_READ, "data")
+        key = selector.get_key(a)
+        assert (key.fileobj, key.events, key.data) == (a, selectors.EVENT_READ, "data")
+        assert selector.get_key(a.fileno()) is key
+        selector.unregister(a)
+        with pytest.raises(KeyError):
+            selector.get_key(a)
+    finally:
+        selector.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        selector.get_key(a)
+    a.close()
+    b.close()
+
+
+def test_every_client_uses_the_quiet_selector() -> None:
+    from gateway.kafka.compat import QuietSelector
+
+    assert client_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))["selector"] is (
+        QuietSelector
+    )
