@@ -13,7 +13,7 @@ from gateway.errors import BureauUnavailable
 from gateway.kafka.clients import TopicPartition
 from gateway.policies.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from gateway.policies.ratelimit import TokenBucket
-from gateway.policies.retry import Hold, RetryLaterError, build_retrying
+from gateway.policies.retry import DeliveryRetry, Hold, RetryLaterError, build_retrying
 
 pytestmark = pytest.mark.unit
 
@@ -139,6 +139,103 @@ def test_retry_policy_stops_after_attempts_and_never_retries_hold() -> None:
     with pytest.raises(Hold):
         retrying(held)
     assert not isinstance(RetryError, type(None))
+
+
+def _delivery_retry(policy: RetrySettings, **kw: object) -> tuple[DeliveryRetry, list[float]]:
+    slept: list[float] = []
+    retry = DeliveryRetry(policy, stop_event=threading.Event(), **kw)  # type: ignore[arg-type]
+    retry.round.sleep = retry.hold.sleep = slept.append  # type: ignore[method-assign,assignment]
+    return retry, slept
+
+
+def test_delivery_retry_first_attempt_success_calls_once_without_retry_hooks() -> None:
+    before: list[object] = []
+    retry, slept = _delivery_retry(RetrySettings(), before_sleep=before.append)
+    calls: list[tuple[object, ...]] = []
+
+    def ok(*args: object) -> str:
+        calls.append(args)
+        return "case-1"
+
+    assert retry(ok, "esc", 7) == "case-1"
+    assert calls == [("esc", 7)]
+    assert before == [] and slept == []
+
+
+def test_delivery_retry_a_failed_first_attempt_is_the_rounds_first_attempt() -> None:
+    """max_attempts counts the first attempt, made outside tenacity, and before_sleep sees
+    its failure: 3 attempts, 2 backoffs, then the round is spent and the record is held."""
+    seen: list[str] = []
+    held: list[BaseException] = []
+    retry, slept = _delivery_retry(
+        RetrySettings(max_attempts=3, initial_s=0.1, jitter_s=0),
+        before_sleep=lambda state: seen.append(str(state.outcome.exception())),  # type: ignore[union-attr]
+        on_held=held.append,
+    )
+    calls = 0
+
+    def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls <= 3:
+            raise BureauUnavailable(f"down {calls}")
+        return "ok"
+
+    assert retry(flaky) == "ok"
+    assert calls == 4  # 3 in the first round, then the next round's first succeeds
+    assert seen == ["down 1", "down 2"]
+    assert slept[:2] == [pytest.approx(0.1), pytest.approx(0.2)]
+    assert [str(e) for e in held] == ["down 3"]
+
+
+def test_delivery_retry_first_attempt_time_counts_against_the_budget() -> None:
+    """A first attempt that took longer than budget_s leaves its round no time for a retry."""
+    clock = iter([0.0, 100.0])
+    held: list[BaseException] = []
+    retry, slept = _delivery_retry(
+        RetrySettings(max_attempts=8, initial_s=0.1, jitter_s=0, budget_s=60.0),
+        on_held=held.append,
+        monotonic=lambda: next(clock),
+    )
+    calls = 0
+
+    def slow_then_ok() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BureauUnavailable("timed out")
+        return "ok"
+
+    assert retry(slow_then_ok) == "ok"
+    assert [str(e) for e in held] == ["timed out"]  # the round was spent at once: held
+    assert slept == [0.0]  # no backoff inside the spent round; the next round starts at once
+    assert calls == 2
+
+
+def test_delivery_retry_a_hold_at_the_first_attempt_waits_and_tries_again() -> None:
+    retry, slept = _delivery_retry(RetrySettings())
+    calls = 0
+
+    def breaker_open_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Hold("breaker open", wait_s=0.5)
+        return "ok"
+
+    assert retry(breaker_open_once) == "ok"
+    assert calls == 2 and slept == [0.5]
+
+
+def test_delivery_retry_does_not_retry_what_is_not_transient() -> None:
+    retry, slept = _delivery_retry(RetrySettings())
+
+    def bug() -> None:
+        raise ValueError("connector bug")
+
+    with pytest.raises(ValueError, match="connector bug"):
+        retry(bug)
+    assert slept == []
 
 
 def test_offsets_commit_only_contiguous_final_records() -> None:
