@@ -1,7 +1,8 @@
 """SOAP 1.1 with a WS-Security UsernameToken (Guangzhou, Chongqing).
 
 Request: ``POST <path>``, ``Content-Type: text/xml; charset=utf-8``, ``SOAPAction: "<action>"``,
-an envelope built with ``xml.etree`` (all text escaped, characters XML 1.0 forbids removed)::
+an envelope written as ``xml.etree`` writes it (all text escaped, characters XML 1.0 forbids
+removed; :func:`envelope`)::
 
     Envelope
       Header / wsse:Security / wsse:UsernameToken
@@ -31,10 +32,11 @@ Otherwise the response element's children are read as a flat answer with the cit
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from connectors.families.common import (
@@ -144,18 +146,11 @@ class SoapConnector(NoToken):
     status_codes: StatusCodes = field(default_factory=StatusCodes)
 
     def translate(self, escalation: Escalation, ctx: RequestContext) -> BureauRequest:
-        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
-        header = ET.SubElement(envelope, f"{{{SOAP_NS}}}Header")
-        header.append(_security(ctx))
-        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
-        operation = ET.SubElement(body, f"{{{self.namespace}}}{self.operation}")
-        for key, value in self.fields(escalation):
-            ET.SubElement(operation, f"{{{self.namespace}}}{key}").text = xml_text(value)
         headers = {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": f'"{self.soap_action}"',
         }
-        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        payload = envelope(ctx, self.namespace, self.operation, self.fields(escalation))
         return BureauRequest("POST", self.path, headers, payload)
 
     def interpret(self, response: BureauResponse) -> Outcome:
@@ -176,17 +171,12 @@ class SoapConnector(NoToken):
     # --- outbound: handling results ----------------------------------------------------------
 
     def translate_result(self, result: HandlingResult, ctx: RequestContext) -> BureauRequest:
-        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
-        ET.SubElement(envelope, f"{{{SOAP_NS}}}Header").append(_security(ctx))
-        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
-        operation = ET.SubElement(body, f"{{{self.namespace}}}SubmitHandlingResult")
-        for key, value in result_fields(result).items():
-            ET.SubElement(operation, f"{{{self.namespace}}}{_camel(key)}").text = xml_text(value)
+        fields = [(_camel(key), value) for key, value in result_fields(result).items()]
         headers = {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": f'"{self.namespace}#SubmitHandlingResult"',
         }
-        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        payload = envelope(ctx, self.namespace, "SubmitHandlingResult", fields)
         return BureauRequest("POST", self.path, headers, payload)
 
     def interpret_result(self, response: BureauResponse) -> Outcome:
@@ -195,17 +185,12 @@ class SoapConnector(NoToken):
     # --- inbound: polling the bureau for case updates ----------------------------------------
 
     def poll_request(self, cursor: str, ctx: RequestContext) -> BureauRequest:
-        envelope = ET.Element(f"{{{SOAP_NS}}}Envelope")
-        ET.SubElement(envelope, f"{{{SOAP_NS}}}Header").append(_security(ctx))
-        body = ET.SubElement(envelope, f"{{{SOAP_NS}}}Body")
-        query = ET.SubElement(body, f"{{{self.namespace}}}QueryCaseUpdates")
-        ET.SubElement(query, f"{{{self.namespace}}}cursor").text = xml_text(cursor)
-        ET.SubElement(query, f"{{{self.namespace}}}limit").text = str(self.poll_limit)
+        fields = [("cursor", cursor), ("limit", str(self.poll_limit))]
         headers = {
             "Content-Type": "text/xml; charset=utf-8",
             "SOAPAction": f'"{self.namespace}#QueryCaseUpdates"',
         }
-        payload = ET.tostring(envelope, encoding="utf-8", xml_declaration=True)
+        payload = envelope(ctx, self.namespace, "QueryCaseUpdates", fields)
         return BureauRequest("POST", self.poll_path or self.path, headers, payload)
 
     def parse_poll(self, response: BureauResponse) -> PollPage:
@@ -245,18 +230,67 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _security(ctx: RequestContext) -> ET.Element:
+def _element(tag: str, text: str, attributes: str = "") -> str:
+    """A leaf as ElementTree writes it: forbidden characters dropped, ``& < >`` escaped, and
+    ``<tag />`` when no text is left."""
+    text = xml_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return f"<{tag}{attributes}>{text}</{tag}>" if text else f"<{tag}{attributes} />"
+
+
+def _quoted(value: str) -> str:
+    """An attribute value as ElementTree writes it, quotes included."""
+    for raw, escaped in _ATTRIBUTE_ESCAPES:
+        value = value.replace(raw, escaped)
+    return f'"{value}"'
+
+
+_ATTRIBUTE_ESCAPES = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ('"', "&quot;"),
+    ("\r", "&#13;"),
+    ("\n", "&#10;"),
+    ("\t", "&#09;"),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefixes(namespace: str) -> tuple[str, str]:
+    """The root's ``xmlns`` declarations and the operation's prefix, numbered as ElementTree
+    numbers them (``ns0``... in document order: envelope, WSSE, WSU, the city's namespace)."""
+    spaces = list(dict.fromkeys([SOAP_NS, WSSE_NS, WSU_NS, namespace]))
+    declarations = "".join(f" xmlns:ns{i}={_quoted(uri)}" for i, uri in enumerate(spaces))
+    return declarations, f"ns{spaces.index(namespace)}"
+
+
+def envelope(
+    ctx: RequestContext, namespace: str, operation: str, fields: Iterable[tuple[str, str]]
+) -> bytes:
+    """The request envelope: WS-Security header, then ``<operation>`` with one child per field.
+
+    Written directly as the string ``xml.etree.ElementTree.tostring`` makes of the same tree
+    (byte for byte, ``tests/unit/test_connectors_soap.py``), at a fraction of its cost: it ran
+    for every attempt. Field names are the connector's own identifiers, never data."""
+    declarations, p = _prefixes(namespace)
+    s, w, u = (f"ns{i}" for i in range(3))  # SOAP_NS, WSSE_NS, WSU_NS come first
     created = iso_utc(ctx.now_ms)
     nonce = ctx.nonce.encode("utf-8")
-    security = ET.Element(f"{{{WSSE_NS}}}Security", {f"{{{SOAP_NS}}}mustUnderstand": "1"})
-    token = ET.SubElement(security, f"{{{WSSE_NS}}}UsernameToken")
-    ET.SubElement(token, f"{{{WSSE_NS}}}Username").text = xml_text(ctx.credentials.client_id)
     digest = password_digest(nonce, created, ctx.credentials.secret)
-    ET.SubElement(token, f"{{{WSSE_NS}}}Password", {"Type": PASSWORD_DIGEST}).text = digest
+    body = "".join(_element(f"{p}:{key}", value) for key, value in fields)
     encoded = base64.b64encode(nonce).decode("ascii")
-    ET.SubElement(token, f"{{{WSSE_NS}}}Nonce", {"EncodingType": BASE64_BINARY}).text = encoded
-    ET.SubElement(token, f"{{{WSU_NS}}}Created").text = created
-    return security
+    return (
+        "<?xml version='1.0' encoding='utf-8'?>\n"
+        f"<{s}:Envelope{declarations}><{s}:Header>"
+        f'<{w}:Security {s}:mustUnderstand="1"><{w}:UsernameToken>'
+        + _element(f"{w}:Username", ctx.credentials.client_id)
+        + _element(f"{w}:Password", digest, f" Type={_quoted(PASSWORD_DIGEST)}")
+        + _element(f"{w}:Nonce", encoded, f" EncodingType={_quoted(BASE64_BINARY)}")
+        + _element(f"{u}:Created", created)
+        + f"</{w}:UsernameToken></{w}:Security></{s}:Header><{s}:Body>"
+        + (f"<{p}:{operation}>{body}</{p}:{operation}>" if body else f"<{p}:{operation} />")
+        + f"</{s}:Body></{s}:Envelope>"
+    ).encode("utf-8")
 
 
 def _body_child(root: ET.Element | None) -> ET.Element | None:

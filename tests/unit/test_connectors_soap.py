@@ -5,20 +5,37 @@ from __future__ import annotations
 import base64
 import hashlib
 import xml.etree.ElementTree as ET
+from dataclasses import replace
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connectors import chongqing, guangzhou
+from connectors.families.common import iso_utc
 from connectors.families.soap import (
+    BASE64_BINARY,
     PASSWORD_DIGEST,
     SOAP_NS,
     WSSE_NS,
     WSU_NS,
+    envelope,
     parse_xml,
     password_digest,
+    xml_text,
 )
-from gateway.sdk import Accepted, BureauResponse, Irregular, Outcome, Rejected, RetryLater
-from tests.unit.connector_samples import context, escalation
+from gateway.sdk import (
+    Accepted,
+    BureauResponse,
+    Credentials,
+    Irregular,
+    Outcome,
+    Rejected,
+    RequestContext,
+    RetryLater,
+)
+from tests.unit.connector_samples import BASE, NOW_MS, context, escalation
 
 GZ = "urn:gz12315:complaint:v1"
 
@@ -125,3 +142,59 @@ def test_chongqing_http_date_retry_after() -> None:
     }
     outcome = chongqing.connector.interpret(BureauResponse(429, headers, b""))
     assert outcome == RetryLater("rate_limited", retry_after=4.0)
+
+
+# --- the envelope is written as xml.etree writes the same tree ------------------------------
+
+
+def _tree_envelope(ctx: RequestContext, namespace: str, operation: str, fields: Any) -> bytes:
+    """The reference: the envelope built and serialised with xml.etree (the former code)."""
+    created = iso_utc(ctx.now_ms)
+    nonce = ctx.nonce.encode("utf-8")
+    root = ET.Element(f"{{{SOAP_NS}}}Envelope")
+    header = ET.SubElement(root, f"{{{SOAP_NS}}}Header")
+    security = ET.SubElement(
+        header, f"{{{WSSE_NS}}}Security", {f"{{{SOAP_NS}}}mustUnderstand": "1"}
+    )
+    token = ET.SubElement(security, f"{{{WSSE_NS}}}UsernameToken")
+    ET.SubElement(token, f"{{{WSSE_NS}}}Username").text = xml_text(ctx.credentials.client_id)
+    digest = password_digest(nonce, created, ctx.credentials.secret)
+    ET.SubElement(token, f"{{{WSSE_NS}}}Password", {"Type": PASSWORD_DIGEST}).text = digest
+    encoded = base64.b64encode(nonce).decode("ascii")
+    ET.SubElement(token, f"{{{WSSE_NS}}}Nonce", {"EncodingType": BASE64_BINARY}).text = encoded
+    ET.SubElement(token, f"{{{WSU_NS}}}Created").text = created
+    body = ET.SubElement(root, f"{{{SOAP_NS}}}Body")
+    op = ET.SubElement(body, f"{{{namespace}}}{operation}")
+    for key, value in fields:
+        ET.SubElement(op, f"{{{namespace}}}{key}").text = xml_text(value)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(description=_TEXT, name=_TEXT, client_id=_TEXT, nonce=_TEXT, cursor=_TEXT)
+def test_envelope_is_byte_for_byte_what_elementtree_writes(
+    description: str, name: str, client_id: str, nonce: str, cursor: str
+) -> None:
+    ctx = RequestContext(NOW_MS, nonce, Credentials(client_id, "s3cret"))
+    esc = escalation(description=description, consumer=replace(BASE.consumer, name=name))
+    for module in (guangzhou, chongqing):
+        c = module.connector
+        want = _tree_envelope(ctx, c.namespace, c.operation, c.fields(esc))
+        assert c.translate(esc, ctx).body == want
+        poll = [("cursor", cursor), ("limit", str(c.poll_limit))]
+        want = _tree_envelope(ctx, c.namespace, "QueryCaseUpdates", poll)
+        assert c.poll_request(cursor, ctx).body == want
+
+
+@pytest.mark.parametrize("namespace", [GZ, SOAP_NS, 'urn:a&b<"c">'])
+def test_envelope_numbers_namespaces_as_elementtree_does(namespace: str) -> None:
+    fields = [("a", "1 & 2"), ("b", "<x>")]
+    got = envelope(context(), namespace, "Op", fields)
+    assert got == _tree_envelope(context(), namespace, "Op", fields)
+
+
+def test_envelope_without_fields_is_an_empty_operation_element() -> None:
+    assert envelope(context(), GZ, "Op", []) == _tree_envelope(context(), GZ, "Op", [])
