@@ -567,6 +567,9 @@ def _encode_problem(kind: str, schema: Any, record: Any, exc: Exception) -> str:
 # --- business validation -----------------------------------------------------------------------
 
 
+_NOTHING: Mapping[str, Any] = {}
+
+
 def validate_complaint(record: Mapping[str, Any]) -> None:
     """Check the business data a decoded complaint must carry.
 
@@ -574,19 +577,19 @@ def validate_complaint(record: Mapping[str, Any]) -> None:
     description, and :class:`UnknownCity` when ``city_code`` is not a known six-digit GB/T 2260
     code (see :mod:`gateway.cities`).
     """
-    consumer = record.get("consumer") or {}
-    merchant = record.get("merchant") or {}
+    consumer = record.get("consumer") or _NOTHING
+    merchant = record.get("merchant") or _NOTHING
     order = record.get("order")
-    required = [
+    for field, value in (
         ("complaint_id", record.get("complaint_id")),
         ("consumer.phone", consumer.get("phone")),
         ("merchant.merchant_id", merchant.get("merchant_id")),
         ("description", record.get("description")),
-    ]
-    if order is not None:
-        required.append(("order.order_id", order.get("order_id")))
-    for field, value in required:
-        if not isinstance(value, str) or not value.strip():
+        ("order.order_id", order.get("order_id") if order is not None else "-"),
+    ):
+        # a first character that is not blank proves the text is not blank, without strip()
+        # copying a whole description
+        if not isinstance(value, str) or not value or (value[0].isspace() and not value.strip()):
             raise InvalidComplaint(f"complaint {field} is missing or empty", reason="missing_field")
     code = record.get("city_code")
     cities.require(code if isinstance(code, str) else "")
