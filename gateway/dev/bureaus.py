@@ -7,6 +7,11 @@ data gets the city's business error, a repeated idempotency key the same case nu
 requests a 429 with Retry-After. Knobs (:class:`~gateway.dev.bureau_city.Faults`) change while
 running, from Python or over HTTP.
 
+Many cities: :func:`stamp_cities` makes copies of cities' config blocks (``beijing-00``...,
+``connector: beijing``, each on its own port); a city without a profile of its own is played
+with its connector's, so one simulator serves any number of cities of each protocol
+(``bench.deliver --cities 100``).
+
 Python::
 
     sim = BureauSimulator(settings, "var/bureaus/tls").start()   # ports from cities.*.endpoint
@@ -34,7 +39,7 @@ import json
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,7 +51,7 @@ import httpx
 from gateway.config import Settings
 from gateway.dev.bureau_city import Arrival, Case, CityBureau, Faults
 from gateway.dev.bureau_profiles import profile_for
-from gateway.dev.bureau_protocols import Incoming
+from gateway.dev.bureau_protocols import BureauProfile, Incoming
 from gateway.errors import ConfigError
 from gateway.httpd import BureauHandler
 
@@ -55,6 +60,23 @@ if TYPE_CHECKING:
 
 DEFAULT_TLS_DIR = Path("var/bureaus/tls")
 DEFAULT_ADMIN_PORT = 18100
+
+
+def stamp_cities(
+    blocks: Mapping[str, Mapping[str, Any]], copies: int, ports: Iterator[int]
+) -> dict[str, dict[str, Any]]:
+    """``copies`` simulated cities for each ``cities.<key>`` block: ``<key>-00``, ``<key>-01``...,
+    each a copy of its block (credentials, TLS, rate) on its own loopback port, with
+    ``connector: <key>``: the gateway delivers to it with that city's connector and the
+    simulator answers with that city's profile (benchmarks with many cities, ``bench.deliver
+    --cities``)."""
+    stamped: dict[str, dict[str, Any]] = {}
+    for key, block in blocks.items():
+        scheme = urlsplit(str(block["endpoint"])).scheme
+        for n in range(copies):
+            endpoint = f"{scheme}://127.0.0.1:{next(ports)}"
+            stamped[f"{key}-{n:02d}"] = {**block, "connector": key, "endpoint": endpoint}
+    return stamped
 
 
 class _Server(ThreadingHTTPServer):
@@ -235,13 +257,23 @@ class BureauSimulator:
         conf = self.settings.cities[name]
         client = (conf.credentials.client_id, conf.credentials.resolved_secret())
         baseline = CityBureau.baseline(conf.rate_per_s, conf.burst)
-        city = CityBureau(profile_for(name), client, baseline, seed=self._seed)
+        city = CityBureau(self._profile(name), client, baseline, seed=self._seed)
         # the bureau's side of the case lifecycle: polls and handling results are answered;
         # cases only move when a test or the demo starts a lifecycle with its plan
         from gateway.dev.bureau_lifecycle import BureauLifecycle, LifecyclePlan
 
         BureauLifecycle(city, client, LifecyclePlan(), seed=self._seed)
         return city
+
+    def _profile(self, name: str) -> BureauProfile:
+        """The city's own profile, else (a stamped copy, :func:`stamp_cities`) its connector's."""
+        try:
+            return profile_for(name)
+        except ConfigError:
+            connector = self.settings.cities[name].connector
+            if connector is None or connector == name:
+                raise
+            return profile_for(connector)
 
     def start(self) -> BureauSimulator:
         files = self._tls_files()

@@ -19,11 +19,15 @@ import pytest
 import yaml
 
 from connectors import beijing, chongqing, hefei, suzhou
+from gateway.config import load_settings
+from gateway.connectors_registry import load_connectors
+from gateway.dev.broker import free_ports
 from gateway.dev.bureau_tls import ensure_tls
-from gateway.dev.bureaus import BureauSimulator, RemoteBureaus
+from gateway.dev.bureaus import BureauSimulator, RemoteBureaus, stamp_cities
 from gateway.dev.conformance import BureauClient, credentials_of, sample_escalation
 from gateway.errors import BureauUnavailable
 from gateway.sdk import Accepted, BureauRequest, Rejected, RetryLater
+from tests.contract.conftest import sim_settings
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,3 +247,36 @@ def test_cli_runs_until_sigterm(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out.decode()
     assert b"bureaus stopped" in out
+
+
+def test_stamped_cities_answer_with_the_profile_of_the_city_they_copy(tmp_path: Path) -> None:
+    """stamp_cities: copies of a SOAP, an mTLS OAuth2 and an SM3 city, each on its own port,
+    speak their original's protocol, and each copy keeps its own cases."""
+    settings = sim_settings(tmp_path)
+    blocks: dict[str, dict[str, object]] = {}
+    for key in ("chongqing", "shenzhen", "hefei"):
+        conf = settings.cities[key]
+        blocks[key] = {
+            "endpoint": conf.endpoint,
+            "allow_plaintext": conf.allow_plaintext,
+            "credentials": {
+                "client_id": conf.credentials.client_id,
+                "secret": conf.credentials.resolved_secret(),
+            },
+            "tls": conf.tls.model_dump(mode="json", exclude_none=True),
+        }
+    stamped = stamp_cities(blocks, 2, iter(free_ports(6)))
+    assert sorted(stamped) == [
+        "chongqing-00", "chongqing-01", "hefei-00", "hefei-01", "shenzhen-00", "shenzhen-01",
+    ]  # fmt: skip
+    assert str(stamped["shenzhen-01"]["endpoint"]).startswith("https://127.0.0.1:")
+    full = load_settings(None, cities=stamped)
+    connectors = load_connectors()
+    with BureauSimulator(full, tmp_path, cities=list(stamped)) as copies:
+        for name, block in stamped.items():
+            connector = connectors[str(block["connector"])]
+            assert full.connector_of(name) == block["connector"]
+            with BureauClient(connector, full.cities[name], copies.endpoint(name)) as c:
+                outcome = c.send(sample_escalation(connector, name))
+            assert isinstance(outcome, Accepted), (name, outcome)
+            assert copies.city(name).counters()["cases"] == 1
