@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import subprocess
 import tempfile
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 import kafka
 
@@ -85,7 +87,7 @@ from gateway.topics import Department, Desk, Topics, TopicSpec
 SENT_HEADER = "bench-sent-at"
 SIZES = {"380B": 0, "1KB": BENCH_DESCRIPTION_BYTES}
 """Record sizes by name: the bench complaints' description bytes (0: ~380 B encoded)."""
-RUN_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 240
 
 Start = Callable[[Job], subprocess.Popen[bytes]]
 
@@ -166,6 +168,8 @@ class Run:
     per_topic: dict[str, int]
     problems: list[str] = field(default_factory=list)
     """What the exactly-once check found wrong (none: exactly once)."""
+    notes: list[str] = field(default_factory=list)
+    """What happened on the way (a first attempt that stopped committing and was repeated)."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +236,30 @@ def measure(
     """One run: start, wait until ``count`` records are committed, (run ``while_running``),
     stop, check the output."""
     outputs = [t for group in routed_topics(job.topics) for t in group] if routes else [job.sink]
-    since = mark(job.bootstrap, outputs)
+    notes: list[str] = []
+    for attempt in range(2):
+        since = mark(job.bootstrap, outputs)
+        try:
+            return _measured(start, job, count, routes, outputs, since, while_running, notes)
+        except TimeoutError as exc:  # a client that stopped committing (a stuck peer): once more
+            if attempt:
+                raise
+            print(f"  {exc}: stopped; the run is repeated with a fresh group", flush=True)
+            notes.append(f"first attempt stopped committing ({exc}), repeated")
+            job = dataclasses.replace(job, group=f"{job.group}-again")
+    raise AssertionError("unreachable")
+
+
+def _measured(
+    start: Start,
+    job: Job,
+    count: int,
+    routes: bool,
+    outputs: list[str],
+    since: Any,
+    while_running: Callable[[Job], None] | None,
+    notes: list[str],
+) -> Run:
     with running(start, job) as proc:
         progress = wait_committed(job.bootstrap, job.group, job.source, count, RUN_TIMEOUT_S, proc)
         rss = peak_rss_mb(proc.pid)
@@ -243,7 +270,7 @@ def measure(
     keys = written(job.bootstrap, since, until)
     per_topic = {t: len(k) for t, k in keys.items()}
     problems = check(keys, count, routes, job.topics)
-    return Run(progress.rate, progress.cpu_ms_per_1000, rss, per_topic, problems)
+    return Run(progress.rate, progress.cpu_ms_per_1000, rss, per_topic, problems, notes)
 
 
 def fill(bootstrap: str, topic: str, count: int, description_bytes: int) -> float:
@@ -362,6 +389,7 @@ def bench_size(
             run = measure(start, job, args.count, routes[key], while_last_router if last else None)
             result.runs[key].append(run)
             verdict = "exactly once" if not run.problems else "; ".join(run.problems)
+            verdict += "".join(f" ({note})" for note in run.notes)
             print(
                 f"[{name}] round {i + 1} {key}: {run.rate:,.0f} msg/s, "
                 f"{run.cpu_ms_per_1000:.1f} ms CPU per 1,000, {run.rss_mib:.0f} MiB, {verdict}",
@@ -432,8 +460,11 @@ def _verdict(result: SizeResult, key: str, routes: bool) -> str:
         ]
     if problems:
         return "**FAILED**: " + "; ".join(sorted(set(problems)))
-    return f"exactly once ({len(runs)} of {len(runs)})" + (
-        ", same topics and counts as the router" if routes and key != "router" else ""
+    repeated = sum(1 for run in runs if run.notes)
+    return (
+        f"exactly once ({len(runs)} of {len(runs)})"
+        + (", same topics and counts as the router" if routes and key != "router" else "")
+        + (f"; {repeated} run(s) repeated after the client stopped committing" if repeated else "")
     )
 
 
