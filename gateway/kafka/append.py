@@ -73,7 +73,6 @@ class BatchAppender:
         self._add_partition = manager.maybe_add_partition_to_transaction if manager else None
         self._limit = int(producer.config["max_request_size"])
         self._tps: dict[str, list[_KTP]] = {}
-        self._encode = True  # encode_into, checked by self_check; _append_each otherwise
         self._last_key: bytes | None = None
         self._last_count = 0
         self._last_index = 0
@@ -134,10 +133,7 @@ class BatchAppender:
                 with lock:
                     if dq:
                         batch = dq[-1]
-                        if self._encode:
-                            i, largest = encode_into(batch.records, group, i)
-                        else:
-                            i, largest = _append_each(batch.records, group, i)
+                        i, largest = encode_into(batch.records, group, i)
                         if largest:
                             batch.max_record_size = max(batch.max_record_size, largest)
                             batch.last_append = time.monotonic()
@@ -307,7 +303,6 @@ def _check_group_append(probe: Any) -> None:
     appender = BatchAppender.__new__(BatchAppender)
     appender._accumulator = probe
     appender._append = probe.append
-    appender._encode = True
     tp = _KTP("gc-self-check", 1)
     big = bytes(range(256)) * 80  # lengths beyond the varint table
     group: list[Grouped] = [
