@@ -14,6 +14,7 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -70,6 +71,24 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+GIL_SWITCH_INTERVAL_S = 0.001
+"""How long a thread may hold the interpreter lock while another waits for it (CPython's
+default: 5 ms)."""
+
+
+def tune_interpreter() -> None:
+    """Let a thread that was woken take the interpreter lock within 1 ms instead of 5.
+
+    A router transaction is a chain of hand-offs between the routing thread and kafka-python's
+    sender and IO threads (AddPartitionsToTxn, produce, AddOffsetsToTxn, TxnOffsetCommit,
+    EndTxn: each answer wakes a thread that must get the lock first). While another thread is
+    busy, each hand-off waited up to the 5 ms default. At 1,000 complaints/s (1 KB, 2 shared
+    cores) 1 ms brought ``send_offsets_to_transaction`` from 15.5-21.6 to 11.4-14.2 ms and
+    ``commit_transaction`` from 14.9-19.3 to 11.6-12.3 ms (medians, 2 runs each).
+    """
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 # glibc mallopt parameters (malloc.h)

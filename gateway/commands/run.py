@@ -74,10 +74,12 @@ def _start(
     if member is not None:
         settings, instance = _as_member(settings, member, instance)
         deliver = deliver and (member == 0 or not route)  # one deliverer per supervised set
-    from gateway.app import EXIT_UNAVAILABLE, App, tune_allocator, tune_gc
+    from gateway.app import EXIT_UNAVAILABLE, App, tune_allocator, tune_gc, tune_interpreter
     from gateway.ops.health import check_bind
 
     tune_allocator()  # before the Kafka clients start their threads
+    if route:
+        tune_interpreter()
 
     check_bind(settings.observability.host, settings.observability.port)  # before Kafka
 
