@@ -285,7 +285,7 @@ class DeliveryEngine:
         if now >= self._next_position_scan:
             self._next_position_scan = now + 1.0
             tps |= assigned - self.consumer.paused()
-        positions = {tp: self.consumer.position(tp) for tp in tps}
+        positions = self.consumer.positions_of(tps)
         for tp, offset in positions.items():
             self.tracker.position(tp, offset)
         self._lag = self.consumer.lag_by_topic(self._positions, positions)
