@@ -95,6 +95,7 @@ class CityDelivery:
         self.credentials = credentials
         self.nonce = nonce
         self.limiter = TokenBucket(settings.rate_per_s, settings.burst, clock)
+        self._token_turn = threading.Lock()
         self.breaker = CircuitBreaker(
             settings.breaker.failure_threshold,
             settings.breaker.open_s,
@@ -232,14 +233,17 @@ class CityDelivery:
         )
 
     def _take_token(self) -> None:
+        # One worker of the city waits for the bucket at a time, the others for this lock: a
+        # token wakes one thread, not every worker of the city to find all but one too early.
         waited = 0.0
-        while True:
-            wait = self.limiter.reserve()
-            if wait <= 0:
-                break
-            if self.stop.wait(wait):
-                raise Hold(f"{self.city}: stopping", wait_s=0)
-            waited += wait
+        with self._token_turn:
+            while True:
+                wait = self.limiter.reserve()
+                if wait <= 0:
+                    break
+                if self.stop.wait(wait):
+                    raise Hold(f"{self.city}: stopping", wait_s=0)
+                waited += wait
         if waited:
             self.observer.on_limiter_wait(self.city, waited)
         if self.limiter.rate != self._reported_rate:  # recovered (or lowered) since last report

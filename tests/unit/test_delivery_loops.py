@@ -29,6 +29,7 @@ from gateway.errors import (
 from gateway.kafka.clients import Record, TopicPartition
 from gateway.ops.watchdog import Watchdog
 from gateway.policies.breaker import OPEN
+from gateway.policies.ratelimit import TokenBucket
 from gateway.sdk import Accepted, Credentials, Escalation, Irregular, Rejected, RetryLater
 from tests.unit.delivery_fakes import (
     CODEC,
@@ -806,3 +807,49 @@ def test_any_interpretation_ends_in_exactly_one_written_outcome(
     else:
         assert [r["outcome"] for r in receipts] == ["ACCEPTED"]
         assert receipts[0]["case_number"]
+
+
+class _CountingStop(threading.Event):
+    """A stop event that counts the threads inside ``wait`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._count:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._count:
+                self.inside -= 1
+
+
+def test_one_worker_of_a_city_waits_for_its_bucket_at_a_time() -> None:
+    # Several workers of one city short of tokens: one sleeps until the next token is due, the
+    # others wait their turn (not each its own timed wait, woken together for one token).
+    stop = _CountingStop()
+    delivery = city_delivery(FakeConnector(), stop=stop, rate_per_s=200.0, burst=1)
+    delivery.clock = time.time
+    delivery.limiter = TokenBucket(200.0, 1, time.time)
+    grants: list[float] = []
+    taken = threading.Lock()
+
+    def take(n: int) -> None:
+        for _ in range(n):
+            delivery._take_token()
+            with taken:
+                grants.append(time.monotonic())
+
+    workers = [threading.Thread(target=take, args=(5,)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert len(grants) == 20
+    assert stop.most == 1
+    assert grants[-1] - grants[0] >= 18 / 200  # the bucket's rate still binds (one in burst)
