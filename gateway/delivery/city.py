@@ -238,6 +238,8 @@ class CityDelivery:
         waited = 0.0
         with self._token_turn:
             while True:
+                if self.stop.is_set():  # stopped while this worker waited for its turn
+                    raise Hold(f"{self.city}: stopping", wait_s=0)
                 wait = self.limiter.reserve()
                 if wait <= 0:
                     break

@@ -30,6 +30,7 @@ from gateway.kafka.clients import Record, TopicPartition
 from gateway.ops.watchdog import Watchdog
 from gateway.policies.breaker import OPEN
 from gateway.policies.ratelimit import TokenBucket
+from gateway.policies.retry import Hold
 from gateway.sdk import Accepted, Credentials, Escalation, Irregular, Rejected, RetryLater
 from tests.unit.delivery_fakes import (
     CODEC,
@@ -853,3 +854,25 @@ def test_one_worker_of_a_city_waits_for_its_bucket_at_a_time() -> None:
     assert len(grants) == 20
     assert stop.most == 1
     assert grants[-1] - grants[0] >= 18 / 200  # the bucket's rate still binds (one in burst)
+
+
+def test_a_worker_stopped_while_waiting_for_its_turn_takes_no_token() -> None:
+    stop = threading.Event()
+    delivery = city_delivery(FakeConnector(), stop=stop, burst=5)
+    raised: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            delivery._take_token()
+        except BaseException as exc:
+            raised.append(exc)
+
+    with delivery._token_turn:  # another worker's turn
+        worker = threading.Thread(target=take)
+        worker.start()
+        time.sleep(0.05)  # time itself is the scenario: let the worker block on the turn
+        stop.set()
+    worker.join(5)
+    assert len(raised) == 1 and isinstance(raised[0], Hold)
+    assert delivery.limiter.reserve() == 0.0  # the burst is whole: nothing was taken
+    assert sum(delivery.limiter.reserve() == 0.0 for _ in range(4)) == 4
