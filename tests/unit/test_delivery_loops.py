@@ -876,3 +876,13 @@ def test_a_worker_stopped_while_waiting_for_its_turn_takes_no_token() -> None:
     assert len(raised) == 1 and isinstance(raised[0], Hold)
     assert delivery.limiter.reserve() == 0.0  # the burst is whole: nothing was taken
     assert sum(delivery.limiter.reserve() == 0.0 for _ in range(4)) == 4
+
+
+def test_nonces_are_32_hex_digits_and_never_repeat() -> None:
+    from gateway.delivery.city import Nonces
+
+    nonces = Nonces(per_read=4)  # several refills
+    seen = [nonces() for _ in range(1000)]
+    assert all(len(n) == 32 and int(n, 16) >= 0 for n in seen)
+    assert len(set(seen)) == len(seen)
+    assert Nonces()() != Nonces()()
