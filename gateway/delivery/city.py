@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -258,8 +259,14 @@ class CityDelivery:
     def _take_token(self) -> None:
         # One worker of the city waits for the bucket at a time, the others for this lock: a
         # token wakes one thread, not every worker of the city to find all but one too early.
+        # The wait for the turn counts as waiting for the bucket (the metric's rate() stays the
+        # number of workers waiting).
         waited = 0.0
-        with self._token_turn:
+        if not self._token_turn.acquire(blocking=False):
+            began = time.monotonic()
+            self._token_turn.acquire()
+            waited = time.monotonic() - began
+        try:
             while True:
                 if self.stop.is_set():  # stopped while this worker waited for its turn
                     raise Hold(f"{self.city}: stopping", wait_s=0)
@@ -269,6 +276,8 @@ class CityDelivery:
                 if self.stop.wait(wait):
                     raise Hold(f"{self.city}: stopping", wait_s=0)
                 waited += wait
+        finally:
+            self._token_turn.release()
         if waited:
             self.observer.on_limiter_wait(self.city, waited)
         if self.limiter.rate != self._reported_rate:  # recovered (or lowered) since last report

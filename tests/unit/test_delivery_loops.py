@@ -886,3 +886,21 @@ def test_nonces_are_32_hex_digits_and_never_repeat() -> None:
     assert all(len(n) == 32 and int(n, 16) >= 0 for n in seen)
     assert len(set(seen)) == len(seen)
     assert Nonces()() != Nonces()()
+
+
+def test_the_wait_for_the_turn_counts_as_waiting_for_the_bucket() -> None:
+    waits: list[float] = []
+
+    class Observer(FakeObserver):
+        def on_limiter_wait(self, city: str, seconds: float) -> None:
+            waits.append(seconds)
+
+    delivery = city_delivery(FakeConnector(), observer=Observer(), burst=5)
+    delivery._take_token()  # a token at once, no turn to wait for: nothing reported
+    assert waits == []
+    with delivery._token_turn:  # another worker's turn
+        worker = threading.Thread(target=delivery._take_token)
+        worker.start()
+        time.sleep(0.1)  # time itself is the scenario: the turn is held this long
+    worker.join(5)
+    assert len(waits) == 1 and waits[0] >= 0.09
