@@ -72,7 +72,7 @@ kafka-drift: ## the newest kafka-python release: fast-path self-check, compat te
 	$(KAFKA_LATEST)/bin/python -c "import kafka; print('kafka-drift: kafka-python', kafka.__version__, '(locked: $$(grep -i ^kafka-python== constraints.txt))')"
 	$(KAFKA_LATEST)/bin/pytest -p no:cacheprovider -q \
 		"tests/unit/test_liveness.py::test_the_self_check_passes_on_the_installed_kafka_python" \
-		tests/unit/test_unpack.py tests/unit/test_append_encode.py \
+		tests/unit/test_unpack.py tests/unit/test_append_encode.py tests/unit/test_positions.py \
 		tests/unit/test_kafka_compat.py tests/unit/test_kafka_partitioner.py tests/integration/test_kafka_producer.py
 
 demo: venv ## broker + bureau simulator + gateway, with sample complaints

@@ -78,6 +78,14 @@ class Origin:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+def arm(sock: socket.socket, timeout: float) -> None:
+    """``sock.settimeout(timeout)`` unless it is set so already (it is, while more than
+    ``timeout_s`` is left before the deadline): CPython's settimeout is a system call that
+    releases the GIL, and a deliverer's many workers queue for the GIL after each."""
+    if sock.gettimeout() != timeout:
+        sock.settimeout(timeout)
+
+
 class _Clock:
     """The attempt's deadline: each socket operation's timeout."""
 
@@ -103,7 +111,7 @@ class _Conn:
         """No answer read on it yet (its TLS session is kept after the first one)."""
 
     def recv(self, clock: _Clock) -> bytes:
-        self.sock.settimeout(clock.timeout())
+        arm(self.sock, clock.timeout())
         return self.sock.recv(READ_BYTES)
 
     def close(self) -> None:
@@ -158,7 +166,7 @@ class Pool:
         data = _request_bytes(method, origin, target, headers, body)
         conn = self._checkout(origin, clock)
         try:
-            conn.sock.settimeout(clock.timeout())
+            arm(conn.sock, clock.timeout())
             conn.sock.sendall(data)
             answer, reusable = _read_answer(conn, clock, cap, head=method == "HEAD")
         except BaseException:

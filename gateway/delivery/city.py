@@ -16,8 +16,9 @@ which dead-letters the record as ``internal_error``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
-import uuid
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +72,29 @@ class Result:
     attempts: Attempts = field(default_factory=Attempts)
 
 
+class Nonces:
+    """Request nonces: 32 hex digits of the operating system's CSPRNG each, as
+    ``uuid.uuid4().hex`` gave (but all 128 bits random). Read ``per_read`` at a time: one
+    ``getrandom`` system call, which releases the GIL, per ``per_read`` attempts, not each."""
+
+    __slots__ = ("_at", "_buf", "_lock", "_size")
+
+    def __init__(self, per_read: int = 256) -> None:
+        self._size = 16 * per_read
+        self._buf = b""
+        self._at = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._at >= len(self._buf):
+                self._buf, self._at = os.urandom(self._size), 0
+            at = self._at
+            self._at = at + 16
+            buf = self._buf
+        return buf[at : at + 16].hex()
+
+
 class CityDelivery:
     def __init__(
         self,
@@ -83,7 +107,7 @@ class CityDelivery:
         clock: Callable[[], float],
         stop: threading.Event,
         credentials: Credentials,
-        nonce: Callable[[], str] = lambda: uuid.uuid4().hex,
+        nonce: Callable[[], str] | None = None,
     ) -> None:
         self.city = city
         self.settings = settings
@@ -93,8 +117,9 @@ class CityDelivery:
         self.clock = clock
         self.stop = stop
         self.credentials = credentials
-        self.nonce = nonce
+        self.nonce = nonce or Nonces()
         self.limiter = TokenBucket(settings.rate_per_s, settings.burst, clock)
+        self._token_turn = threading.Lock()
         self.breaker = CircuitBreaker(
             settings.breaker.failure_threshold,
             settings.breaker.open_s,
@@ -232,14 +257,27 @@ class CityDelivery:
         )
 
     def _take_token(self) -> None:
+        # One worker of the city waits for the bucket at a time, the others for this lock: a
+        # token wakes one thread, not every worker of the city to find all but one too early.
+        # The wait for the turn counts as waiting for the bucket (the metric's rate() stays the
+        # number of workers waiting).
         waited = 0.0
-        while True:
-            wait = self.limiter.reserve()
-            if wait <= 0:
-                break
-            if self.stop.wait(wait):
-                raise Hold(f"{self.city}: stopping", wait_s=0)
-            waited += wait
+        if not self._token_turn.acquire(blocking=False):
+            began = time.monotonic()
+            self._token_turn.acquire()
+            waited = time.monotonic() - began
+        try:
+            while True:
+                if self.stop.is_set():  # stopped while this worker waited for its turn
+                    raise Hold(f"{self.city}: stopping", wait_s=0)
+                wait = self.limiter.reserve()
+                if wait <= 0:
+                    break
+                if self.stop.wait(wait):
+                    raise Hold(f"{self.city}: stopping", wait_s=0)
+                waited += wait
+        finally:
+            self._token_turn.release()
         if waited:
             self.observer.on_limiter_wait(self.city, waited)
         if self.limiter.rate != self._reported_rate:  # recovered (or lowered) since last report

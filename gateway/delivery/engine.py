@@ -285,7 +285,7 @@ class DeliveryEngine:
         if now >= self._next_position_scan:
             self._next_position_scan = now + 1.0
             tps |= assigned - self.consumer.paused()
-        positions = {tp: self.consumer.position(tp) for tp in tps}
+        positions = self.consumer.positions_of(tps)
         for tp, offset in positions.items():
             self.tracker.position(tp, offset)
         self._lag = self.consumer.lag_by_topic(self._positions, positions)
@@ -322,9 +322,11 @@ class DeliveryEngine:
         assigned = self.consumer.assignment()
         paused = self.consumer.paused()
         limit = self.settings.delivery.max_in_flight_per_city
+        by_topic: dict[str, list[TopicPartition]] = {}
+        for tp in assigned:
+            by_topic.setdefault(tp.topic, []).append(tp)
         for city, lane in self.lanes.items():
-            topic = self.flow.topic(city)
-            tps = [tp for tp in assigned if tp.topic == topic]
+            tps = by_topic.get(self.flow.topic(city), [])
             delivery = self.deliveries[city]
             hold = not delivery.available() or lane.queued >= limit
             if hold:

@@ -32,7 +32,7 @@ from gateway.errors import (
     GreenChannelError,
     KafkaUnavailable,
 )
-from gateway.kafka import unpack
+from gateway.kafka import positions, unpack
 from gateway.kafka.append import Outgoing, batch_appender
 from gateway.kafka.compat import (
     QuietSelector,
@@ -234,6 +234,7 @@ class Consumer:
             raise _wrap("create consumer", exc) from exc
         finish_interrupted_joins(self._consumer)
         self.fast_unpack = unpack.install(self._consumer)
+        self._positions = positions.reader(self._consumer)
         listener = _Listener(on_assigned, on_revoked)
         # Load partition metadata before joining: kafka-python's assignors otherwise may compute
         # the first assignment without it ("No partition metadata for topic") and assign nothing
@@ -297,6 +298,19 @@ class Consumer:
 
     def position(self, tp: TopicPartition) -> int:
         return int(self._consumer.position(_KTP(tp.topic, tp.partition)))
+
+    def positions_of(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """:meth:`position` of each of ``tps`` (assigned partitions), settled ones read in one
+        pass (:mod:`gateway.kafka.positions`), the others asked one by one."""
+        if self._positions is None:
+            return {tp: self.position(tp) for tp in tps}
+        found, rest = self._positions([_KTP(t, p) for t, p in tps])
+        out = {TopicPartition(k.topic, k.partition): offset for k, offset in found.items()}
+        for k in rest:
+            out[TopicPartition(k.topic, k.partition)] = self.position(
+                TopicPartition(k.topic, k.partition)
+            )
+        return out
 
     def committed(self, tp: TopicPartition) -> int | None:
         value = self._consumer.committed(_KTP(tp.topic, tp.partition))

@@ -236,6 +236,9 @@ class FakeConsumer:
         """Like the real consumer: the offset after the last record returned for ``tp``."""
         return self.positions.get(tp, 0)
 
+    def positions_of(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.position(tp) for tp in tps}
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
 

@@ -14,6 +14,7 @@ from gateway.avro.reader import AvroReadError, compile_reader
 from gateway.config import CodecSettings
 from gateway.dev.samples import SampleFactory
 from gateway.errors import DecodeError
+from gateway.routing.escalation import build_escalation
 
 pytestmark = pytest.mark.unit
 
@@ -106,15 +107,153 @@ def test_complaints_read_as_fastavro_reads_them() -> None:
         assert record == schemaless_reader(io.BytesIO(data), info.plain_read, None)
 
 
+ARRAYS = {
+    "type": "record",
+    "name": "Arrays",
+    "namespace": "test.v1",
+    "fields": [
+        {"name": "words", "type": {"type": "array", "items": "string"}},
+        {"name": "numbers", "type": {"type": "array", "items": "long"}},
+        {"name": "maybe", "type": ["null", {"type": "array", "items": "double"}]},
+        {
+            "name": "pairs",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Pair",
+                    "fields": [
+                        {"name": "k", "type": "string"},
+                        {"name": "v", "type": ["null", "int"]},
+                        {"name": "c", "type": {"type": "enum", "name": "C", "symbols": ["X", "Y"]}},
+                    ],
+                },
+            },
+        },
+        {"name": "nested", "type": {"type": "array", "items": {"type": "array", "items": "C"}}},
+    ],
+}
+
+
+def random_arrays(rnd: random.Random) -> dict[str, Any]:
+    def some(make: Any, most: int = 40) -> list[Any]:
+        return [make() for _ in range(rnd.choice([0, 1, 2, rnd.randrange(0, most)]))]
+
+    def word() -> str:
+        return "".join(rnd.choice("aZ9 投诉€\U0001f600") for _ in range(rnd.randrange(0, 20)))
+
+    return {
+        "words": some(word),
+        "numbers": some(lambda: rnd.randrange(-(2**62), 2**62), 200),
+        "maybe": rnd.choice([None, some(lambda: rnd.uniform(-1e9, 1e9))]),
+        "pairs": some(
+            lambda: {
+                "k": word(),
+                "v": rnd.choice([None, rnd.randrange(-9, 9)]),
+                "c": "XY"[rnd.randrange(2)],
+            }
+        ),
+        "nested": some(lambda: some(lambda: rnd.choice("XY"), 5), 5),
+    }
+
+
+def blocked(items: list[bytes], sizes: list[int], with_byte_size: bool) -> bytes:
+    """An array written in blocks of ``sizes`` items (negative counts with byte sizes when
+    ``with_byte_size``), as other Avro writers may write it; zig-zag varints by hand."""
+
+    def varint(n: int) -> bytes:
+        n = (n << 1) ^ (n >> 63)
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        return bytes(out + bytes([n]))
+
+    out, i = b"", 0
+    for size in sizes:
+        body = b"".join(items[i : i + size])
+        i += size
+        out += varint(-size) + varint(len(body)) + body if with_byte_size else varint(size) + body
+    return out + b"\x00"
+
+
+def test_arrays_read_as_fastavro_reads_them() -> None:
+    schema = parse_schema(ARRAYS)
+    reader = compile_reader(schema)
+    assert reader is not None
+    rnd = random.Random(5)
+    for _ in range(3000):
+        data = encode(schema, random_arrays(rnd))
+        record, end = reader(b"ab" + data, 2)
+        assert end == len(data) + 2
+        assert record == schemaless_reader(io.BytesIO(data), schema, None)
+
+
+@pytest.mark.parametrize("with_byte_size", [False, True])
+def test_arrays_in_several_blocks_read_as_fastavro_reads_them(with_byte_size: bool) -> None:
+    schema = parse_schema(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [{"name": "x", "type": {"type": "array", "items": "string"}}],
+        }
+    )
+    reader = compile_reader(schema)
+    assert reader is not None
+    words = [f"w{i}".encode() for i in range(9)]
+    data = blocked([bytes([len(w) * 2]) + w for w in words], [2, 3, 1, 3], with_byte_size)
+    record, end = reader(data, 0)
+    assert end == len(data)
+    assert record == schemaless_reader(io.BytesIO(data), schema, None)
+    assert record == {"x": [w.decode() for w in words]}
+
+
+def test_escalations_read_as_fastavro_reads_them() -> None:
+    info = current_schemas()["escalation"]
+    assert info.writer.compiled is not None
+    rnd = random.Random(8)
+    signals = ["safety_hazard", "media_attention", "group_complaint", "投诉"]
+    for sample in SampleFactory(seed=13, major_share=1.0, green_share=1.0).complaints(500):
+        esc = build_escalation(
+            sample.record, city="wuhu", rule_id="unit", now_ms=1_790_000_000_000, working_days=10
+        )
+        esc["severity"] = rnd.sample(signals, rnd.randrange(0, 5))
+        data = encode(info.write, esc)
+        record, end = info.writer.compiled(data, 0)
+        assert end == len(data)
+        assert record == schemaless_reader(io.BytesIO(data), info.plain_read, None)
+
+
+def test_an_array_count_over_the_bytes_left_is_refused_before_reading() -> None:
+    info = current_schemas()["escalation"]
+    codec = Codec(CodecSettings())
+    esc = build_escalation(
+        next(SampleFactory(seed=2).complaints(1)).record,
+        city="wuhu",
+        rule_id="unit",
+        now_ms=1_790_000_000_000,
+        working_days=10,
+    )
+    esc["severity"] = []
+    body = encode(info.write, esc)
+    assert body.endswith(b"\x00")  # the empty severity array ends the record
+    huge = b"\xfe\xff\xff\xff\x0f"  # 2**31 - 1 items (zig-zag), no bytes for them
+    assert _compiled_reason(codec, info.header, body[:-1] + huge) == "truncated"
+    assert _compiled_reason(codec, info.header, body[:-1] + b"\x01\x02") == "truncated"
+    reasons = {_compiled_reason(codec, info.header, body[:cut]) for cut in range(len(body))}
+    assert reasons == {"truncated"}
+
+
 @pytest.mark.parametrize(
     "field_type",
     [
-        {"type": "array", "items": "long"},
         {"type": "map", "values": "string"},
-        ["null", {"type": "array", "items": "string"}],
+        ["null", {"type": "map", "values": "long"}],
+        {"type": "array", "items": "null"},
+        {"type": "array", "items": {"type": "record", "name": "Empty", "fields": []}},
     ],
 )
-def test_repeated_types_are_left_to_fastavro(field_type: Any) -> None:
+def test_maps_and_arrays_of_items_without_bytes_are_left_to_fastavro(field_type: Any) -> None:
     schema = parse_schema(
         {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+import random
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
 from connectors import hefei, nanchang, wuhu
 from connectors.families.common import sm3_hex
-from connectors.families.form_sm3 import sign_base, sm3_signature
+from connectors.families.form_sm3 import form_body, sign_base, sm3_signature
 from gateway.sdk import Accepted, BureauResponse, Irregular, Outcome, Rejected, RetryLater
 from tests.unit.connector_samples import NOW_MS, context, escalation
 
@@ -105,3 +106,19 @@ def test_nanchang_integer_codes() -> None:
     assert nanchang.connector.interpret(ok) == Accepted("NC1")
     stale = BureauResponse(200, {}, b'{"errcode":40002,"errmsg":"timestamp"}')
     assert nanchang.connector.interpret(stale) == RetryLater("auth")
+
+
+def test_form_body_is_byte_for_byte_what_urlencode_writes() -> None:
+    rnd = random.Random(7)
+    alphabet = [chr(c) for c in range(128)] + list("投诉消费者 €é\U0001f600\u00a0\u3000+&=%~")
+    for _ in range(2000):
+        params = {
+            "".join(rnd.choices(alphabet, k=rnd.randrange(0, 8))): "".join(
+                rnd.choices(alphabet, k=rnd.randrange(0, 60))
+            )
+            for _ in range(rnd.randrange(0, 6))
+        }
+        assert form_body(params) == urlencode(params).encode("ascii")
+    for b in range(256):  # every byte of UTF-8 text once, alone
+        text = bytes([b]).decode("latin-1")
+        assert form_body({"k": text}) == urlencode({"k": text}).encode("ascii")

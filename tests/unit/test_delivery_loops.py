@@ -29,6 +29,8 @@ from gateway.errors import (
 from gateway.kafka.clients import Record, TopicPartition
 from gateway.ops.watchdog import Watchdog
 from gateway.policies.breaker import OPEN
+from gateway.policies.ratelimit import TokenBucket
+from gateway.policies.retry import Hold
 from gateway.sdk import Accepted, Credentials, Escalation, Irregular, Rejected, RetryLater
 from tests.unit.delivery_fakes import (
     CODEC,
@@ -806,3 +808,99 @@ def test_any_interpretation_ends_in_exactly_one_written_outcome(
     else:
         assert [r["outcome"] for r in receipts] == ["ACCEPTED"]
         assert receipts[0]["case_number"]
+
+
+class _CountingStop(threading.Event):
+    """A stop event that counts the threads inside ``wait`` at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most = 0
+        self._count = threading.Lock()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._count:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            return super().wait(timeout)
+        finally:
+            with self._count:
+                self.inside -= 1
+
+
+def test_one_worker_of_a_city_waits_for_its_bucket_at_a_time() -> None:
+    # Several workers of one city short of tokens: one sleeps until the next token is due, the
+    # others wait their turn (not each its own timed wait, woken together for one token).
+    stop = _CountingStop()
+    delivery = city_delivery(FakeConnector(), stop=stop, rate_per_s=200.0, burst=1)
+    delivery.clock = time.time
+    delivery.limiter = TokenBucket(200.0, 1, time.time)
+    grants: list[float] = []
+    taken = threading.Lock()
+
+    def take(n: int) -> None:
+        for _ in range(n):
+            delivery._take_token()
+            with taken:
+                grants.append(time.monotonic())
+
+    workers = [threading.Thread(target=take, args=(5,)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(10)
+    assert len(grants) == 20
+    assert stop.most == 1
+    assert grants[-1] - grants[0] >= 18 / 200  # the bucket's rate still binds (one in burst)
+
+
+def test_a_worker_stopped_while_waiting_for_its_turn_takes_no_token() -> None:
+    stop = threading.Event()
+    delivery = city_delivery(FakeConnector(), stop=stop, burst=5)
+    raised: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            delivery._take_token()
+        except BaseException as exc:
+            raised.append(exc)
+
+    with delivery._token_turn:  # another worker's turn
+        worker = threading.Thread(target=take)
+        worker.start()
+        time.sleep(0.05)  # time itself is the scenario: let the worker block on the turn
+        stop.set()
+    worker.join(5)
+    assert len(raised) == 1 and isinstance(raised[0], Hold)
+    assert delivery.limiter.reserve() == 0.0  # the burst is whole: nothing was taken
+    assert sum(delivery.limiter.reserve() == 0.0 for _ in range(4)) == 4
+
+
+def test_nonces_are_32_hex_digits_and_never_repeat() -> None:
+    from gateway.delivery.city import Nonces
+
+    nonces = Nonces(per_read=4)  # several refills
+    seen = [nonces() for _ in range(1000)]
+    assert all(len(n) == 32 and int(n, 16) >= 0 for n in seen)
+    assert len(set(seen)) == len(seen)
+    assert Nonces()() != Nonces()()
+
+
+def test_the_wait_for_the_turn_counts_as_waiting_for_the_bucket() -> None:
+    waits: list[float] = []
+
+    class Observer(FakeObserver):
+        def on_limiter_wait(self, city: str, seconds: float) -> None:
+            waits.append(seconds)
+
+    delivery = city_delivery(FakeConnector(), observer=Observer(), burst=5)
+    delivery._take_token()  # a token at once, no turn to wait for: nothing reported
+    assert waits == []
+    with delivery._token_turn:  # another worker's turn
+        worker = threading.Thread(target=delivery._take_token)
+        worker.start()
+        time.sleep(0.1)  # time itself is the scenario: the turn is held this long
+    worker.join(5)
+    assert len(waits) == 1 and waits[0] >= 0.09

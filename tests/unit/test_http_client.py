@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway.http_client import Answer as HttpAnswer
-from gateway.http_client import Origin, Pool, ProtocolError, TooLarge
+from gateway.http_client import Origin, Pool, ProtocolError, TooLarge, arm
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(30)]
 
@@ -251,3 +251,23 @@ def test_a_new_connection_resumes_the_last_tls_session(tmp_path: Path) -> None:
     assert pool.connections_opened == 3
     assert server.resumed >= 1, "every connection made a full TLS handshake"
     server.close()
+
+
+def test_a_socket_timeout_is_set_only_when_it_changes() -> None:
+    calls: list[float | None] = []
+
+    class Sock:
+        timeout: float | None = None
+
+        def gettimeout(self) -> float | None:
+            return self.timeout
+
+        def settimeout(self, value: float | None) -> None:
+            calls.append(value)
+            self.timeout = value
+
+    sock = Sock()
+    for value in (2.0, 2.0, 2.0, 0.75, 0.75, 0.5):
+        arm(sock, value)  # type: ignore[arg-type]
+    assert calls == [2.0, 0.75, 0.5]
+    assert sock.timeout == 0.5
