@@ -77,18 +77,20 @@ class Nonces:
     ``uuid.uuid4().hex`` gave (but all 128 bits random). Read ``per_read`` at a time: one
     ``getrandom`` system call, which releases the GIL, per ``per_read`` attempts, not each."""
 
-    __slots__ = ("_at", "_buf", "_lock", "_size")
+    __slots__ = ("_at", "_buf", "_lock", "_pid", "_size")
 
     def __init__(self, per_read: int = 256) -> None:
         self._size = 16 * per_read
         self._buf = b""
         self._at = 0
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def __call__(self) -> str:
         with self._lock:
-            if self._at >= len(self._buf):
-                self._buf, self._at = os.urandom(self._size), 0
+            # a forked child must not reuse its parent's unread random bytes (the same nonces)
+            if self._at >= len(self._buf) or self._pid != os.getpid():
+                self._buf, self._at, self._pid = os.urandom(self._size), 0, os.getpid()
             at = self._at
             self._at = at + 16
             buf = self._buf

@@ -6,6 +6,7 @@ The real tier (a broker, the simulator, a hostile bureau) is ``tests/integration
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.delivery.city import Attempts, CityDelivery, Result
+from gateway.delivery.city import Attempts, CityDelivery, Nonces, Result
 from gateway.delivery.engine import DeliveryEngine
 from gateway.delivery.flow import escalations
 from gateway.delivery.lane import Completion, Job, Lane
@@ -879,7 +880,6 @@ def test_a_worker_stopped_while_waiting_for_its_turn_takes_no_token() -> None:
 
 
 def test_nonces_are_32_hex_digits_and_never_repeat() -> None:
-    from gateway.delivery.city import Nonces
 
     nonces = Nonces(per_read=4)  # several refills
     seen = [nonces() for _ in range(1000)]
@@ -904,3 +904,19 @@ def test_the_wait_for_the_turn_counts_as_waiting_for_the_bucket() -> None:
         time.sleep(0.1)  # time itself is the scenario: the turn is held this long
     worker.join(5)
     assert len(waits) == 1 and waits[0] >= 0.09
+
+
+def test_a_forked_child_draws_fresh_nonces_not_its_parents_unread_bytes() -> None:
+    nonces = Nonces(per_read=4)
+    nonces()  # the parent has read its buffer: three unread nonces are left in it
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what would the parent's next nonce be?
+        os.write(write, nonces().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 32
+    assert child != nonces()
