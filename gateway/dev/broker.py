@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -131,6 +132,32 @@ def free_ports(count: int = 2) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def port_block(count: int, rng: random.Random | None = None) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1, below the kernel's ephemeral
+    range, for a process that derives ports from a base (``route --processes N`` puts member
+    ``i`` on ``base + 1 + i``).
+
+    ``free_ports`` hands out ephemeral ports, and a neighbour of one is any outgoing
+    connection's to take between the check and the listen; below the range only another
+    listener can, and the block starts at random so parallel test workers do not meet.
+    """
+    low = _ephemeral_low()
+    pick = rng or random.Random()
+    for _ in range(200):
+        base = pick.randrange(10_000, low - count)
+        if not any(port_in_use(base + i) for i in range(count)):
+            return base
+    raise FatalError(f"no {count} consecutive free ports on 127.0.0.1 below {low}")
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 12_000)
 
 
 def port_in_use(port: int) -> bool:

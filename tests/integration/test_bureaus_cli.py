@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,28 +11,10 @@ import time
 import httpx
 import pytest
 
+from gateway.dev.broker import port_block
 from tests.helpers import REPO
 
 pytestmark = pytest.mark.integration
-
-
-def free_run(length: int) -> int:
-    """A base port with ``length`` consecutive free ports (bound together, then released)."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        sockets = []
-        try:
-            for port in range(base, base + length):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise AssertionError("no run of free ports")
 
 
 def run_bureaus(*args: str) -> dict[str, str]:
@@ -77,7 +57,7 @@ def run_bureaus(*args: str) -> dict[str, str]:
 
 
 def test_port_base_moves_the_admin_api_and_the_city_ports() -> None:
-    base = free_run(11)
+    base = port_block(11)
     lines = run_bureaus("--port-base", str(base))
     assert lines["admin"] == f"http://127.0.0.1:{base}"
     assert lines["beijing"] == f"http://127.0.0.1:{base + 1}"  # cities in config order

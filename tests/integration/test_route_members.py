@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Settings
-from gateway.dev.broker import free_ports
+from gateway.dev.broker import port_block
 from gateway.dev.samples import SampleFactory
 from tests.conftest import TopicFactory
 from tests.helpers import (
@@ -50,7 +50,7 @@ def supervised(settings: Settings, tmp_path: Path) -> Iterator[GatewayRun]:
         },
     )
     run = GatewayRun(config, tmp_path / "route.log")
-    run.port = free_ports(1)[0]
+    run.port = port_block(3)  # the supervisor's port, then its members' on port + 1 and + 2
     args = ["route", "--processes", "2", "--metrics-port", str(run.port)]
     run.proc = gateway_process([*args, "--shutdown-timeout", "10"], config, run.log)
     yield run

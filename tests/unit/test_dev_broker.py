@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from gateway.dev.broker import (
     BrokerSettings,
     LocalBroker,
     free_ports,
+    port_block,
     port_in_use,
     server_properties,
 )
@@ -62,6 +65,17 @@ def test_free_ports_are_distinct_and_free() -> None:
     a, b = free_ports(2)
     assert a != b
     assert not port_in_use(a)
+
+
+def test_port_block_is_free_and_below_the_ephemeral_range() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    base = port_block(3, random.Random(7))
+    assert 10_000 <= base and base + 3 <= low
+    assert not any(port_in_use(base + i) for i in range(3))
+    with socket.socket() as held:  # a taken port inside the block moves the pick elsewhere
+        held.bind(("127.0.0.1", base + 1))
+        held.listen()
+        assert port_block(3, random.Random(7)) != base
 
 
 def test_client_config_carries_security_settings(tmp_path: Path) -> None:
