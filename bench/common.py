@@ -26,6 +26,14 @@ REPO = Path(__file__).resolve().parent.parent
 REPORT = REPO / "docs" / "benchmarks.md"
 
 
+_BROKER_PIDS: dict[str, int] = {}
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The pid of the local broker :func:`broker` started for ``bootstrap`` (None: external)."""
+    return _BROKER_PIDS.get(bootstrap)
+
+
 @contextlib.contextmanager
 def broker() -> Iterator[str]:
     """GREENCHANNEL_BOOTSTRAP_SERVERS if set, else a fresh local broker for this run."""
@@ -41,9 +49,12 @@ def broker() -> Iterator[str]:
             )
         )
         b.start()
+        if b.pid is not None:
+            _BROKER_PIDS[b.bootstrap] = b.pid
         try:
             yield b.bootstrap
         finally:
+            _BROKER_PIDS.pop(b.bootstrap, None)
             b.stop()
 
 

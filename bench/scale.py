@@ -12,7 +12,7 @@ SIGKILLed. Measured: the longest commit gap of the other members' partitions aro
 how long the killed member's partitions waited (the supervisor's restart, start-up, and the
 static member's rejoin), and whether the survivors saw a rebalance.
 
-    python -m bench.scale [--count 1000000] [--rounds 3] [--processes 2]
+    python -m bench.scale [--count 1000000] [--rounds 3] [--processes 2] [--size 1KB]
 
 Target (issue 14): N = 2 on 2 cores >= 1.8x one process over the whole run.
 """
@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.common import (
     broker,
+    broker_pid,
     cpu_seconds,
     gateway,
     peak_rss_mb,
@@ -44,7 +45,7 @@ from bench.common import (
     write_config,
     write_section,
 )
-from bench.route import fill, start_router
+from bench.route import SIZES, fill
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import KafkaSettings
 from gateway.dev.broker import free_ports
@@ -142,6 +143,8 @@ class Run:
     rss_mib: list[float]
     load: float
     """the machine's 1-minute load average at launch (it is shared)"""
+    broker_cpu_s: float = float("nan")
+    """the local broker's CPU time over the whole run (NaN: an external broker)"""
 
     def rate(self, count: int) -> float:
         return count / self.whole_s
@@ -149,6 +152,12 @@ class Run:
     def cores(self, count: int) -> float:
         """Cores the process tree got on average over the whole run (CPU time / wall time)."""
         return self.cpu_ms_per_1000 * count / 1e6 / self.whole_s
+
+    @property
+    def broker_cores(self) -> float:
+        """Cores the broker took over the same whole run: on a machine this size, the routers
+        can get at most the cores it leaves."""
+        return self.broker_cpu_s / self.whole_s
 
 
 def config_for(bootstrap: str, prefix: str, name: str, tmp: Path, port: int) -> Path:
@@ -169,15 +178,17 @@ def measure(bootstrap: str, prefix: str, tmp: Path, name: str, count: int, membe
     group = f"{prefix}{name}"
     sampler = Sampler(bootstrap, group).start()
     load = os.getloadavg()[0]
+    bpid = broker_pid(bootstrap)
+    broker_cpu = cpu_seconds(bpid) if bpid else float("nan")
     launched = time.monotonic()
-    if members == 1:
-        proc = start_router(bootstrap, prefix, name, tmp)  # one process (bench.common pins it)
-    else:
-        config = config_for(bootstrap, prefix, name, tmp, 0)
-        proc = gateway(["route", "--processes", str(members)], config, tmp / f"{name}.log")
+    config = config_for(bootstrap, prefix, name, tmp, 0)
+    # one process is `route` alone (bench.common pins it); N members are `route --processes N`
+    args = ["route"] if members == 1 else ["route", "--processes", str(members)]
+    proc = gateway(args, config, tmp / f"{name}.log")
     try:
         progress = wait_committed(bootstrap, group, topic, count, 900, proc)
         cpu = tree_cpu_s(proc.pid)
+        broker_cpu = (cpu_seconds(bpid) if bpid else float("nan")) - broker_cpu
         pids = children(proc.pid) if members > 1 else [proc.pid]
         rss = [peak_rss_mb(p) for p in pids]
     finally:
@@ -193,6 +204,7 @@ def measure(bootstrap: str, prefix: str, tmp: Path, name: str, count: int, membe
         cpu / count * 1e6,
         rss,
         load,
+        broker_cpu,
     )
 
 
@@ -297,6 +309,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=1_000_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--size", choices=list(SIZES), default="1KB", help="complaint size")
     args = ap.parse_args()
     singles: list[Run] = []
     multis: list[Run] = []
@@ -308,7 +321,7 @@ def main() -> None:
             admin.wait_ready(60)
             admin.create_topics(topics.all([c.key for c in GREEN_CHANNEL]))
         print(f"filling {topics.complaints} with {args.count:,} complaints ...", flush=True)
-        avg_size = fill(bootstrap, topics.complaints, args.count)
+        avg_size = fill(bootstrap, topics.complaints, args.count, SIZES[args.size])
         for i in range(args.rounds):
             for members, runs in ((1, singles), (args.processes, multis)):
                 run = measure(bootstrap, prefix, tmp, f"m{members}r{i}", args.count, members)
@@ -337,8 +350,8 @@ def report(
     rounds = (
         f"| round | 1 process: whole run | {n} processes: whole run | ratio | start-up 1 / {n} "
         f"| longest commit gap 1 / {n} | first-to-last commit 1 / {n} | CPU per 1,000 1 / {n} "
-        f"| cores got 1 / {n} | load average at launch 1 / {n} |\n"
-        "|---|---|---|---|---|---|---|---|---|---|\n"
+        f"| cores got 1 / {n} | broker's cores 1 / {n} | load average at launch 1 / {n} |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for i, (s, m) in enumerate(zip(singles, multis, strict=True), 1):
         rounds += (
@@ -347,7 +360,8 @@ def report(
             f"| {s.startup_s:.1f} / {m.startup_s:.1f} s | {s.stall_s:.1f} / {m.stall_s:.1f} s "
             f"| {s.window_rate:,.0f} / {m.window_rate:,.0f} msg/s "
             f"| {s.cpu_ms_per_1000:.0f} / {m.cpu_ms_per_1000:.0f} ms "
-            f"| {s.cores(count):.2f} / {m.cores(count):.2f} | {s.load:.1f} / {m.load:.1f} |\n"
+            f"| {s.cores(count):.2f} / {m.cores(count):.2f} "
+            f"| {s.broker_cores:.2f} / {m.broker_cores:.2f} | {s.load:.1f} / {m.load:.1f} |\n"
         )
     pairs = list(zip(singles, multis, strict=True))
     rss = max(r for m in multis for r in m.rss_mib)
@@ -361,6 +375,17 @@ def report(
         (
             f"cores the routers got, {n} processes / 1, median of the rounds",
             f"{median(m.cores(count) / s.cores(count) for s, m in pairs):.2f}",
+        ),
+        (
+            f"the broker's cores with {n} processes, median; what that leaves the routers of "
+            f"the machine's {os.cpu_count()}",
+            f"{median(m.broker_cores for m in multis):.2f}; "
+            f"{(os.cpu_count() or 1) - median(m.broker_cores for m in multis):.2f}",
+        ),
+        (
+            "bound on the whole-run ratio from the cores left (cores left / cores one process "
+            "got, median)",
+            f"{median(((os.cpu_count() or 1) - m.broker_cores) / s.cores(count) for s, m in pairs):.2f}",
         ),
         (
             f"CPU per record, {n} processes / 1 (whole run, start-up included), median",
@@ -383,14 +408,15 @@ def report(
     )
     body = (
         f"### Scaling (`python -m bench.scale --count {count} --rounds {args.rounds} "
-        f"--processes {n}`)\n\n"
+        f"--processes {n} --size {args.size}`)\n\n"
         f"{count:,} complaints of {avg_size:.0f} bytes, 12 input partitions; `greenchannel "
         f"route` as one process and as `--processes {n}` (static members, cooperative-sticky "
         f"assignment), interleaved rounds with fresh groups. Whole run = launch to every "
         "record committed (start-up and joins included); longest commit gap = longest time "
         "without any commit after the first one; cores got = CPU time of the process tree / "
         "whole run (the machine is shared: the whole-run ratio is about the cores-got ratio "
-        "divided by the CPU-per-record ratio).\n\n"
+        "divided by the CPU-per-record ratio); the broker's cores = its CPU time over the same "
+        "whole run.\n\n"
         f"{rounds}\n{table}\n"
     )
     print(rounds)

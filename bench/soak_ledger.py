@@ -308,15 +308,15 @@ def judge(
             by_key[case["key"]].append(case["case_number"])
             cases += 1
     f["bureau_cases"] = cases
-    for key, numbers in by_key.items():
-        if len(numbers) > 1:
+    for key, case_numbers in by_key.items():
+        if len(case_numbers) > 1:
             problems["duplicated: bureau case created twice"].append(key)
         accepted = {
             r["case_number"] for r in seen.receipts.get(key, []) if r["outcome"] == "ACCEPTED"
         }
         if not accepted:
             problems["lost: bureau case without a receipt"].append(key)
-        elif not accepted <= set(numbers):
+        elif not accepted <= set(case_numbers):
             problems["duplicated: receipt case number differs from the bureau's"].append(key)
         if key not in escalation_ids:
             problems["unexpected: bureau case for an unknown escalation"].append(key)

@@ -172,8 +172,9 @@ def _session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalB
             controller_port=controller_port,
             data_dir=tmp_path_factory.mktemp("kafka"),
             jvm=LEAN_JVM,  # half the CPU of the server options; no test needs peak throughput
-            **({"cache_dir": Path(cache)} if cache else {}),
         )
+        if cache:
+            settings = settings.model_copy(update={"cache_dir": Path(cache)})
         broker = LocalBroker(settings)
         try:
             broker.start()

@@ -73,7 +73,7 @@ def main() -> None:
         if not records:
             continue
         producer.begin_transaction()
-        partitions = {}
+        partitions: dict[int, str] = {}
         for m in records:
             while True:
                 try:
@@ -81,7 +81,9 @@ def main() -> None:
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.01)
-            partitions[m.partition()] = m.topic()
+            topic, partition = m.topic(), m.partition()
+            if topic is not None and partition is not None:  # always, for a consumed message
+                partitions[partition] = topic
         positions = consumer.position([TopicPartition(t, p) for p, t in partitions.items()])
         producer.send_offsets_to_transaction(positions, consumer.consumer_group_metadata())
         producer.commit_transaction()

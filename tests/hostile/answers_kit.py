@@ -189,15 +189,21 @@ def _read_request(conn: socket.socket, buf: bytes) -> tuple[Request | None, byte
 # -- answers ------------------------------------------------------------------------------------
 
 
-def raw(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+def raw(status: int, body: bytes = b"", headers: dict[str, str | None] | None = None) -> bytes:
+    """An HTTP/1.1 answer; a header given as None is left out (e.g. no Content-Length)."""
     head = [f"HTTP/1.1 {status} X"]
-    hdrs = {"Content-Length": str(len(body)), "Content-Type": "application/json"}
+    hdrs: dict[str, str | None] = {
+        "Content-Length": str(len(body)),
+        "Content-Type": "application/json",
+    }
     hdrs.update(headers or {})
     head += [f"{k}: {v}" for k, v in hdrs.items() if v is not None]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def respond(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Behaviour:
+def respond(
+    status: int, body: bytes = b"", headers: dict[str, str | None] | None = None
+) -> Behaviour:
     """A well-formed HTTP answer with this status, body and headers."""
 
     def run(bureau: HostileBureau, conn: socket.socket, req: Request) -> bool:
