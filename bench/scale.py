@@ -383,9 +383,9 @@ def report(
             f"{(os.cpu_count() or 1) - median(m.broker_cores for m in multis):.2f}",
         ),
         (
-            "bound on the whole-run ratio from the cores left (cores left / cores one process "
-            "got, median)",
-            f"{median(((os.cpu_count() or 1) - m.broker_cores) / s.cores(count) for s, m in pairs):.2f}",
+            f"bound on the whole-run ratio from the cores left (at most {n}: cores left / cores "
+            "one process got, median)",
+            f"{median(min(n, ((os.cpu_count() or 1) - m.broker_cores) / s.cores(count)) for s, m in pairs):.2f}",
         ),
         (
             f"CPU per record, {n} processes / 1 (whole run, start-up included), median",
