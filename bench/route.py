@@ -42,10 +42,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import subprocess
+import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -58,6 +59,7 @@ from typing import Any
 import kafka
 
 from bench.common import (
+    REPO,
     broker,
     gateway,
     peak_rss_mb,
@@ -76,15 +78,15 @@ from bench.peers import (
     python_module,
     quix_route,
 )
+from bench.publisher import SENT_HEADER
 from gateway.avro.codec import Codec
 from gateway.cities import GREEN_CHANNEL
 from gateway.config import CodecSettings, KafkaSettings
-from gateway.dev.samples import BENCH_DESCRIPTION_BYTES, Pacer, bench_complaints
+from gateway.dev.samples import BENCH_DESCRIPTION_BYTES, bench_complaints
 from gateway.kafka.admin import Admin
 from gateway.kafka.clients import Consumer, Producer
 from gateway.topics import Department, Desk, Topics, TopicSpec
 
-SENT_HEADER = "bench-sent-at"
 SIZES = {"380B": 0, "1KB": BENCH_DESCRIPTION_BYTES}
 """Record sizes by name: the bench complaints' description bytes (0: ~380 B encoded)."""
 RUN_TIMEOUT_S = 240
@@ -307,37 +309,29 @@ def measure_latency(
         reader.seek(tp, end)
     latencies: list[float] = []
     total = int(rate * seconds)
-    published: list[float] = []  # the publishing time, once done
-
-    def publish() -> None:
-        codec = Codec(CodecSettings())
-        producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
-        producer.load_metadata([topics.complaints])
-        pacer = Pacer(rate)
-        began = time.monotonic()
-        for record in bench_complaints(total, seed, description_bytes=description_bytes):
-            pacer.wait()
-            producer.send(
-                topics.complaints,
-                codec.encode("complaint", record),
-                key=record["complaint_id"].encode(),
-                headers=[(SENT_HEADER, repr(time.time()).encode())],
-            )
-        producer.flush()
-        published.append(time.monotonic() - began)
-        producer.close()
-
-    publisher = threading.Thread(target=publish, daemon=True)
-    publisher.start()
-    deadline = time.monotonic() + seconds + 60
+    publisher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.publisher",
+            *("--bootstrap", bootstrap, "--topic", topics.complaints, "--rate", str(rate)),
+            *("--count", str(total), "--description-bytes", str(description_bytes)),
+            *("--seed", str(seed)),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + seconds + 90
     while len(latencies) < total and time.monotonic() < deadline:
         for r in reader.poll(100):
             sent = r.header(SENT_HEADER)
             if sent is not None:
                 latencies.append(time.time() - float(sent))
     reader.close()
-    publisher.join(30)
-    achieved = total / published[0] if published else float("nan")
+    out, _ = publisher.communicate(timeout=60)
+    lines = out.decode().strip().splitlines()
+    published = json.loads(lines[-1]) if publisher.returncode == 0 and lines else None
+    achieved = total / published["seconds"] if published else float("nan")
     return Latency(rate, achieved, total, latencies)
 
 
