@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.ids import uuid5_str
 from gateway.pii import mask_text
 from gateway.sdk import CaseEvent
 
@@ -20,7 +21,7 @@ NOTE_MAX = 500
 
 
 def update_id(escalation_id: str, state: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{escalation_id}/{state}"))
+    return uuid5_str(_NAMESPACE, f"{escalation_id}/{state}")
 
 
 def bureau_update(

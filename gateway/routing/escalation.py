@@ -8,6 +8,7 @@ from typing import Any
 
 from gateway.cases.calendar import WorkingCalendar
 from gateway.cases.calendar import current as current_calendar
+from gateway.ids import uuid5_str
 from gateway.routing.rules import SIGNALS
 
 _NAMESPACE = uuid.UUID("8a6f3f0e-2c1b-5d8e-9a47-12315c0ffee0")
@@ -16,7 +17,7 @@ _NAMESPACE = uuid.UUID("8a6f3f0e-2c1b-5d8e-9a47-12315c0ffee0")
 def escalation_id(complaint_id: str, city: str) -> str:
     """Stable id per (complaint, city): the bureau's idempotency key, the same on every retry,
     redelivery and replay, so a bureau never opens a second case for one complaint."""
-    return str(uuid.uuid5(_NAMESPACE, f"{complaint_id}/{city}"))
+    return uuid5_str(_NAMESPACE, f"{complaint_id}/{city}")
 
 
 def handling_deadline_ms(
