@@ -89,6 +89,9 @@ class Routed(NamedTuple):
     dead_letter_reason: str | None = None
 
 
+_new = tuple.__new__
+
+
 class RecordRouter:
     """Pure-ish per-record routing: bytes in, output records out (no Kafka IO)."""
 
@@ -188,7 +191,9 @@ class RecordRouter:
         topic, rule_header, major = target
         headers = (*record.headers, *rule_header) if record.headers else rule_header
         if not major:
-            return Routed([Output(topic, key, value, headers)], decision)
+            # tuple.__new__: a C call, where Routed(...) and Output(...) each run a Python-level
+            # __new__ (0.5 us of the ~40 a record costs)
+            return _new(Routed, ([_new(Output, (topic, key, value, headers))], decision, None))
         # major: say what happens next (escalated to the green-channel bureau, or manual)
         green = city in self.green
         handling = b"escalated" if green else b"manual"
