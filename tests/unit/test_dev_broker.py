@@ -70,7 +70,7 @@ def test_free_ports_are_distinct_and_free() -> None:
 def test_port_block_is_free_and_below_the_ephemeral_range() -> None:
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     base = port_block(3, random.Random(7))
-    assert 10_000 <= base and base + 3 <= low
+    assert base >= 10_000 and base + 3 <= low
     assert not any(port_in_use(base + i) for i in range(3))
     with socket.socket() as held:  # a taken port inside the block moves the pick elsewhere
         held.bind(("127.0.0.1", base + 1))
