@@ -9,12 +9,13 @@ holding a thread.
 A task may still block (a slow bureau, a retry's backoff or token wait, a held escalation
 waiting for the breaker): it must never hold back another city. Where a task may wait it says
 so (:func:`blocking` around a bureau call, :func:`blocked` once a delivery starts retrying or
-holding: the rest of it waits); while tasks wait in the queue and no thread is idle, the timer
-looks every ``tick_s`` for threads that have been in such a wait for over ``blocked_after_s``
-and starts one thread for each, so ``size`` threads stay free for work. (Threads that are only
-slow, short of CPU on a busy machine, are not counted: more threads would not help them.) The lanes bound how many tasks can block (a city never has more than its
-``concurrency`` in flight), so the pool never grows past ``size`` plus the cities' concurrency;
-threads over ``size`` exit after ``keep_s`` without work.
+holding: the rest of it waits). Only while tasks wait in the queue and no thread is idle, the
+timer looks every ``tick_s`` for threads that have been in such a wait for over
+``blocked_after_s`` and starts one thread for each, so ``size`` threads stay free for work.
+(Threads that are only slow, short of CPU on a busy machine, are not counted: more threads
+would not help them.) The lanes bound how many tasks can block (a city never has more than its
+``concurrency`` in flight), so the pool never grows past ``size`` plus the cities'
+concurrency; threads over ``size`` exit after ``keep_s`` without work.
 
 A thread that exits other than by :meth:`request_stop` (a ``BaseException`` escaping a task) is
 logged, reported to the liveness registry at once and listed by :meth:`dead_workers`.
@@ -35,9 +36,9 @@ from gateway.delivery.liveness import Liveness, NoLiveness
 log = logging.getLogger(__name__)
 WORKERS = "deliver-workers"
 Task = Callable[[], None]
-BLOCKED_AFTER_S = 0.02
+BLOCKED_AFTER_S = 0.005
 """A thread in a wait this long is made up for by another."""
-TICK_S = 0.01
+TICK_S = 0.005
 KEEP_S = 10.0
 
 
@@ -106,6 +107,8 @@ class Workers:
         self._seq = itertools.count()
         self._names = itertools.count()
         self._slots: dict[threading.Thread, _Slot] = {}
+        self._slot_list: tuple[_Slot, ...] = ()
+        """The slots again, replaced whole under the lock: read without it."""
         self._dead: list[threading.Thread] = []
         self._stopping = False
         self._ticking = False
@@ -124,10 +127,15 @@ class Workers:
     def run(self, task: Task) -> None:
         """Run ``task`` on the next free worker thread (it should not raise)."""
         self._tasks.put(task)
-        if not self._ticking:
-            with self._cond:
-                self._ticking = True
-                self._cond.notify()
+        self._watch()
+
+    def _watch(self) -> None:
+        """Tasks may be queued behind busy threads: the timer ticks until that ends."""
+        if self._ticking or any(s.busy_since is None for s in self._slot_list):
+            return
+        with self._cond:
+            self._ticking = True
+            self._cond.notify()
 
     def at(self, due: float, task: Task) -> None:
         """Run the short ``task`` on the timer thread once ``time.monotonic()`` reaches ``due``."""
@@ -170,6 +178,7 @@ class Workers:
             target=self._work, name=f"{self.name}-{next(self._names)}", daemon=True
         )
         self._slots[thread] = _Slot()
+        self._slot_list = tuple(self._slots.values())
         thread.start()
 
     def _work(self) -> None:
@@ -185,6 +194,7 @@ class Workers:
                     with self._cond:
                         if len(self._slots) > self.size or self._stopping:
                             del self._slots[me]  # decided under the lock: never below size
+                            self._slot_list = tuple(self._slots.values())
                             ended = True
                             return
                     continue
@@ -193,11 +203,14 @@ class Workers:
                     return
                 # written by this thread only, read by the timer (no lock: a tick late at worst)
                 slot.busy_since = time.monotonic()
+                if not self._tasks.empty():  # more behind this one: are they covered?
+                    self._watch()
                 task()
                 slot.busy_since = slot.waits_since = None
         finally:
             with self._cond:
                 self._slots.pop(me, None)
+                self._slot_list = tuple(self._slots.values())
                 if not ended and not self._stopping:
                     self._dead.append(me)
             if not ended and not self._stopping:
@@ -225,8 +238,8 @@ class Workers:
 
     def _next_wait(self, now: float) -> float | None:  # with self._cond held
         wait = self._timers[0][0] - now if self._timers else None
-        busy = any(s.busy_since is not None for s in self._slots.values())
-        if not busy and self._tasks.empty():
+        idle = any(s.busy_since is None for s in self._slots.values())
+        if idle or self._tasks.empty():  # nothing waits behind busy threads
             self._ticking = False
             return wait
         return self.tick_s if wait is None else min(wait, self.tick_s)
