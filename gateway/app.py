@@ -87,6 +87,10 @@ def tune_interpreter() -> None:
     busy, each hand-off waited up to the 5 ms default. At 1,000 complaints/s (1 KB, 2 shared
     cores) 1 ms brought ``send_offsets_to_transaction`` from 15.5-21.6 to 11.4-14.2 ms and
     ``commit_transaction`` from 14.9-19.3 to 11.6-12.3 ms (medians, 2 runs each).
+
+    Delivery too: its pool threads hand the producer's per-partition locks to each other and
+    to the sender thread, and a thread woken with a lock must get the interpreter lock before
+    it can let go of it (``bench.deliver --sections D``: 346-389 -> 552-663 deliveries/s).
     """
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 

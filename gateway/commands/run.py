@@ -78,8 +78,7 @@ def _start(
     from gateway.ops.health import check_bind
 
     tune_allocator()  # before the Kafka clients start their threads
-    if route:
-        tune_interpreter()
+    tune_interpreter()  # routing's transactions and delivery's lock hand-offs alike
 
     check_bind(settings.observability.host, settings.observability.port)  # before Kafka
 

@@ -1,7 +1,9 @@
 """Delivering one escalation to one city until its outcome is final.
 
-``CityDelivery.deliver`` runs on a city worker thread (never on the poll loop). Each attempt:
-maintenance window and breaker check -> a token from the city's bucket (retries pay too) ->
+``CityDelivery.deliver`` runs on a worker thread of the delivery pool (never on the poll loop). Each
+attempt: maintenance window and breaker check -> a token from the city's bucket (retries pay
+too; a first attempt started by the city's lane was given its token before it started:
+``reserve``/``prepaid``) ->
 pure ``translate`` -> bounded HTTP (:mod:`gateway.http`) -> pure ``interpret`` -> the
 gateway's own checks on the answer (case number bounds, :func:`gateway.sdk.case_number_problem`).
 Retry timing and holding live in the city's :class:`~gateway.policies.retry.DeliveryRetry`:
@@ -15,11 +17,12 @@ which dead-letters the record as ``internal_error``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import NoReturn
@@ -27,6 +30,7 @@ from typing import NoReturn
 from tenacity import RetryCallState
 
 from gateway.config import CitySettings
+from gateway.delivery.workers import blocked, blocking
 from gateway.errors import BureauUnavailable, GreenChannelError, IrregularAnswer, TransientError
 from gateway.http import TokenCache, Transport
 from gateway.ops.observer import Observer
@@ -122,6 +126,7 @@ class CityDelivery:
         self.nonce = nonce or Nonces()
         self.limiter = TokenBucket(settings.rate_per_s, settings.burst, clock)
         self._token_turn = threading.Lock()
+        self._prepaid = threading.local()
         self.breaker = CircuitBreaker(
             settings.breaker.failure_threshold,
             settings.breaker.open_s,
@@ -170,11 +175,45 @@ class CityDelivery:
         """False while the engine should keep this city's partitions paused."""
         return self.breaker.state == "closed" and not self.in_maintenance()
 
+    # -- pacing (the lane's side of the token bucket, see gateway.delivery.lane) -------------
+    def reserve(self) -> float:
+        """Take the token of an escalation's first attempt now: 0, else seconds to wait."""
+        return self.limiter.reserve()
+
+    @contextlib.contextmanager
+    def prepaid(self) -> Iterator[None]:
+        """The first attempt made on this thread inside uses the token :meth:`reserve` took;
+        one not used (no attempt was made: a hold, an undecodable record) goes back."""
+        self._prepaid.token = True
+        try:
+            yield
+        finally:
+            self._give_back_prepaid()
+
+    def _give_back_prepaid(self) -> None:
+        """The attempt will not be made now: a token it took in advance goes back at once."""
+        if getattr(self._prepaid, "token", False):
+            self._prepaid.token = False
+            self.limiter.give_back()
+
+    def waited(self, seconds: float) -> None:
+        """An escalation waited ``seconds`` for its first attempt's token (in its lane)."""
+        self.observer.on_limiter_wait(self.city, seconds)
+
     # -- one attempt --------------------------------------------------------------------------
     def _attempt(self, escalation: Escalation, attempts: Attempts) -> Accepted | Rejected:
+        try:
+            return self._try(escalation, attempts)
+        except TransientError:  # a backoff, a token or a hold to wait for: tell the pool
+            blocked()
+            raise
+
+    def _try(self, escalation: Escalation, attempts: Attempts) -> Accepted | Rejected:
         if self.in_maintenance():
+            self._give_back_prepaid()
             raise Hold(f"{self.city}: maintenance window", wait_s=1.0)
         if not self.breaker.allow():
+            self._give_back_prepaid()
             raise Hold(
                 f"{self.city}: breaker {self.breaker.state}",
                 wait_s=self.breaker.seconds_until_probe(),
@@ -191,7 +230,9 @@ class CityDelivery:
         ctx = RequestContext(int(now * 1000), self.nonce(), self.credentials)
         try:
             if self.tokens is not None:
-                ctx = RequestContext(ctx.now_ms, ctx.nonce, ctx.credentials, self.tokens.get(ctx))
+                with blocking():  # may ask the token endpoint
+                    token = self.tokens.get(ctx)
+                ctx = RequestContext(ctx.now_ms, ctx.nonce, ctx.credentials, token)
             request = self.connector.translate(escalation, ctx)
         except BureauUnavailable as exc:  # the token endpoint
             return self._unavailable(exc, attempts)
@@ -200,7 +241,8 @@ class CityDelivery:
             self.observer.on_attempt(self.city, "internal_error")
             raise
         try:
-            response = self.transport.send(request)
+            with blocking():
+                response = self.transport.send(request)
         except BureauUnavailable as exc:
             return self._unavailable(exc, attempts)
         except IrregularAnswer as exc:
@@ -263,6 +305,10 @@ class CityDelivery:
         # token wakes one thread, not every worker of the city to find all but one too early.
         # The wait for the turn counts as waiting for the bucket (the metric's rate() stays the
         # number of workers waiting).
+        if getattr(self._prepaid, "token", False):  # taken when the lane started the record
+            self._prepaid.token = False
+            self._report_rate()
+            return
         waited = 0.0
         if not self._token_turn.acquire(blocking=False):
             began = time.monotonic()
@@ -282,6 +328,9 @@ class CityDelivery:
             self._token_turn.release()
         if waited:
             self.observer.on_limiter_wait(self.city, waited)
+        self._report_rate()
+
+    def _report_rate(self) -> None:
         if self.limiter.rate != self._reported_rate:  # recovered (or lowered) since last report
             self._reported_rate = self.limiter.rate
             self.observer.on_rate_changed(self.city, self._reported_rate)

@@ -1,4 +1,5 @@
-"""The delivery engine: one poll loop feeding one lane per city.
+"""The delivery engine: one poll loop feeding one lane per city, the lanes sharing one pool of
+worker threads (:mod:`gateway.delivery.workers`).
 
 The poll loop never sleeps, never does HTTP and never retries. Each iteration it:
 1. takes finished records from the completion queue and commits each partition's commit point
@@ -41,6 +42,7 @@ from gateway.delivery.lane import Completion, Job, Lane
 from gateway.delivery.liveness import Liveness, NoLiveness
 from gateway.delivery.offsets import OffsetTracker
 from gateway.delivery.outcomes import Outcomes
+from gateway.delivery.workers import Workers
 from gateway.delivery.writes import Writes
 from gateway.errors import FatalError, GreenChannelError, TransientError
 from gateway.http import HttpTransport, Transport
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 TransportFactory = Callable[[str], Transport]
 WRITE_LINGER_MS = 50
 """How long the producer waits to put more receipts and dead letters into one request."""
+WORKER_THREADS = 8
+"""Threads of the pool every city's lane shares (more start while some are blocked)."""
 
 
 class DeliveryEngine:
@@ -106,6 +110,11 @@ class DeliveryEngine:
         self.record_limits = read_limits([self.flow.receipts, self.flow.dead_letters])
         self.deliveries: dict[str, CityDelivery] = {}
         self.lanes: dict[str, Lane] = {}
+        self.workers = Workers(
+            min(WORKER_THREADS, sum(settings.city(c).concurrency for c in cities) or 1),
+            liveness=self.liveness,
+            workers_name=self.workers_name,
+        )
         for city in cities:
             self.lanes[city] = self._lane(
                 city, connectors[settings.connector_of(city)], make_transport(city), codec
@@ -190,6 +199,8 @@ class DeliveryEngine:
             clock=self.clock,
             liveness=self.liveness,
             workers_name=self.workers_name,
+            pool=self.workers,
+            pacer=delivery,
         )
 
     # -- rebalance (runs inside poll) --------------------------------------------------------
@@ -213,6 +224,7 @@ class DeliveryEngine:
         self.liveness.register(self.loop_name, self.settings.router.watchdog_s * 2)
         self.liveness.register(self.commit_name, self.settings.delivery.stuck_after_s)
         self.liveness.register(self.workers_name, math.inf)
+        self.workers.start()
         for lane in self.lanes.values():
             lane.start()
         try:
@@ -244,6 +256,7 @@ class DeliveryEngine:
 
     def _check_progress(self) -> None:
         dead = [name for lane in self.lanes.values() for name in lane.dead_workers()]
+        dead += self.workers.dead_workers()
         if dead:
             self.liveness.fail(self.workers_name, f"worker thread(s) gone: {', '.join(dead)}")
         else:
@@ -361,6 +374,8 @@ class DeliveryEngine:
             for city, lane in self.lanes.items()
             if not lane.join(max(0.0, deadline - time.monotonic()))
         ]
+        self.workers.request_stop()
+        self.workers.join(max(0.0, deadline - time.monotonic()))
         if stuck:
             self.drained = False
             log.error(

@@ -1,35 +1,69 @@
-"""A city's lane: bounded worker threads that deliver that city's records. Scheduling only.
+"""A city's lane: which of the city's records may be delivered now. Scheduling only.
 
-Records are spread over the city's workers by key, so one complaint's records are always
-handled by the same worker, in order. A worker hands each record to ``handle`` (the city's
-:class:`Outcomes.start <gateway.delivery.outcomes.Outcomes.start>`) with a ``done`` callback
-and goes on with its next record; ``done(True)`` comes once the outcome is final and written
-(acknowledged by Kafka, on whichever thread saw the acknowledgement), and the lane then reports
-it on the engine's completion queue and the engine commits. A record counts as queued (for the
-engine's pause and the oldest-record age) until ``done``. ``handle`` turns every exception
-into an outcome; should one still escape, the lane logs it, leaves the record unfinished (its
-partition's commit point waits: the engine's progress check sees it) and carries on. A worker that exits other than by ``request_stop`` is reported to
-the liveness registry at once.
+The lane runs its records on a pool of worker threads (:class:`~gateway.delivery.workers.Workers`,
+shared by every city's lane in the engine; a lane built without one has its own of
+``concurrency`` threads) and keeps three rules:
+
+* **per-key order**: one complaint's records (same key) are handled one at a time, in order;
+* **at most** ``concurrency`` of the city's records in flight at once (each on a thread);
+* **paced by the city's token bucket** (``pacer``): a record starts only once its first
+  attempt's token is taken; short of tokens, the lane asks the pool's timer to look again when
+  the next one is due, so a rate-limited city holds no thread while it waits. (Retries take
+  their own tokens, waiting on their thread; so do a breaker's holds. The pool makes up for
+  threads blocked that way, see there.)
+
+A record is handed to ``handle`` (the city's
+:class:`Outcomes.start <gateway.delivery.outcomes.Outcomes.start>`) with a ``done`` callback,
+and its thread goes on with other work once ``handle`` returns; ``done(True)`` comes once the
+outcome is final and written (acknowledged by Kafka, on whichever thread saw the
+acknowledgement), and the lane then reports it on the engine's completion queue and the engine
+commits. A record counts as queued (for the engine's pause and the oldest-record age) until
+``done``. ``handle`` turns every exception into an outcome; should one still escape, the lane
+logs it, leaves the record unfinished (its partition's commit point waits: the engine's
+progress check sees it) and carries on. A worker thread that exits other than by a stop is
+reported to the liveness registry at once (by the pool).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
-import zlib
+from collections import deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
-from gateway.delivery.liveness import Liveness, NoLiveness
+from gateway.delivery.liveness import Liveness
+from gateway.delivery.workers import WORKERS, Workers
 from gateway.kafka.clients import Record, TopicPartition
 
 log = logging.getLogger(__name__)
-WORKERS = "deliver-workers"
+__all__ = ["WORKERS", "Completion", "Job", "Lane", "Pacer"]
 Done = Callable[[bool], None]
 Handle = Callable[[Record, Done], None]
 """Delivers one record, then calls ``done(final)`` exactly once (any thread, possibly later)."""
+
+
+class Pacer(Protocol):
+    """A city's token bucket as a lane sees it (:class:`~gateway.delivery.city.CityDelivery`)."""
+
+    def reserve(self) -> float:
+        """Take the token of a record's first attempt now: 0, else seconds until one is due."""
+        ...
+
+    def prepaid(self) -> AbstractContextManager[None]:
+        """Around ``handle``: its first attempt uses the token :meth:`reserve` took (given
+        back if unused)."""
+        ...
+
+    def waited(self, seconds: float) -> None:
+        """A record waited this long for its token."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,56 +92,82 @@ class Lane:
         clock: Callable[[], float],
         liveness: Liveness | None = None,
         workers_name: str = WORKERS,
+        pool: Workers | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self.city = city
+        self.concurrency = workers
         self.handle = handle
         self.completions = completions
         self.is_current = is_current
         self.stop = stop
         self.clock = clock
-        self.liveness = liveness or NoLiveness()
-        self.workers_name = workers_name
-        self._queues: list[queue.SimpleQueue[Job | None]] = [
-            queue.SimpleQueue() for _ in range(workers)
-        ]
-        self._threads = [
-            threading.Thread(target=self._work, args=(q,), name=f"deliver-{city}-{i}", daemon=True)
-            for i, q in enumerate(self._queues)
-        ]
+        self.pacer = pacer
+        self._own_pool = pool is None
+        self.pool = pool or Workers(
+            workers, name=f"deliver-{city}", liveness=liveness, workers_name=workers_name
+        )
+        self._keys: dict[bytes, deque[Job]] = {}
+        """Every key with a record queued or in flight: its queued records, in order."""
+        self._ready: deque[bytes] = deque()
+        """Keys whose next record may start (none of theirs in flight), first come first."""
         self._created_ms: dict[tuple[TopicPartition, int], int] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._stopping = False
+        self._timer_due: float | None = None
+        self._short_since: float | None = None
         self.queued = 0
+        self.in_flight = 0
 
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        self.pool.start()  # a shared pool starts once, with its first lane
 
     def submit(self, job: Job) -> None:
         key = job.record.key or str(job.record.offset).encode()
         with self._lock:
             self.queued += 1
             self._created_ms[(job.record.tp, job.record.offset)] = job.record.timestamp_ms
-        self._queues[zlib.crc32(key) % len(self._queues)].put(job)
+            waiting = self._keys.get(key)
+            if waiting is None:
+                self._keys[key] = deque((job,))
+                self._ready.append(key)
+            else:  # its key has a record queued or in flight: after that one
+                waiting.append(job)
+        self._pump()
 
     def request_stop(self) -> None:
-        """Workers exit once their current record is done (queued records are skipped)."""
-        self._stopping = True
-        for q in self._queues:
-            q.put(None)
+        """Records in flight finish their current attempt; queued records are not started."""
+        with self._lock:
+            self._stopping = True
+            for key in self._ready:
+                for job in self._keys.pop(key):
+                    self._forget(job.record)
+            self._ready.clear()
+            for waiting in self._keys.values():  # keys in flight: what waits behind them
+                for job in waiting:
+                    self._forget(job.record)
+                waiting.clear()
+            self._idle.notify_all()
+        if self._own_pool:
+            self.pool.request_stop()
 
     def join(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` in total; True when every worker has exited."""
+        """Wait up to ``timeout_s`` in total; True when no record of the lane is in flight
+        (and its own threads, if it has them, have exited)."""
         deadline = time.monotonic() + timeout_s
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        with self._lock:
+            while self.in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            idle = not self.in_flight
+        if self._own_pool:
+            return self.pool.join(max(0.0, deadline - time.monotonic())) and idle
+        return idle
 
     def dead_workers(self) -> list[str]:
-        """Names of started workers that are gone although nobody asked them to stop."""
-        if self._stopping:
-            return []
-        return [t.name for t in self._threads if t.ident is not None and not t.is_alive()]
+        """Names of the lane's own worker threads that are gone although nobody asked them to
+        stop (a shared pool's are the engine's to report)."""
+        return self.pool.dead_workers() if self._own_pool else []
 
     def oldest_age_s(self) -> float:
         """Age of the oldest record queued or in flight (by its Kafka timestamp)."""
@@ -116,18 +176,66 @@ class Lane:
                 return 0.0
             return max(0.0, self.clock() - min(self._created_ms.values()) / 1000)
 
-    # -- worker --------------------------------------------------------------------------------
-    def _work(self, jobs: queue.SimpleQueue[Job | None]) -> None:
-        try:
-            while (job := jobs.get()) is not None:
-                self._run(job)
-        finally:
-            if not self._stopping:
-                name = threading.current_thread().name
-                log.critical("%s: worker %s exited", self.city, name)
-                self.liveness.fail(self.workers_name, f"{name} exited")
+    # -- scheduling ----------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Start what may start: a ready key, a free slot and (paced) a token for each."""
+        starts: list[tuple[bytes, Job]] = []
+        waited = 0.0
+        with self._lock:
+            while self._ready and self.in_flight < self.concurrency and not self._stopping:
+                if self.pacer is not None:
+                    wait = self.pacer.reserve()
+                    if wait > 0:
+                        self._wake_in(wait)
+                        break
+                    if self._short_since is not None:
+                        waited += time.monotonic() - self._short_since
+                        self._short_since = None
+                key = self._ready.popleft()
+                starts.append((key, self._keys[key].popleft()))
+                self.in_flight += 1
+        if waited and self.pacer is not None:
+            self.pacer.waited(waited)
+        for key, job in starts:
+            self.pool.run(functools.partial(self._run, key, job))
 
-    def _run(self, job: Job) -> None:
+    def _wake_in(self, wait: float) -> None:  # with self._lock held
+        now = time.monotonic()
+        if self._short_since is None:
+            self._short_since = now
+        due = now + wait
+        if self._timer_due is not None and self._timer_due <= due:
+            return  # a wake-up no later than this one is on its way
+        self._timer_due = due
+        self.pool.at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer_due = None
+        self._pump()
+
+    def _forget(self, record: Record) -> None:  # with self._lock held: a queued record dropped
+        self.queued -= 1
+        self._created_ms.pop((record.tp, record.offset), None)
+
+    # -- on a worker thread ----------------------------------------------------------------------
+    def _run(self, key: bytes, job: Job) -> None:
+        try:
+            with self.pacer.prepaid() if self.pacer is not None else contextlib.nullcontext():
+                self._deliver(job)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                waiting = self._keys.get(key)
+                if waiting:
+                    self._ready.append(key)
+                elif waiting is not None:
+                    del self._keys[key]
+                if not self.in_flight:
+                    self._idle.notify_all()
+            self._pump()
+
+    def _deliver(self, job: Job) -> None:
         record = job.record
         pending = [True]  # done() counts once, whoever calls it first
 

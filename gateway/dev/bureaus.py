@@ -22,6 +22,7 @@ Admin HTTP (``admin_port``, JSON)::
 
     GET    /cities                     every city: endpoint, family, faults, counters (requests,
                                        cases..., connections, tls_handshakes, tls_resumed)
+    GET    /totals                     every counter summed over all cities (cheap to poll)
     GET    /cities/<c>                 one city
     GET    /cities/<c>/cases           [{case_number, key, arrived_at}]  (no personal data)
     GET    /cities/<c>/arrivals        [{at, status, path}] every request, to measure rates
@@ -344,6 +345,14 @@ class BureauSimulator:
             return None
         return f"http://127.0.0.1:{self._admin.server_address[1]}"
 
+    def totals(self) -> dict[str, int]:
+        """Every counter summed over all cities."""
+        out: dict[str, int] = {}
+        for city in self._cities.values():
+            for key, n in city.counters().items():
+                out[key] = out.get(key, 0) + n
+        return out
+
     def describe(self, name: str) -> dict[str, Any]:
         city = self._cities[name]
         return {
@@ -381,6 +390,8 @@ class _AdminHandler(BureauHandler):
 def _admin(sim: BureauSimulator, method: str, parts: list[str], body: bytes) -> tuple[int, Any]:
     if parts == ["healthz"]:
         return 200, {"ok": True}
+    if parts == ["totals"] and method == "GET":
+        return 200, {"counters": sim.totals()}
     if parts == ["cities"] and method == "GET":
         return 200, {"cities": [sim.describe(n) for n in sim.names()]}
     if len(parts) < 2 or parts[0] != "cities" or parts[1] not in sim.names():
@@ -432,6 +443,10 @@ class RemoteBureaus:
 
     def city(self, name: str) -> RemoteCity:
         return RemoteCity(self, name)
+
+    def totals(self) -> dict[str, int]:
+        """Every counter summed over all cities (one small answer, however many cities)."""
+        return dict(self._get("/totals")["counters"])
 
     def _get(self, path: str) -> Any:
         response = self._http.get(path)

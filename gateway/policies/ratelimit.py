@@ -61,6 +61,11 @@ class TokenBucket:
                 return 0.0
             return (1.0 - self._tokens) / self.rate
 
+    def give_back(self) -> None:
+        """Return a token taken by :meth:`reserve` but never used (no request was made)."""
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + 1.0)
+
     def penalize(self, retry_after_s: float | None) -> float:
         """A 429 arrived: halve the rate (not below the floor), honour Retry-After.
         Returns the new rate."""

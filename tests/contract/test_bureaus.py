@@ -195,6 +195,11 @@ def test_admin_api_changes_knobs_and_lists_cases(
             city.set_faults(explode=True)
         with pytest.raises(ValueError, match="between 0 and 1"):
             city.set_faults(reject_ratio=2)
+        summed: dict[str, int] = {}
+        for described in remote.cities():
+            for key, n in described["counters"].items():
+                summed[key] = summed.get(key, 0) + n
+        assert remote.totals() == summed and summed["cases"] >= 1
         city.clear()
         assert city.case_count() == 0
     finally:

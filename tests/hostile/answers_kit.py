@@ -447,7 +447,8 @@ class Deliverer:
     def workers_alive(self) -> bool:
         engine = self.app.engine
         assert engine is not None
-        return all(t.is_alive() for lane in engine.lanes.values() for t in lane._threads)
+        pool = engine.workers  # started, and no worker thread gone
+        return pool.threads() >= pool.size and not pool.dead_workers()
 
 
 @dataclass

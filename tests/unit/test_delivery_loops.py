@@ -452,22 +452,32 @@ def drain(done: queue.SimpleQueue[Completion], n: int) -> list[int]:
     return [done.get(timeout=5).offset for _ in range(n)]
 
 
-def test_one_key_is_handled_in_order_by_one_worker() -> None:
-    seen: dict[bytes, list[tuple[int, str]]] = {}
+def test_one_key_is_handled_in_order_one_record_at_a_time() -> None:
+    seen: dict[bytes, list[int]] = {}
+    inside: dict[bytes, int] = {}
+    overlaps: list[bytes] = []
     lock = threading.Lock()
 
     def handle(r: Record) -> bool:
+        key = r.key or b""
         with lock:
-            seen.setdefault(r.key or b"", []).append((r.offset, threading.current_thread().name))
+            inside[key] = inside.get(key, 0) + 1
+            if inside[key] > 1:
+                overlaps.append(key)
+            seen.setdefault(key, []).append(r.offset)
+        time.sleep(0)  # let the lane's other threads run meanwhile
+        with lock:
+            inside[key] -= 1
         return True
 
     ln, done = lane(handle)
     for i in range(60):
         ln.submit(Job(rec(i, b"k%d" % (i % 4)), 0))
     drain(done, 60)
+    assert overlaps == []
+    assert sorted(seen) == [b"k0", b"k1", b"k2", b"k3"]
     for items in seen.values():
-        assert [o for o, _ in items] == sorted(o for o, _ in items)
-        assert len({name for _, name in items}) == 1
+        assert items == sorted(items) and len(items) == 15
     ln.request_stop()
     assert ln.join(5)
 
