@@ -35,10 +35,6 @@ from gateway.kafka.clients import Producer
 SENT_HEADER = "bench-sent-at"
 
 
-def kafka_python_version() -> str:
-    return version("kafka-python")
-
-
 Send = Callable[[bytes, bytes, list[tuple[str, bytes]]], None]
 
 
@@ -73,7 +69,7 @@ def _sender(bootstrap: str, topic: str) -> Iterator[tuple[Send, str]]:
         def send_kafka_python(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
             producer.send(topic, value, key=key, headers=headers)
 
-        yield send_kafka_python, f"kafka-python {kafka_python_version()}"
+        yield send_kafka_python, f"kafka-python {version('kafka-python')}"
         producer.flush()
         producer.close()
         return

@@ -190,10 +190,16 @@ class CityDelivery:
         finally:
             self._give_back_prepaid()
 
-    def _give_back_prepaid(self) -> None:
-        """The attempt will not be made now: a token it took in advance goes back at once."""
+    def _take_prepaid(self) -> bool:
+        """True (once) when this thread's attempt was given its token in advance."""
         if getattr(self._prepaid, "token", False):
             self._prepaid.token = False
+            return True
+        return False
+
+    def _give_back_prepaid(self) -> None:
+        """The attempt will not be made now: a token it took in advance goes back at once."""
+        if self._take_prepaid():
             self.limiter.give_back()
 
     def waited(self, seconds: float) -> None:
@@ -305,8 +311,7 @@ class CityDelivery:
         # token wakes one thread, not every worker of the city to find all but one too early.
         # The wait for the turn counts as waiting for the bucket (the metric's rate() stays the
         # number of workers waiting).
-        if getattr(self._prepaid, "token", False):  # taken when the lane started the record
-            self._prepaid.token = False
+        if self._take_prepaid():  # taken when the lane started the record
             self._report_rate()
             return
         waited = 0.0

@@ -129,9 +129,13 @@ class Workers:
         self._tasks.put(task)
         self._watch()
 
+    def _idle(self) -> bool:
+        """A thread is free (read without the lock: ``_slot_list`` is replaced whole)."""
+        return any(s.busy_since is None for s in self._slot_list)
+
     def _watch(self) -> None:
         """Tasks may be queued behind busy threads: the timer ticks until that ends."""
-        if self._ticking or any(s.busy_since is None for s in self._slot_list):
+        if self._ticking or self._idle():
             return
         with self._cond:
             self._ticking = True
@@ -238,15 +242,14 @@ class Workers:
 
     def _next_wait(self, now: float) -> float | None:  # with self._cond held
         wait = self._timers[0][0] - now if self._timers else None
-        idle = any(s.busy_since is None for s in self._slots.values())
-        if idle or self._tasks.empty():  # nothing waits behind busy threads
+        if self._idle() or self._tasks.empty():  # nothing waits behind busy threads
             self._ticking = False
             return wait
         return self.tick_s if wait is None else min(wait, self.tick_s)
 
     def _compensate(self, now: float) -> None:  # with self._cond held
         """Queued tasks and no idle thread: one more thread for each waiting one."""
-        if self._tasks.empty() or any(s.busy_since is None for s in self._slots.values()):
+        if self._tasks.empty() or self._idle():
             return
         since = now - self.blocked_after_s
         waiting = sum(1 for s in self._slots.values() if (s.waits_since or now) <= since)
