@@ -55,12 +55,18 @@ class OffsetTracker:
         self._committed: dict[TopicPartition, int] = {}
 
     def add(self, tp: TopicPartition, offset: int) -> None:
-        self.partitions.setdefault(tp, PartitionOffsets()).add(offset)
+        self._of(tp).add(offset)
 
     def position(self, tp: TopicPartition, offset: int) -> None:
         """Record the consumer's position of ``tp`` (read after the records it returned were
         added)."""
-        self.partitions.setdefault(tp, PartitionOffsets()).position(offset)
+        self._of(tp).position(offset)
+
+    def _of(self, tp: TopicPartition) -> PartitionOffsets:
+        part = self.partitions.get(tp)
+        if part is None:  # not setdefault: that built a PartitionOffsets for every record
+            part = self.partitions[tp] = PartitionOffsets()
+        return part
 
     def done(self, tp: TopicPartition, offset: int) -> None:
         part = self.partitions.get(tp)
