@@ -16,14 +16,15 @@ C. one city (wuhu) down, same workload for our engine and for bench/naive_delive
 D. ``--cities N`` (default 100) simulated cities, N/10 copies of each of the ten
    (:func:`gateway.dev.bureaus.stamp_cities`, their own simulator process), at 1,000
    deliveries/s in total (a ~15 s backlog each): every city's achieved/configured rate, the
-   deliverer's CPU per delivery and RSS.
+   deliverer's CPU per delivery and RSS. D runs ``--d-rounds`` times (3) and reports the
+   median round, listing each: on the shared 2-core machine one run says little.
 
 Each section also prints the simulator's connection counters (connections opened, TLS
 handshakes, TLS sessions resumed) against the requests it answered: connection reuse.
 CPU per delivery is given with start-up included (the process's whole CPU time) and for the
 steady state (from the first delivery to the last).
 
-    python -m bench.deliver [--seconds 30] [--cities 100] [--sections ABCD]
+    python -m bench.deliver [--seconds 30] [--cities 100] [--d-rounds 3] [--sections ABCD]
 """
 
 from __future__ import annotations
@@ -461,11 +462,19 @@ def main() -> None:
     ap.add_argument("--cities", type=int, default=100, help="simulated cities of section D")
     ap.add_argument("--rate", type=float, default=1000.0, help="section D's total deliveries/s")
     ap.add_argument(
+        "--d-rounds",
+        type=int,
+        default=3,
+        help="section D runs this many times (fresh simulator and topics each); the table is "
+        "the median round's",
+    )
+    ap.add_argument(
         "--sections", default="ABCD", help="which sections to run (A and B run together)"
     )
     args = ap.parse_args()
     want = set(args.sections.upper())
     ab = ours = base = naive = d = None
+    d_rounds: list[dict[str, Any]] = []
     table = ""
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-deliver-") as tmpdir:
         tmp = Path(tmpdir)
@@ -505,13 +514,44 @@ def main() -> None:
                 sim_proc.terminate()
                 sim_proc.wait(30)
         if "D" in want and args.cities:
-            print(f"D: {args.cities} simulated cities, {args.rate:,.0f}/s in total ...", flush=True)
-            d = part_d(bootstrap, tmp, args.cities, args.rate)
-            print({k: v for k, v in d.items() if k != "rows"}, flush=True)
-    body = report(args, table, ab, base, ours, naive, d)
+            for n in range(max(1, args.d_rounds)):
+                print(
+                    f"D: {args.cities} simulated cities, {args.rate:,.0f}/s in total, "
+                    f"round {n + 1} ...",
+                    flush=True,
+                )
+                d_rounds.append(part_d(bootstrap, tmp, args.cities, args.rate))
+                print({k: v for k, v in d_rounds[-1].items() if k != "rows"}, flush=True)
+            d = median_round(d_rounds)
+    body = report(args, table, ab, base, ours, naive, d, d_rounds)
     print(body)
     if want >= set("ABCD"):
         write_section("deliver", body)
+
+
+def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The round of D with the median deliveries/s (the lower middle one of an even count).
+
+    One round says little on a shared 2-core machine: six back-to-back runs of D gave 426 to
+    866 deliveries/s, with the deliverer getting 0.6 to 0.85 of a core."""
+    ordered = sorted(rounds, key=lambda r: r["achieved_total"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def rounds_table(rounds: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
+    rows = [
+        "| round | deliveries/s | cities' achieved/configured | CPU per 1,000 (steady) | "
+        "cores: deliverer / simulator | load average at the end |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, r in enumerate(rounds, 1):
+        mark = " (the table above)" if r is chosen else ""
+        rows.append(
+            f"| {n}{mark} | {r['achieved_total']:,.0f} | {r['min_ratio']:.3f}-{r['max_ratio']:.3f} "
+            f"| {r['cpu_steady_per_1000']:.2f} s | {r['cores']['deliverer']:.2f} / "
+            f"{r['cores']['simulator']:.2f} | {r['load']:.1f} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def report(
@@ -522,6 +562,7 @@ def report(
     ours: dict[str, Any] | None,
     naive: dict[str, Any] | None,
     d: dict[str, Any] | None,
+    d_rounds: list[dict[str, Any]] | None = None,
 ) -> str:
     cmd = f"python -m bench.deliver --seconds {args.seconds:.0f} --cities {args.cities}"
     out = f"### Delivery (`{cmd}`)\n"
@@ -566,7 +607,8 @@ Connections of the nine ({DOWN} down): {counters_line(ours["conns"])}.
 **D. {d["cities"]} simulated cities in one deliverer process** (`gateway.dev.bureaus.stamp_cities`:
 {d["cities"] // len(CITIES)} copies of each of the ten, each on its own port with its original's
 connector and bureau profile; {d["rate"]:.0f} req/s each, {d["rate"] * d["cities"]:,.0f}/s in total;
-{d["total"]:,} escalations, a ~15 s backlog per city; the simulator 3x looser, in its own process):
+{d["total"]:,} escalations, a ~15 s backlog per city; the simulator 3x looser, in its own process;
+the median of {len(d_rounds or [d])} round(s) by deliveries/s, every round listed below):
 
 | measure | result | target |
 |---|---|---|
@@ -580,7 +622,8 @@ connector and bureau profile; {d["rate"]:.0f} req/s each, {d["rate"] * d["cities
 
 Connections: {counters_line(d["conns"])}.
 
-<details><summary>every city of D</summary>
+{rounds_table(d_rounds or [d], d)}
+<details><summary>every city of D (the median round)</summary>
 
 | city | configured req/s | achieved req/s | achieved/configured | busiest 1 s window |
 |---|---|---|---|---|
@@ -590,7 +633,7 @@ Connections: {counters_line(d["conns"])}.
             )
             + "\n\n</details>\n"
         )
-    return out + targets(ab, base, ours, d)
+    return out + targets(ab, base, ours, d, d_rounds)
 
 
 def targets(
@@ -598,6 +641,7 @@ def targets(
     base: dict[str, Any] | None,
     ours: dict[str, Any] | None,
     d: dict[str, Any] | None,
+    d_rounds: list[dict[str, Any]] | None = None,
 ) -> str:
     """The closing note: each delivery target of this run, met or not."""
 
@@ -623,12 +667,17 @@ def targets(
             f"one city down changes the healthy cities' p99 by <= 1.2x: {ratio:.2f}x, {mark(ratio <= 1.2)}"
         )
     if d is not None:
-        ok = d["min_ratio"] >= 0.95 and d["max_ratio"] <= 1.01
+
+        def d_ok(r: dict[str, Any]) -> bool:
+            return bool(r["min_ratio"] >= 0.95 and r["max_ratio"] <= 1.01)
+
+        ok = d_ok(d)
+        met_rounds = sum(d_ok(r) for r in d_rounds or [d])
         cpu = d["cpu_steady_per_1000"]
         lines.append(
             f"{d['rate'] * d['cities']:,.0f} deliveries/s across {d['cities']} cities in one process, every "
-            f"city in [0.95, 1.0] (1.01 allowed for timing): {d['achieved_total']:,.0f}/s, cities {d['min_ratio']:.3f}-"
-            f"{d['max_ratio']:.3f}, {mark(ok)}"
+            f"city in [0.95, 1.0] (1.01 allowed for timing), the median round: {d['achieved_total']:,.0f}/s, cities {d['min_ratio']:.3f}-"
+            f"{d['max_ratio']:.3f}, {mark(ok)} ({met_rounds} of {len(d_rounds or [d])} round(s) met it)"
             + (
                 ""
                 if ok
