@@ -433,6 +433,9 @@ def part_d(bootstrap: str, tmp: Path, n_cities: int, total_rate: float) -> dict[
         "rate": rate,
         "total": total,
         "achieved_total": (len(arrivals) - 2 * len(names)) / (arrivals[-1] - arrivals[0]),
+        # each city over its own first-to-last request: what the cities sustained together
+        # (the figure above also counts the spread of their start-up, ~1-2 s of a ~16 s run)
+        "sustained_total": sum(a for _, _, a, _, _ in rows),
         "min_ratio": min(q for *_, q, _ in rows),
         "max_ratio": max(q for *_, q, _ in rows),
         "rows": rows,
@@ -540,14 +543,14 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def rounds_table(rounds: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
     rows = [
-        "| round | deliveries/s | cities' achieved/configured | CPU per 1,000 (steady) | "
+        "| round | deliveries/s (first to last; sustained) | cities' achieved/configured | CPU per 1,000 (steady) | "
         "cores: deliverer / simulator | load average at the end |",
         "|---|---|---|---|---|---|",
     ]
     for n, r in enumerate(rounds, 1):
         mark = " (the table above)" if r is chosen else ""
         rows.append(
-            f"| {n}{mark} | {r['achieved_total']:,.0f} | {r['min_ratio']:.3f}-{r['max_ratio']:.3f} "
+            f"| {n}{mark} | {r['achieved_total']:,.0f}; {r['sustained_total']:,.0f} | {r['min_ratio']:.3f}-{r['max_ratio']:.3f} "
             f"| {r['cpu_steady_per_1000']:.2f} s | {r['cores']['deliverer']:.2f} / "
             f"{r['cores']['simulator']:.2f} | {r['load']:.1f} |"
         )
@@ -612,7 +615,8 @@ the median of {len(d_rounds or [d])} round(s) by deliveries/s, every round liste
 
 | measure | result | target |
 |---|---|---|
-| deliveries/s, all cities together | {d["achieved_total"]:,.0f} | {d["rate"] * d["cities"]:,.0f} |
+| deliveries/s, all cities together, first request of any to last of any | {d["achieved_total"]:,.0f} | |
+| deliveries/s sustained: the sum of each city's own rate (its first to last request) | {d["sustained_total"]:,.0f} | {d["rate"] * d["cities"]:,.0f} |
 | achieved/configured, worst city | {d["min_ratio"]:.3f} | >= 0.95 |
 | achieved/configured, highest city | {d["max_ratio"]:.3f} | <= 1.0 (+ burst) |
 | deliverer CPU per 1,000 deliveries, start-up included | {d["cpu_per_1000"]:.2f} s | |
@@ -676,7 +680,7 @@ def targets(
         cpu = d["cpu_steady_per_1000"]
         lines.append(
             f"{d['rate'] * d['cities']:,.0f} deliveries/s across {d['cities']} cities in one process, every "
-            f"city in [0.95, 1.0] (1.01 allowed for timing), the median round: {d['achieved_total']:,.0f}/s, cities {d['min_ratio']:.3f}-"
+            f"city in [0.95, 1.0] (1.01 allowed for timing), the median round: {d['sustained_total']:,.0f}/s sustained ({d['achieved_total']:,.0f}/s first to last request), cities {d['min_ratio']:.3f}-"
             f"{d['max_ratio']:.3f}, {mark(ok)} ({met_rounds} of {len(d_rounds or [d])} round(s) met it)"
             + (
                 ""
