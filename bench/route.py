@@ -25,12 +25,13 @@ complaint once (department and desk topics: the input count, unique keys), escal
 per complaint, and hold the same count per topic as the router's first run.
 
 Then, with the last router still running, complaints are published at ``--rates`` (1,000/s and
-5,000/s) for ``--seconds`` each and the publish-to-department latency is measured by a
-read_committed consumer of the department topics.
+5,000/s) for ``--seconds`` each, ``--latency-rounds`` times (3), and the publish-to-department
+latency is measured by a read_committed consumer of the department topics; the rounds of a rate
+are pooled, each round's p50 / p99 listed.
 
     python -m bench.route [--count 200000] [--rounds 5] [--sizes 380B,1KB]
                           [--contenders java,confluent,quix,raw,pipe,router]
-                          [--rates 1000,5000] [--seconds 30]
+                          [--rates 1000,5000] [--seconds 30] [--latency-rounds 3]
 
 Targets (issue #14): router >= 1.5x Quix Streams' throughput and <= 0.7x its CPU per record on
 both sizes; p99 <= 100 ms and p50 <= 20 ms at 1,000/s; peak RSS <= 100 MiB. From issue #3:
@@ -187,6 +188,23 @@ class Latency:
     """per record: send -> the router's append of its output (the output's CreateTime): the
     wait for the router's batch, its fetch and routing; the rest of ``seconds`` is the
     transaction's commit and the read_committed reader's fetch"""
+    rounds: list[tuple[float, float]] = field(default_factory=list)
+    """(p50, p99) in seconds of each round pooled here (:func:`pooled`)"""
+
+
+def pooled(runs: list[Latency]) -> Latency:
+    """The rounds of one rate as one measurement: every record's latency, each round's own
+    p50 / p99 kept in ``rounds``, the slowest publishing rate."""
+    first = runs[0]
+    return Latency(
+        first.rate,
+        min(r.achieved for r in runs),
+        sum(r.expected for r in runs),
+        [x for r in runs for x in r.seconds],
+        first.publisher,
+        [x for r in runs for x in r.appended],
+        [(percentile(r.seconds, 50), percentile(r.seconds, 99)) for r in runs],
+    )
 
 
 @dataclass
@@ -409,6 +427,12 @@ def main() -> None:
     ap.add_argument("--contenders", default=",".join(c.key for c in CONTENDERS))
     ap.add_argument("--rates", default="1000,5000", help="latency publish rates, per second")
     ap.add_argument("--seconds", type=float, default=30.0, help="latency: seconds per rate")
+    ap.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=3,
+        help="latency: rounds per rate, pooled (each round's p50/p99 listed too)",
+    )
     args = ap.parse_args()
     load = os.getloadavg()[0]
     sizes = args.sizes.split(",")
@@ -430,12 +454,24 @@ def main() -> None:
 
         def latency(job: Job) -> None:  # with the last router of the last size running
             for n, rate in enumerate(rates):
-                print(f"latency: publishing {rate:,.0f}/s for {args.seconds:.0f} s ...", flush=True)
-                latencies.append(
-                    measure_latency(
-                        job.bootstrap, job.topics, rate, args.seconds, SIZES[sizes[-1]], 9 + n
+                runs = []
+                for k in range(max(1, args.latency_rounds)):
+                    print(
+                        f"latency: publishing {rate:,.0f}/s for {args.seconds:.0f} s, round "
+                        f"{k + 1} ...",
+                        flush=True,
                     )
-                )
+                    runs.append(
+                        measure_latency(
+                            job.bootstrap,
+                            job.topics,
+                            rate,
+                            args.seconds,
+                            SIZES[sizes[-1]],
+                            9 + n + 10 * k,
+                        )
+                    )
+                latencies.append(pooled(runs))
 
         for n, name in enumerate(sizes):
             hook = latency if n == len(sizes) - 1 else None
@@ -519,6 +555,7 @@ def latency_section(latencies: list[Latency], rss: float) -> str:
         rows += [
             f"| publish-to-department p50 at {lat.rate:,.0f}/s | {p50:.1f} ms | {'<= 20 ms' if first else ''} |",
             f"| publish-to-department p99 at {lat.rate:,.0f}/s | {p99:.1f} ms | {'<= 100 ms' if first else ''} |",
+            f"| each round's p50 / p99 at {lat.rate:,.0f}/s | {', '.join(f'{a * 1000:.1f} / {b * 1000:.1f}' for a, b in lat.rounds)} ms | |",
             f"| of which publish-to-router-append p50 / p99 (the rest: commit and read) | {percentile(lat.appended, 50) * 1000:.1f} / {percentile(lat.appended, 99) * 1000:.1f} ms | |",
             f"| records measured at {lat.rate:,.0f}/s (published at {lat.achieved:,.0f}/s by {lat.publisher}, its own process) | {len(lat.seconds):,} of {lat.expected:,} | |",
         ]  # fmt: skip
@@ -563,7 +600,7 @@ def report(
     if latencies and routers:
         body += (
             f"\n#### Latency and memory (router, {results[-1].avg_bytes:.0f}-byte complaints, "
-            f"{args.seconds:.0f} s per rate)\n\n"
+            f"{args.seconds:.0f} s per rate, {args.latency_rounds} round(s) each, pooled)\n\n"
             + latency_section(latencies, max(r.rss_mib for r in routers))
         )
     print(body)
