@@ -476,7 +476,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     want = set(args.sections.upper())
-    ab = ours = base = naive = d = None
+    ab = ours = base = naive = None
     d_rounds: list[dict[str, Any]] = []
     table = ""
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="gc-bench-deliver-") as tmpdir:
@@ -525,8 +525,7 @@ def main() -> None:
                 )
                 d_rounds.append(part_d(bootstrap, tmp, args.cities, args.rate))
                 print({k: v for k, v in d_rounds[-1].items() if k != "rows"}, flush=True)
-            d = median_round(d_rounds)
-    body = report(args, table, ab, base, ours, naive, d, d_rounds)
+    body = report(args, table, ab, base, ours, naive, d_rounds)
     print(body)
     if want >= set("ABCD"):
         write_section("deliver", body)
@@ -564,9 +563,10 @@ def report(
     base: dict[str, Any] | None,
     ours: dict[str, Any] | None,
     naive: dict[str, Any] | None,
-    d: dict[str, Any] | None,
-    d_rounds: list[dict[str, Any]] | None = None,
+    d_rounds: list[dict[str, Any]],
 ) -> str:
+    """The report; section D is its median round (:func:`median_round`), every round listed."""
+    d = median_round(d_rounds) if d_rounds else None
     cmd = f"python -m bench.deliver --seconds {args.seconds:.0f} --cities {args.cities}"
     out = f"### Delivery (`{cmd}`)\n"
     if ab is not None:
@@ -611,7 +611,7 @@ Connections of the nine ({DOWN} down): {counters_line(ours["conns"])}.
 {d["cities"] // len(CITIES)} copies of each of the ten, each on its own port with its original's
 connector and bureau profile; {d["rate"]:.0f} req/s each, {d["rate"] * d["cities"]:,.0f}/s in total;
 {d["total"]:,} escalations, a ~15 s backlog per city; the simulator 3x looser, in its own process;
-the median of {len(d_rounds or [d])} round(s) by deliveries/s, every round listed below):
+the median of {len(d_rounds)} round(s) by deliveries/s, every round listed below):
 
 | measure | result | target |
 |---|---|---|
@@ -626,7 +626,7 @@ the median of {len(d_rounds or [d])} round(s) by deliveries/s, every round liste
 
 Connections: {counters_line(d["conns"])}.
 
-{rounds_table(d_rounds or [d], d)}
+{rounds_table(d_rounds, d)}
 <details><summary>every city of D (the median round)</summary>
 
 | city | configured req/s | achieved req/s | achieved/configured | busiest 1 s window |
@@ -645,9 +645,10 @@ def targets(
     base: dict[str, Any] | None,
     ours: dict[str, Any] | None,
     d: dict[str, Any] | None,
-    d_rounds: list[dict[str, Any]] | None = None,
+    d_rounds: list[dict[str, Any]],
 ) -> str:
-    """The closing note: each delivery target of this run, met or not."""
+    """The closing note: each delivery target of this run, met or not (D: its median round
+    ``d``, and how many of ``d_rounds`` met it)."""
 
     def mark(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -676,12 +677,12 @@ def targets(
             return bool(r["min_ratio"] >= 0.95 and r["max_ratio"] <= 1.01)
 
         ok = d_ok(d)
-        met_rounds = sum(d_ok(r) for r in d_rounds or [d])
+        met_rounds = sum(d_ok(r) for r in d_rounds)
         cpu = d["cpu_steady_per_1000"]
         lines.append(
             f"{d['rate'] * d['cities']:,.0f} deliveries/s across {d['cities']} cities in one process, every "
             f"city in [0.95, 1.0] (1.01 allowed for timing), the median round: {d['sustained_total']:,.0f}/s sustained ({d['achieved_total']:,.0f}/s first to last request), cities {d['min_ratio']:.3f}-"
-            f"{d['max_ratio']:.3f}, {mark(ok)} ({met_rounds} of {len(d_rounds or [d])} round(s) met it)"
+            f"{d['max_ratio']:.3f}, {mark(ok)} ({met_rounds} of {len(d_rounds)} round(s) met it)"
             + (
                 ""
                 if ok

@@ -48,12 +48,7 @@ def publish(
         (record["complaint_id"].encode(), codec.encode("complaint", record))
         for record in bench_complaints(count, seed, description_bytes=description_bytes)
     ]
-    with _sender(bootstrap, topic) as (send, client):
-        # The clock starts once the client is connected, knows the topic's partitions and has
-        # its producer id: one record without the send-time header (the reader skips it) is
-        # sent and acknowledged first. Without it the first ~0.5 s of records waited for that
-        # set-up and counted as routing latency.
-        send(records[0][0], records[0][1], [])
+    with _sender(bootstrap, topic, warm_up=records[0]) as (send, client):
         pacer = Pacer(rate)
         began = time.monotonic()
         for key, value in records:
@@ -64,18 +59,23 @@ def publish(
 
 
 @contextlib.contextmanager
-def _sender(bootstrap: str, topic: str) -> Iterator[tuple[Send, str]]:
+def _sender(
+    bootstrap: str, topic: str, *, warm_up: tuple[bytes, bytes]
+) -> Iterator[tuple[Send, str]]:
+    """A client ready to send: connected, the topic's partitions known and its producer id
+    given. ``warm_up`` (key, value) is sent without the send-time header (the reader skips it)
+    and acknowledged before the send function is handed out: without it the first ~0.5 s of
+    records waited for that set-up and counted as routing latency."""
+    key, value = warm_up
     try:
         import confluent_kafka
     except ImportError:
         producer = Producer(KafkaSettings(bootstrap_servers=bootstrap), linger_ms=0)
         producer.load_metadata([topic])
+        producer.send_and_wait(topic, value, key=key)
 
         def send_kafka_python(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-            if headers:
-                producer.send(topic, value, key=key, headers=headers)
-            else:  # the warm-up record: acknowledged before the clock starts
-                producer.send_and_wait(topic, value, key=key)
+            producer.send(topic, value, key=key, headers=headers)
 
         yield send_kafka_python, f"kafka-python {version('kafka-python')}"
         producer.flush()
@@ -91,13 +91,14 @@ def _sender(bootstrap: str, topic: str) -> Iterator[tuple[Send, str]]:
         }
     )
 
+    fast.produce(topic, value, key)
+    if fast.flush(30):
+        raise RuntimeError("the publisher's warm-up record was not acknowledged in 30 s")
+
     def send_confluent(key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         wire: list[tuple[str, str | bytes | None]] = [*headers]
         fast.produce(topic, value, key, headers=wire)
-        if headers:
-            fast.poll(0)
-        elif fast.flush(30):  # the warm-up record: acknowledged before the clock starts
-            raise RuntimeError("the publisher's warm-up record was not acknowledged in 30 s")
+        fast.poll(0)
 
     yield send_confluent, f"confluent-kafka {confluent_kafka.version()[0]}"
     fast.flush(30)
