@@ -176,17 +176,51 @@ def _no_password() -> bytes:
     return b""
 
 
+_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+_CONTEXTS_MAX = 256
+
+
+def _file_stamp(path: str | None) -> tuple[object, ...]:
+    """What identifies a file's content for the context cache (raises OSError if unreadable)."""
+    if path is None:
+        return ()
+    st = Path(path).stat()
+    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def client_context(tls: TlsSettings, policy: TransportPolicy) -> ssl.SSLContext:
     """The TLS context for one city: its CA (or the certifi bundle), the higher of the
-    connector's and the config's minimum version, and the client certificate when configured."""
+    connector's and the config's minimum version, and the client certificate when configured.
+
+    Cities whose TLS settings come to the same (the same files, unchanged since: device, inode,
+    size and mtime; the same minimum version) share one context, which is never changed after
+    it is built. Loading the CA bundle costs ~25 ms of CPU and ~0.7 MiB per context: a
+    deliverer of 100 cities (and its start-up checks) built 200 of them, 5 s of CPU before the
+    first delivery and ~70 MiB kept."""
     cafile = str(tls.ca_file) if tls.ca_file is not None else certifi.where()
-    ctx = ssl.create_default_context(cafile=cafile)
+    certfile = str(tls.cert_file) if tls.cert_file is not None else None
+    keyfile = str(tls.key_file) if tls.cert_file is not None and tls.key_file is not None else None
     wanted = max(TLS_VERSION[policy.min_tls], TLS_VERSION[tls.min_version or policy.min_tls])
-    ctx.minimum_version = max(wanted, ssl.TLSVersion.TLSv1_2)
-    if tls.cert_file is not None:
-        key = str(tls.key_file) if tls.key_file is not None else None
-        ctx.load_cert_chain(str(tls.cert_file), key, password=_no_password)
-    return ctx
+    minimum = max(wanted, ssl.TLSVersion.TLSv1_2)
+    key = (
+        _file_stamp(cafile),
+        _file_stamp(certfile),
+        _file_stamp(keyfile),
+        minimum,
+    )
+    with _CONTEXTS_LOCK:
+        cached = _CONTEXTS.get(key)
+    if cached is not None:
+        return cached
+    ctx = ssl.create_default_context(cafile=cafile)
+    ctx.minimum_version = minimum
+    if certfile is not None:
+        ctx.load_cert_chain(certfile, keyfile, password=_no_password)
+    with _CONTEXTS_LOCK:
+        if len(_CONTEXTS) >= _CONTEXTS_MAX:  # files rewritten over and over: start afresh
+            _CONTEXTS.clear()
+        return _CONTEXTS.setdefault(key, ctx)
 
 
 def transport_problems(key: str, city: CitySettings, policy: TransportPolicy) -> list[str]:

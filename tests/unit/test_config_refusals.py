@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,8 @@ from cryptography import x509
 
 from gateway.cli import cli
 from gateway.config import TlsSettings
-from gateway.http import client_certificate
+from gateway.http import client_certificate, client_context
+from gateway.sdk import TransportPolicy
 from tests.helpers import cli_run
 from tests.unit.certs import client_pair, other_key
 
@@ -321,3 +323,47 @@ def test_the_development_brokers_out_of_range_port_is_refused_naming_the_key(
     path.write_text(yaml.safe_dump({"broker": {"port": 99999}}), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"broker\.port"):
         load_broker_settings(path)
+
+
+# --- 4. TLS contexts, shared by the cities whose settings are the same ------------------------
+
+
+def test_cities_with_the_same_tls_settings_share_one_context(tmp_path: Path) -> None:
+    """A hundred cities must not load the CA bundle a hundred times (~25 ms and ~0.7 MiB
+    each); the same files and minimum version give the same context, which nobody changes."""
+    pair = client_pair(tmp_path, "shared")
+    with_cert = TlsSettings(cert_file=pair.cert, key_file=pair.key)
+    first = client_context(with_cert, TransportPolicy())
+    assert (
+        client_context(TlsSettings(cert_file=pair.cert, key_file=pair.key), TransportPolicy())
+        is first
+    )
+    plain = client_context(TlsSettings(), TransportPolicy())
+    assert plain is client_context(TlsSettings(), TransportPolicy())
+    assert plain is not first
+    strict = client_context(TlsSettings(), TransportPolicy(min_tls="TLSv1.3"))
+    assert strict is not plain and strict.minimum_version == ssl.TLSVersion.TLSv1_3
+    assert plain.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_a_rewritten_certificate_file_gets_a_context_of_its_own(tmp_path: Path) -> None:
+    """The cache knows a file by device, inode, size and mtime: a certificate replaced on
+    disk (a rotation, or a broken key put in its place) is loaded again, and refused if bad."""
+    pair = client_pair(tmp_path, "rot")
+    tls = TlsSettings(cert_file=pair.cert, key_file=pair.key)
+    before = client_context(tls, TransportPolicy())
+    (tmp_path / "new").mkdir()
+    fresh = client_pair(tmp_path / "new", "rot")
+    pair.cert.write_bytes(fresh.cert.read_bytes())
+    pair.key.write_bytes(fresh.key.read_bytes())
+    os.utime(pair.cert, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    after = client_context(tls, TransportPolicy())
+    assert after is not before
+    pair.key.write_bytes(other_key(tmp_path, "rot").read_bytes())
+    os.utime(pair.key, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    with pytest.raises(ssl.SSLError):
+        client_context(tls, TransportPolicy())
+    cert, problems = client_certificate("shenzhen", tls, time.time())
+    assert cert is None and problems == [
+        "cities.shenzhen.tls: cannot load the TLS files: the key does not match the certificate"
+    ]
