@@ -66,6 +66,7 @@ from gateway.avro.reader import AvroReadError, Reader, compile_reader
 from gateway.avro.registry import SchemaRegistry, subject_name
 from gateway.avro.schema_rules import backward_problems, decode_cost_problems, strip_logical_types
 from gateway.avro.schemas_path import schema_text
+from gateway.avro.writer import Writer, compile_writer
 from gateway.config import CodecSettings
 from gateway.errors import (
     ConfigError,
@@ -238,6 +239,9 @@ class SchemaInfo:
     header: bytes
     """Single-object header: magic + fingerprint."""
     writer: _Writer
+    encoder: Writer | None = None
+    """Generated writer (:mod:`gateway.avro.writer`) when the schema compiles; fastavro writes
+    what it does not take, and every record when None."""
 
 
 @functools.cache
@@ -258,6 +262,7 @@ def current_schemas() -> Mapping[Kind, SchemaInfo]:
             fingerprint=fp,
             header=SINGLE_OBJECT_MAGIC + fp,
             writer=_Writer(kind, _read_schema(raw), None, fp, compile_reader(plain)),
+            encoder=compile_writer(plain),
         )
     return out
 
@@ -331,15 +336,22 @@ class Codec:
         header = (
             info.header if self.wire_format == "single_object" else self._confluent(kind, topic)
         )
-        buf = io.BytesIO()
-        buf.write(header)
-        try:
-            schemaless_writer(buf, info.write, record)
-        except Exception as exc:
-            raise RecordError(
-                _encode_problem(kind, info.write, record, exc), reason="unencodable"
-            ) from exc
-        data = buf.getvalue()
+        data = None
+        if info.encoder is not None:
+            try:
+                data = header + info.encoder(record)
+            except Exception:  # not a record the generated writer takes as is: fastavro decides
+                data = None
+        if data is None:
+            buf = io.BytesIO()
+            buf.write(header)
+            try:
+                schemaless_writer(buf, info.write, record)
+            except Exception as exc:
+                raise RecordError(
+                    _encode_problem(kind, info.write, record, exc), reason="unencodable"
+                ) from exc
+            data = buf.getvalue()
         if len(data) > self.max_message_bytes:
             raise OversizedRecord(
                 f"encoded {kind} is {len(data)} bytes (cap {self.max_message_bytes})"

@@ -1,0 +1,202 @@
+"""The compiled Avro writer must write exactly what fastavro writes, and leave to fastavro every
+record it does not take as is (so that, for any record, the codec's result is fastavro's)."""
+
+from __future__ import annotations
+
+import io
+import random
+from typing import Any
+
+import pytest
+from fastavro import parse_schema, schemaless_writer
+
+from gateway.avro.codec import Codec, current_schemas
+from gateway.avro.writer import Slow, compile_writer
+from gateway.config import CodecSettings
+from gateway.dev.samples import SampleFactory
+from gateway.errors import RecordError
+from gateway.routing.escalation import build_escalation
+from tests.unit.test_avro_reader import ARRAYS, EVERYTHING, random_arrays, random_everything
+
+pytestmark = pytest.mark.unit
+
+# EVERYTHING without its union of several non-null branches (not compiled: fastavro's rules
+# pick the branch)
+SINGLE_BRANCH = {
+    **EVERYTHING,
+    "fields": [f for f in EVERYTHING["fields"] if f["name"] != "choice"]
+    + [{"name": "tail", "type": [{"type": "array", "items": "Inner"}, "null"]}],
+}
+
+
+def fastavro_bytes(schema: dict[str, Any], record: Any) -> bytes:
+    buf = io.BytesIO()
+    schemaless_writer(buf, schema, record)
+    return buf.getvalue()
+
+
+def test_every_supported_type_writes_as_fastavro_writes_it() -> None:
+    schema = parse_schema(SINGLE_BRANCH)
+    writer = compile_writer(schema)
+    assert writer is not None
+    rnd = random.Random(3)
+    for _ in range(3000):
+        record = random_everything(rnd)
+        del record["choice"]
+        inner = {"label": None, "again": "G"}
+        record["tail"] = rnd.choice([None, [], [inner] * rnd.randrange(1, 4)])
+        assert writer(record) == fastavro_bytes(schema, record)
+
+
+def test_arrays_write_as_fastavro_writes_them() -> None:
+    schema = parse_schema(ARRAYS)
+    writer = compile_writer(schema)
+    assert writer is not None
+    rnd = random.Random(5)
+    for _ in range(3000):
+        record = random_arrays(rnd)
+        assert writer(record) == fastavro_bytes(schema, record)
+
+
+def test_long_arrays_and_strings_take_multi_byte_counts() -> None:
+    schema = parse_schema(ARRAYS)
+    writer = compile_writer(schema)
+    assert writer is not None
+    record = random_arrays(random.Random(1))
+    record["words"] = ["x" * 9000, "投" * 5000, ""] * 3000  # lengths and a count past 8,191
+    record["numbers"] = list(range(-70_000, 70_000, 7))
+    assert writer(record) == fastavro_bytes(schema, record)
+
+
+@pytest.mark.parametrize("kind", sorted(current_schemas()))
+def test_every_gateway_schema_compiles(kind: str) -> None:
+    assert current_schemas()[kind].encoder is not None  # type: ignore[index]
+
+
+def test_escalations_and_complaints_encode_as_fastavro_encodes_them() -> None:
+    codec = Codec(CodecSettings())
+    schemas = current_schemas()
+    rnd = random.Random(8)
+    signals = ["safety_hazard", "media_attention", "group_complaint", "投诉"]
+    for sample in SampleFactory(seed=13, major_share=1.0, green_share=1.0).complaints(500):
+        esc = build_escalation(
+            sample.record, city="wuhu", rule_id="unit", now_ms=1_790_000_000_000, working_days=10
+        )
+        esc["severity"] = rnd.sample(signals, rnd.randrange(0, 5))
+        for kind, record in (("escalation", esc), ("complaint", sample.record)):
+            info = schemas[kind]  # type: ignore[index]
+            assert codec.encode(kind, record) == info.header + fastavro_bytes(info.write, record)  # type: ignore[arg-type]
+
+
+RECEIPT = {
+    "escalation_id": "6f1c7e2a-1111-5222-8333-944455556666",
+    "complaint_id": "CP2026120700000001",
+    "city": "beijing",
+    "outcome": "ACCEPTED",
+    "case_number": "BJ2026120700012345",
+    "reason": None,
+    "attempts": 1,
+    "first_attempt_at": 1_765_000_000_000,
+    "completed_at": 1_765_000_000_050,
+    "latency_ms": 50,
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"attempts": True},  # a bool where an int goes
+        {"attempts": 2**31},  # past an int's range
+        {"latency_ms": 2**63},  # past a long's range
+        {"latency_ms": 5.0},  # a float where a long goes
+        {"outcome": "LOST"},  # not a symbol
+        {"outcome": ["ACCEPTED"]},  # not even hashable
+        {"case_number": 12345},  # neither branch of the union
+        {"city": b"beijing"},  # bytes for a string
+        {"city": "\udc80"},  # a lone surrogate: not UTF-8
+        {"reason": "x" * 20_000},  # fine: a long string, multi-byte length
+    ],
+)
+def test_what_the_compiled_writer_does_not_take_is_fastavros_to_write_or_refuse(
+    change: dict[str, Any],
+) -> None:
+    codec = Codec(CodecSettings())
+    info = current_schemas()["receipt"]
+    record = RECEIPT | change
+    try:
+        expected: bytes | None = info.header + fastavro_bytes(info.write, record)
+    except Exception:
+        expected = None
+    if expected is None:
+        with pytest.raises(RecordError) as raised:
+            codec.encode("receipt", record)
+        assert raised.value.reason == "unencodable"
+    else:
+        assert codec.encode("receipt", record) == expected
+
+
+def test_a_missing_field_is_fastavros_to_fill_or_refuse() -> None:
+    schema = parse_schema(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "a", "type": "string"},
+                {"name": "b", "type": ["null", "string"], "default": None},
+                {"name": "c", "type": "long", "default": 7},
+            ],
+        }
+    )
+    writer = compile_writer(schema)
+    assert writer is not None
+    with pytest.raises(KeyError):
+        writer({"a": "x"})
+    with pytest.raises(Slow):
+        writer({"a": "x", "b": 3, "c": 1})
+    assert writer({"a": "x", "b": "y", "c": 1}) == fastavro_bytes(
+        schema, {"a": "x", "b": "y", "c": 1}
+    )
+
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        {"type": "map", "values": "string"},
+        ["null", "string", "long"],
+        ["string", {"type": "array", "items": "long"}],
+    ],
+)
+def test_maps_and_unions_of_several_branches_are_left_to_fastavro(field_type: Any) -> None:
+    schema = parse_schema(
+        {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
+    )
+    assert compile_writer(schema) is None
+
+
+def test_a_recursive_schema_is_left_to_fastavro() -> None:
+    schema = parse_schema(
+        {
+            "type": "record",
+            "name": "Node",
+            "fields": [{"name": "next", "type": ["null", "Node"]}],
+        }
+    )
+    assert compile_writer(schema) is None
+
+
+def test_names_in_a_schema_never_become_code() -> None:
+    evil = "x'] or __import__('os').system('false') or r['"
+    schema = parse_schema(
+        {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {"name": "ok", "type": "string"},
+                {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+            ],
+        }
+    )
+    schema["fields"][0]["name"] = evil  # as a parsed schema could hold it
+    writer = compile_writer(schema)
+    assert writer is not None
+    assert writer({evil: "v", "e": "B"}) == b"\x02v\x02"
