@@ -23,10 +23,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from gateway.avro.codegen import PRIMITIVES, Codegen, Unsupported
+
 Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``reader(buffer, start) -> (record, end)``: ``end`` is the offset after the record."""
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 _MAX_VARINT_SHIFT = 63
 _FIXED_WIDTH = {"float": 4, "double": 8}
 
@@ -37,10 +38,6 @@ class AvroReadError(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _varint(b: bytes, p: int) -> tuple[int, int]:
@@ -58,27 +55,18 @@ def _varint(b: bytes, p: int) -> tuple[int, int]:
             raise AvroReadError("varint_too_long")
 
 
-class _Compiler:
+class _Compiler(Codegen):
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.env: dict[str, Any] = {
-            "_varint": _varint,
-            "_Err": AvroReadError,
-            "_BOOL": (False, True),
-            "_FLOAT": struct.Struct("<f").unpack_from,
-            "_DOUBLE": struct.Struct("<d").unpack_from,
-        }
-        self.names: dict[str, dict[str, Any]] = {}
-        self.active: set[str] = set()
+        super().__init__(
+            {
+                "_varint": _varint,
+                "_Err": AvroReadError,
+                "_BOOL": (False, True),
+                "_FLOAT": struct.Struct("<f").unpack_from,
+                "_DOUBLE": struct.Struct("<d").unpack_from,
+            }
+        )
         self.sizing: set[Any] = set()
-        self.count = 0
-
-    def var(self, prefix: str) -> str:
-        self.count += 1
-        return f"{prefix}{self.count}"
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
 
     def long(self, indent: int, target: str) -> None:
         # one- and two-byte varints inline (small ints, enum and union indexes, lengths of
@@ -94,18 +82,15 @@ class _Compiler:
         self.emit(indent, f"{target} = ({target} >> 1) ^ -({target} & 1)")
 
     def read(self, indent: int, schema: Any, target: str) -> None:
+        schema = self.resolve(schema)
         if isinstance(schema, list):
             self.union(indent, schema, target)
             return
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                self.primitive(indent, schema, target)
-                return
-            if schema not in self.names:
-                raise _Unsupported(f"unknown named type {schema}")
-            schema = self.names[schema]
+            self.primitive(indent, schema, target)
+            return
         kind = schema["type"]
-        if kind in _PRIMITIVES:
+        if kind in PRIMITIVES:
             self.primitive(indent, kind, target)
         elif kind == "record":
             self.record(indent, schema, target)
@@ -128,14 +113,14 @@ class _Compiler:
         elif kind == "array":
             self.array(indent, schema["items"], target)
         else:
-            raise _Unsupported(kind)
+            raise Unsupported(kind)
 
     def array(self, indent: int, items: Any, target: str) -> None:
         # Blocks of items, each a count (negative: its byte size follows), until a count of 0.
         # Every item takes at least one byte, so a count over the bytes left is refused before
         # any item is read: a small message can never make the loop long.
         if self.width(items) < 1:
-            raise _Unsupported("array of items that may take no bytes")
+            raise Unsupported("array of items that may take no bytes")
         out, count, size, item = self.var("a"), self.var("c"), self.var("s"), self.var("x")
         self.emit(indent, f"{out} = []")
         self.emit(indent, "while True:")
@@ -154,19 +139,16 @@ class _Compiler:
 
     def width(self, schema: Any) -> int:
         """The fewest bytes a value of ``schema`` can be encoded in."""
+        schema = self.resolve(schema)
         if isinstance(schema, list):
             return 1
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return 0 if schema == "null" else _FIXED_WIDTH.get(schema, 1)
-            if schema not in self.names:
-                raise _Unsupported(f"unknown named type {schema}")
-            schema = self.names[schema]
+            return 0 if schema == "null" else _FIXED_WIDTH.get(schema, 1)
         kind = schema["type"]
         if kind == "record":
             name = schema.get("name")
             if name in self.sizing:
-                raise _Unsupported(f"recursive type {name}")
+                raise Unsupported(f"recursive type {name}")
             self.sizing.add(name)
             try:
                 return sum(self.width(f["type"]) for f in schema["fields"])
@@ -174,12 +156,7 @@ class _Compiler:
                 self.sizing.discard(name)
         if kind == "fixed":
             return int(schema["size"])
-        return self.width(kind) if kind in _PRIMITIVES else 1  # enum, array, map
-
-    def register(self, schema: dict[str, Any]) -> None:
-        name = schema.get("name")
-        if isinstance(name, str):
-            self.names.setdefault(name, schema)
+        return self.width(kind) if kind in PRIMITIVES else 1  # enum, array, map
 
     def primitive(self, indent: int, kind: str, target: str) -> None:
         if kind == "null":
@@ -213,20 +190,14 @@ class _Compiler:
             self.emit(indent, f"p += {size}")
 
     def record(self, indent: int, schema: dict[str, Any], target: str) -> None:
-        name = schema.get("name")
-        if isinstance(name, str):
-            if name in self.active:
-                raise _Unsupported(f"recursive type {name}")
-            self.active.add(name)
-            self.register(schema)
+        name = self.enter(schema)
         values = []
         for field in schema["fields"]:
             value = self.var("f")
             self.read(indent, field["type"], value)
             values.append(f"{field['name']!r}: {value}")
         self.emit(indent, f"{target} = {{{', '.join(values)}}}")
-        if isinstance(name, str):
-            self.active.discard(name)
+        self.leave(name)
 
     def union(self, indent: int, branches: list[Any], target: str) -> None:
         index = self.var("u")
@@ -248,12 +219,10 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
     compiler.emit(1, "end = len(b)")
     try:
         compiler.read(1, schema, "out")
-    except _Unsupported:
+    except Unsupported:
         return None
     compiler.emit(1, "return out, p")
-    env = dict(compiler.env)
-    exec(compile("\n".join(compiler.lines), "<avro-reader>", "exec"), env)  # noqa: S102 - names are repr literals or bound values
-    reader: Reader = env["read"]
+    reader: Reader = compiler.build("read", "<avro-reader>")
     return reader
 
 

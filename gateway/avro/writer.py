@@ -25,10 +25,11 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gateway.avro.codegen import PRIMITIVES, Codegen, Unsupported
+
 Writer = Callable[[Mapping[str, Any]], bytes]
 """``writer(record) -> body``: the record's Avro binary encoding (no framing)."""
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "string", "bytes"}
 _TABLE = 8192
 _INT = (-(2**31), 2**31 - 1)
 _LONG = (-(2**63), 2**63 - 1)
@@ -36,10 +37,6 @@ _LONG = (-(2**63), 2**63 - 1)
 
 class Slow(Exception):
     """The record is not one the compiled writer takes as is: fastavro decides."""
-
-
-class _Unsupported(Exception):
-    pass
 
 
 def _varint(n: int) -> bytes:
@@ -57,26 +54,17 @@ _SMALL = tuple(_varint(i) for i in range(_TABLE))
 """Encodings of 0 .. 8191: string lengths, counts, small numbers."""
 
 
-class _Compiler:
+class _Compiler(Codegen):
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.env: dict[str, Any] = {
-            "_Slow": Slow,
-            "_V": _varint,
-            "_S": _SMALL,
-            "_FLOAT": struct.Struct("<f").pack,
-            "_DOUBLE": struct.Struct("<d").pack,
-        }
-        self.names: dict[str, dict[str, Any]] = {}
-        self.active: set[str] = set()
-        self.count = 0
-
-    def var(self, prefix: str) -> str:
-        self.count += 1
-        return f"{prefix}{self.count}"
-
-    def emit(self, indent: int, line: str) -> None:
-        self.lines.append("    " * indent + line)
+        super().__init__(
+            {
+                "_Slow": Slow,
+                "_V": _varint,
+                "_S": _SMALL,
+                "_FLOAT": struct.Struct("<f").pack,
+                "_DOUBLE": struct.Struct("<d").pack,
+            }
+        )
 
     def number(self, indent: int, value: str, bounds: tuple[int, int]) -> None:
         low, high = bounds
@@ -85,18 +73,15 @@ class _Compiler:
         self.emit(indent, f"a(_S[{value}] if 0 <= {value} < {_TABLE} else _V({value}))")
 
     def write(self, indent: int, schema: Any, value: str) -> None:
+        schema = self.resolve(schema)
         if isinstance(schema, list):
             self.union(indent, schema, value)
             return
         if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                self.primitive(indent, schema, value)
-                return
-            if schema not in self.names:
-                raise _Unsupported(f"unknown named type {schema}")
-            schema = self.names[schema]
+            self.primitive(indent, schema, value)
+            return
         kind = schema["type"]
-        if kind in _PRIMITIVES:
+        if kind in PRIMITIVES:
             self.primitive(indent, kind, value)
         elif kind == "record":
             self.record(indent, schema, value)
@@ -118,7 +103,7 @@ class _Compiler:
         elif kind == "array":
             self.array(indent, schema["items"], value)
         else:
-            raise _Unsupported(kind)
+            raise Unsupported(kind)
 
     def primitive(self, indent: int, kind: str, value: str) -> None:
         if kind == "null":
@@ -153,24 +138,18 @@ class _Compiler:
             self.emit(indent, f"a({data})")
 
     def record(self, indent: int, schema: dict[str, Any], value: str) -> None:
-        name = schema.get("name")
-        if isinstance(name, str):
-            if name in self.active:
-                raise _Unsupported(f"recursive type {name}")
-            self.active.add(name)
-            self.register(schema)
+        name = self.enter(schema)
         for field in schema["fields"]:
             item = self.var("f")
             self.emit(indent, f"{item} = {value}[{field['name']!r}]")
             self.write(indent, field["type"], item)
-        if isinstance(name, str):
-            self.active.discard(name)
+        self.leave(name)
 
     def union(self, indent: int, branches: list[Any], value: str) -> None:
         others = [i for i, b in enumerate(branches) if b != "null"]
         nulls = [i for i, b in enumerate(branches) if b == "null"]
         if len(others) > 1:
-            raise _Unsupported("union of two or more non-null branches")
+            raise Unsupported("union of two or more non-null branches")
         if nulls:
             self.emit(indent, f"if {value} is None:")
             self.emit(indent + 1, f"a({_varint(nulls[0])!r})")
@@ -196,11 +175,6 @@ class _Compiler:
         self.write(indent + 2, items, item)
         self.emit(indent, "a(b'\\x00')")
 
-    def register(self, schema: dict[str, Any]) -> None:
-        name = schema.get("name")
-        if isinstance(name, str):
-            self.names.setdefault(name, schema)
-
 
 def compile_writer(schema: dict[str, Any]) -> Writer | None:
     """A writer of records of ``schema`` (parsed by fastavro, logical types stripped), or
@@ -211,12 +185,10 @@ def compile_writer(schema: dict[str, Any]) -> Writer | None:
     compiler.emit(1, "a = out.append")
     try:
         compiler.write(1, schema, "r")
-    except _Unsupported:
+    except Unsupported:
         return None
     compiler.emit(1, "return b''.join(out)")
-    env = dict(compiler.env)
-    exec(compile("\n".join(compiler.lines), "<avro-writer>", "exec"), env)  # noqa: S102 - names are repr literals or bound values
-    writer: Writer = env["write"]
+    writer: Writer = compiler.build("write", "<avro-writer>")
     return writer
 
 

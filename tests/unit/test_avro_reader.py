@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -208,16 +209,22 @@ def test_arrays_in_several_blocks_read_as_fastavro_reads_them(with_byte_size: bo
     assert record == {"x": [w.decode() for w in words]}
 
 
-def test_escalations_read_as_fastavro_reads_them() -> None:
-    info = current_schemas()["escalation"]
-    assert info.writer.compiled is not None
+def sample_escalations(count: int) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(complaint, escalation) pairs: major complaints of a green city, severities at random."""
     rnd = random.Random(8)
     signals = ["safety_hazard", "media_attention", "group_complaint", "投诉"]
-    for sample in SampleFactory(seed=13, major_share=1.0, green_share=1.0).complaints(500):
+    for sample in SampleFactory(seed=13, major_share=1.0, green_share=1.0).complaints(count):
         esc = build_escalation(
             sample.record, city="wuhu", rule_id="unit", now_ms=1_790_000_000_000, working_days=10
         )
         esc["severity"] = rnd.sample(signals, rnd.randrange(0, 5))
+        yield sample.record, esc
+
+
+def test_escalations_read_as_fastavro_reads_them() -> None:
+    info = current_schemas()["escalation"]
+    assert info.writer.compiled is not None
+    for _, esc in sample_escalations(500):
         data = encode(info.write, esc)
         record, end = info.writer.compiled(data, 0)
         assert end == len(data)

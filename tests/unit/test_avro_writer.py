@@ -13,10 +13,14 @@ from fastavro import parse_schema, schemaless_writer
 from gateway.avro.codec import Codec, current_schemas
 from gateway.avro.writer import Slow, compile_writer
 from gateway.config import CodecSettings
-from gateway.dev.samples import SampleFactory
 from gateway.errors import RecordError
-from gateway.routing.escalation import build_escalation
-from tests.unit.test_avro_reader import ARRAYS, EVERYTHING, random_arrays, random_everything
+from tests.unit.test_avro_reader import (
+    ARRAYS,
+    EVERYTHING,
+    random_arrays,
+    random_everything,
+    sample_escalations,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -35,27 +39,27 @@ def fastavro_bytes(schema: dict[str, Any], record: Any) -> bytes:
     return buf.getvalue()
 
 
-def test_every_supported_type_writes_as_fastavro_writes_it() -> None:
-    schema = parse_schema(SINGLE_BRANCH)
-    writer = compile_writer(schema)
+def random_single_branch(rnd: random.Random) -> dict[str, Any]:
+    record = random_everything(rnd)
+    del record["choice"]
+    inner = {"label": None, "again": "G"}
+    record["tail"] = rnd.choice([None, [], [inner] * rnd.randrange(1, 4)])
+    return record
+
+
+@pytest.mark.parametrize(
+    ("schema", "make"),
+    [(SINGLE_BRANCH, random_single_branch), (ARRAYS, random_arrays)],
+    ids=["every-supported-type", "arrays"],
+)
+def test_records_write_as_fastavro_writes_them(schema: dict[str, Any], make: Any) -> None:
+    parsed = parse_schema(schema)
+    writer = compile_writer(parsed)
     assert writer is not None
     rnd = random.Random(3)
     for _ in range(3000):
-        record = random_everything(rnd)
-        del record["choice"]
-        inner = {"label": None, "again": "G"}
-        record["tail"] = rnd.choice([None, [], [inner] * rnd.randrange(1, 4)])
-        assert writer(record) == fastavro_bytes(schema, record)
-
-
-def test_arrays_write_as_fastavro_writes_them() -> None:
-    schema = parse_schema(ARRAYS)
-    writer = compile_writer(schema)
-    assert writer is not None
-    rnd = random.Random(5)
-    for _ in range(3000):
-        record = random_arrays(rnd)
-        assert writer(record) == fastavro_bytes(schema, record)
+        record = make(rnd)
+        assert writer(record) == fastavro_bytes(parsed, record)
 
 
 def test_long_arrays_and_strings_take_multi_byte_counts() -> None:
@@ -76,14 +80,8 @@ def test_every_gateway_schema_compiles(kind: str) -> None:
 def test_escalations_and_complaints_encode_as_fastavro_encodes_them() -> None:
     codec = Codec(CodecSettings())
     schemas = current_schemas()
-    rnd = random.Random(8)
-    signals = ["safety_hazard", "media_attention", "group_complaint", "投诉"]
-    for sample in SampleFactory(seed=13, major_share=1.0, green_share=1.0).complaints(500):
-        esc = build_escalation(
-            sample.record, city="wuhu", rule_id="unit", now_ms=1_790_000_000_000, working_days=10
-        )
-        esc["severity"] = rnd.sample(signals, rnd.randrange(0, 5))
-        for kind, record in (("escalation", esc), ("complaint", sample.record)):
+    for complaint, esc in sample_escalations(500):
+        for kind, record in (("escalation", esc), ("complaint", complaint)):
             info = schemas[kind]  # type: ignore[index]
             assert codec.encode(kind, record) == info.header + fastavro_bytes(info.write, record)  # type: ignore[arg-type]
 
@@ -158,30 +156,24 @@ def test_a_missing_field_is_fastavros_to_fill_or_refuse() -> None:
     )
 
 
+def one_field(field_type: Any) -> dict[str, Any]:
+    return {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
+
+
 @pytest.mark.parametrize(
-    "field_type",
+    "schema",
     [
-        {"type": "map", "values": "string"},
-        ["null", "string", "long"],
-        ["string", {"type": "array", "items": "long"}],
+        one_field({"type": "map", "values": "string"}),
+        one_field(["null", "string", "long"]),
+        one_field(["string", {"type": "array", "items": "long"}]),
+        {"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]},
     ],
+    ids=["map", "union-of-three", "union-of-two-non-null", "recursive"],
 )
-def test_maps_and_unions_of_several_branches_are_left_to_fastavro(field_type: Any) -> None:
-    schema = parse_schema(
-        {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
-    )
-    assert compile_writer(schema) is None
-
-
-def test_a_recursive_schema_is_left_to_fastavro() -> None:
-    schema = parse_schema(
-        {
-            "type": "record",
-            "name": "Node",
-            "fields": [{"name": "next", "type": ["null", "Node"]}],
-        }
-    )
-    assert compile_writer(schema) is None
+def test_maps_unions_of_several_branches_and_recursion_are_left_to_fastavro(
+    schema: dict[str, Any],
+) -> None:
+    assert compile_writer(parse_schema(schema)) is None
 
 
 def test_names_in_a_schema_never_become_code() -> None:
