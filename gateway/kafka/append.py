@@ -43,6 +43,9 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.structs import TopicPartition as _KTP
 
 from gateway.kafka.partitioner import KeyHashPartitioner
+from gateway.varint import SMALL as _SMALL
+from gateway.varint import TABLE as _VARINT
+from gateway.varint import encoded as _vi
 
 log = logging.getLogger(__name__)
 
@@ -174,26 +177,8 @@ def _append_each(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, i
     return i, largest
 
 
-def _varint_bytes(value: int) -> bytes:
-    """Kafka's zigzag varint of ``value``."""
-    v = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-_SMALL = 1 << 14
-_VARINT = [_varint_bytes(v) for v in range(_SMALL)]
-"""Varints of 0 .. 16,383: every length, offset delta and timestamp delta of a typical batch."""
 _names: dict[str, bytes] = {}
 _NAMES_CACHED = 256
-
-
-def _vi(value: int) -> bytes:
-    return _VARINT[value] if 0 <= value < _SMALL else _varint_bytes(value)
 
 
 def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:

@@ -67,7 +67,7 @@ def test_long_arrays_and_strings_take_multi_byte_counts() -> None:
     writer = compile_writer(schema)
     assert writer is not None
     record = random_arrays(random.Random(1))
-    record["words"] = ["x" * 9000, "投" * 5000, ""] * 3000  # lengths and a count past 8,191
+    record["words"] = ["x" * 17_000, "投" * 6_000, ""] * 6_000  # lengths and a count past 16,383
     record["numbers"] = list(range(-70_000, 70_000, 7))
     assert writer(record) == fastavro_bytes(schema, record)
 

@@ -121,6 +121,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "gateway.errors": ("gateway.",),
     # the servers bureaus call (case callbacks, the dev simulator) share it: standard library only
     "gateway.httpd": ("gateway.",),
+    # below both wire formats that use it (Kafka records, Avro): imports nothing of the gateway
+    "gateway.varint": ("gateway.",),
     "connectors": (
         "gateway.dev",
         "gateway.kafka",
