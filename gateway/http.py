@@ -27,6 +27,7 @@ context a city's client uses (never below TLS 1.2).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import ssl
 import threading
@@ -176,17 +177,12 @@ def _no_password() -> bytes:
     return b""
 
 
-_CONTEXTS: dict[tuple[object, ...], ssl.SSLContext] = {}
-_CONTEXTS_LOCK = threading.Lock()
-_CONTEXTS_MAX = 256
-
-
 def _file_stamp(path: str | None) -> tuple[object, ...]:
     """What identifies a file's content for the context cache (raises OSError if unreadable)."""
     if path is None:
         return ()
     st = Path(path).stat()
-    return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def client_context(tls: TlsSettings, policy: TransportPolicy) -> ssl.SSLContext:
@@ -203,24 +199,23 @@ def client_context(tls: TlsSettings, policy: TransportPolicy) -> ssl.SSLContext:
     keyfile = str(tls.key_file) if tls.cert_file is not None and tls.key_file is not None else None
     wanted = max(TLS_VERSION[policy.min_tls], TLS_VERSION[tls.min_version or policy.min_tls])
     minimum = max(wanted, ssl.TLSVersion.TLSv1_2)
-    key = (
-        _file_stamp(cafile),
-        _file_stamp(certfile),
-        _file_stamp(keyfile),
-        minimum,
-    )
-    with _CONTEXTS_LOCK:
-        cached = _CONTEXTS.get(key)
-    if cached is not None:
-        return cached
+    stamps = (_file_stamp(cafile), _file_stamp(certfile), _file_stamp(keyfile))
+    return _shared_context(cafile, certfile, keyfile, minimum, stamps)
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_context(
+    cafile: str,
+    certfile: str | None,
+    keyfile: str | None,
+    minimum: ssl.TLSVersion,
+    stamps: tuple[tuple[object, ...], ...],  # part of the key only: the files as they are now
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=cafile)
     ctx.minimum_version = minimum
     if certfile is not None:
         ctx.load_cert_chain(certfile, keyfile, password=_no_password)
-    with _CONTEXTS_LOCK:
-        if len(_CONTEXTS) >= _CONTEXTS_MAX:  # files rewritten over and over: start afresh
-            _CONTEXTS.clear()
-        return _CONTEXTS.setdefault(key, ctx)
+    return ctx
 
 
 def transport_problems(key: str, city: CitySettings, policy: TransportPolicy) -> list[str]:
