@@ -40,6 +40,7 @@ from gateway.kafka.compat import (
     end_sender_flush,
     finish_interrupted_joins,
     first_connection_error,
+    quick_transaction_retries,
     sender_flushes,
 )
 from gateway.kafka.partitioner import KeyHashPartitioner
@@ -377,10 +378,8 @@ class Producer:
         if transactional_id:
             conf["transactional_id"] = transactional_id
             conf["transaction_timeout_ms"] = transaction_timeout_ms
-            # A transaction that starts while the broker still writes the previous one's commit
-            # markers gets CONCURRENT_TRANSACTIONS and is retried; kafka-python 3.0.12 sleeps the
-            # full retry_backoff_ms (default 100 ms) in its sender thread before each retry
-            # (ignoring its own 20 ms override for this case), adding 100 ms to a transaction.
+            # Batch retries and metadata refreshes back off 10 ms (default 100); the sender's
+            # retry of a transactional request is set apart below (quick_transaction_retries).
             conf["retry_backoff_ms"] = 10
         conf.update(extra)
         check_connection(settings)
@@ -388,6 +387,8 @@ class Producer:
             self._producer = KafkaProducer(**conf)
         except Exception as exc:
             raise _wrap("create producer", exc) from exc
+        if transactional_id:
+            quick_transaction_retries(self._producer)
         self._appender = batch_appender(self._producer)
 
     @property

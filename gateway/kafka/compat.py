@@ -14,6 +14,10 @@
 * :func:`sender_flushes` / :func:`end_sender_flush`: the producer's sender begins a flush to
   complete a transaction and never ends it, so after the first commit linger is ignored and a
   transaction over many partitions goes out as many small batches.
+* :func:`quick_transaction_retries`: the sender thread sleeps ``retry_backoff_ms`` before every
+  retried transactional request. The first request of a transaction that follows a commit
+  almost always gets CONCURRENT_TRANSACTIONS (the coordinator is still writing the previous
+  commit's markers, 1-3 ms here), so each transaction paid the whole backoff.
 
 * :class:`QuietSelector`: kafka-python asks its selector for a socket's key before every
   registration and takes the ``KeyError`` of an unregistered socket as "register it"; the
@@ -92,6 +96,34 @@ def drop_parked_records(consumer: Any, partitions: list[Any]) -> None:
     if isinstance(parked, dict):
         for tp in partitions:
             parked.pop(tp, None)
+
+
+TRANSACTION_RETRY_BACKOFF_MS = 2
+"""The sender's wait before it sends a retried transactional request again (see
+:func:`quick_transaction_retries`)."""
+
+
+def quick_transaction_retries(producer: Any, backoff_ms: float | None = None) -> bool:
+    """Make the producer's sender retry transactional requests after ``backoff_ms`` (default
+    :data:`TRANSACTION_RETRY_BACKOFF_MS`); True when set.
+
+    kafka-python 3.0.12's sender sleeps its own ``retry_backoff_ms`` before it resends a retried
+    transactional request (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn), and
+    ignores the 20 ms its transaction manager asks for after CONCURRENT_TRANSACTIONS. A
+    transaction begun right after a commit is refused that way until the coordinator has written
+    the previous commit's markers, so every back-to-back transaction waited the whole backoff:
+    a 15-record transaction took 24 ms (median, local broker) at 10 ms, 11-12 ms at 2 ms, and
+    ~9.5 ms when it met no conflict.
+
+    The sender's copy of the setting is used for nothing but its transactional path (the retry
+    sleep and the poll timeout while such a request is in flight or the producer cannot send);
+    batch retries and metadata refreshes keep the producer's own ``retry_backoff_ms``.
+    """
+    config = getattr(getattr(producer, "_sender", None), "config", None)
+    if not isinstance(config, dict) or not isinstance(config.get("retry_backoff_ms"), int | float):
+        return False
+    config["retry_backoff_ms"] = TRANSACTION_RETRY_BACKOFF_MS if backoff_ms is None else backoff_ms
+    return True
 
 
 def _flush_counter(producer: Any) -> Any:

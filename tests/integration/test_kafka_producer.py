@@ -7,10 +7,13 @@ from typing import ClassVar
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
+from kafka.producer import sender as kafka_sender
+from kafka.structs import ConsumerGroupMetadata
 
 from gateway.errors import BrokerRejected, FatalError, KafkaUnavailable
 from gateway.kafka.append import batch_appender
-from gateway.kafka.clients import Headers, Producer, Record
+from gateway.kafka.clients import Headers, Producer, Record, TopicPartition
+from gateway.kafka.compat import TRANSACTION_RETRY_BACKOFF_MS
 from gateway.kafka.partitioner import KeyHashPartitioner
 from tests.conftest import TopicFactory
 from tests.helpers import read_all
@@ -43,6 +46,51 @@ def test_a_transactional_producer_keeps_lingering_after_commits(
         producer.close()
     got = read_all(topic_factory.bootstrap, [topic], expect=3, timeout_s=30)
     assert sorted(r.value for r in got) == [b"v0", b"v1", b"v2"]
+
+
+def test_back_to_back_transactions_retry_a_busy_coordinator_quickly(
+    topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction begun right after a commit is refused with CONCURRENT_TRANSACTIONS while
+    the coordinator writes the previous commit's markers; the sender retries it after
+    TRANSACTION_RETRY_BACKOFF_MS (not the producer's retry_backoff_ms), and every transaction
+    commits its records exactly once."""
+    (source,) = topic_factory.create("in", partitions=3)
+    (sink,) = topic_factory.create("out", partitions=3)
+    slept: list[float] = []
+    real_sleep = kafka_sender.time.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(kafka_sender.time, "sleep", sleep)
+    producer = Producer(
+        topic_factory.kafka_settings(), transactional_id=topic_factory.name("tx"), linger_ms=500
+    )
+    assert producer._producer._sender.config["retry_backoff_ms"] == TRANSACTION_RETRY_BACKOFF_MS
+    assert producer._producer.config["retry_backoff_ms"] == 10  # batches and metadata: as set
+    group_metadata = ConsumerGroupMetadata(topic_factory.name("g"))
+    sent = 0
+    try:
+        producer.init_transactions()
+        # the conflict is the common case (most back-to-back transactions meet it here), but
+        # it is the broker's timing: go on until it was met a few times, bounded
+        while sent < 200 and (len(slept) < 3 or sent < 20):
+            producer.begin()
+            for k in range(5):
+                producer.send(sink, f"v{sent}-{k}".encode(), key=f"k{k}".encode())
+            producer.send_offsets({TopicPartition(source, 0): sent + 1}, group_metadata)
+            producer.commit()
+            sent += 1
+    finally:
+        producer.close()
+    assert len(slept) >= 3, f"{sent} back-to-back transactions met no busy coordinator"
+    assert set(slept) == {TRANSACTION_RETRY_BACKOFF_MS / 1000}
+    got = read_all(topic_factory.bootstrap, [sink], expect=5 * sent, timeout_s=60)
+    assert sorted(r.value for r in got) == sorted(
+        f"v{i}-{k}".encode() for i in range(sent) for k in range(5)
+    )
 
 
 def test_keyed_records_land_on_the_java_clients_partition(topic_factory: TopicFactory) -> None:

@@ -234,3 +234,33 @@ def test_every_client_uses_the_quiet_selector() -> None:
     assert client_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092"))["selector"] is (
         QuietSelector
     )
+
+
+def test_quick_transaction_retries_sets_only_the_senders_own_backoff() -> None:
+    sender = SimpleNamespace(config={"retry_backoff_ms": 100, "linger_ms": 5})
+    producer = SimpleNamespace(_sender=sender, config={"retry_backoff_ms": 10})
+    assert kafka_compat.quick_transaction_retries(producer)
+    assert sender.config == {
+        "retry_backoff_ms": kafka_compat.TRANSACTION_RETRY_BACKOFF_MS,
+        "linger_ms": 5,
+    }
+    assert producer.config == {"retry_backoff_ms": 10}  # batch retries, metadata: unchanged
+    assert kafka_compat.quick_transaction_retries(producer, backoff_ms=1)
+    assert sender.config["retry_backoff_ms"] == 1
+
+
+@pytest.mark.parametrize(
+    "producer",
+    [
+        SimpleNamespace(),
+        SimpleNamespace(_sender=SimpleNamespace()),
+        SimpleNamespace(_sender=SimpleNamespace(config={"linger_ms": 5})),
+        SimpleNamespace(_sender=SimpleNamespace(config={"retry_backoff_ms": "100"})),
+        SimpleNamespace(_sender=SimpleNamespace(config=(("retry_backoff_ms", 100),))),
+    ],
+    ids=["no sender", "no config", "no such key", "not a number", "not a dict"],
+)
+def test_quick_transaction_retries_leaves_changed_internals_alone(producer: object) -> None:
+    before = repr(producer)
+    assert not kafka_compat.quick_transaction_retries(producer)
+    assert repr(producer) == before
