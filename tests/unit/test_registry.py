@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,3 +110,20 @@ def test_keep_alive_requests_are_fast(client: SchemaRegistry) -> None:
     for _ in range(50):
         client.latest("fast-value")
     assert (time.perf_counter() - started) / 50 < 0.02
+
+
+def test_a_process_without_a_registry_never_loads_httpx() -> None:
+    """The default wire format needs no registry: a router or deliverer does not carry the HTTP
+    library (~2 MiB, ~5 with ``rich`` installed) in its memory."""
+    code = (
+        "import sys\n"
+        "import gateway.app, gateway.commands.run\n"
+        "from gateway.avro.codec import Codec\n"
+        "from gateway.config import CodecSettings\n"
+        "Codec(CodecSettings())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
