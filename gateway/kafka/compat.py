@@ -6,6 +6,9 @@
 * :func:`install_eof_fix` (applied on import, for 3.0.12 only): bytes read together with the
   peer's close are dropped, so a broker's last answer before it hangs up, such as SaslAuthenticate
   "invalid credentials", is lost and the client sees only "socket disconnected".
+* :func:`install_frame_read` (applied on import, after a self-check): a response's fields are
+  read from its receive buffer with ``bytes(buffer[a:b])``, which copies every field twice; a
+  partition's fetched records (up to 1 MiB each) became a fresh bytearray, then bytes.
 * :func:`first_connection_error`: kafka-python retries a failed SASL or TLS handshake until its
   bootstrap timeout and then reports only "Unable to bootstrap"; one direct connection attempt
   tells why.
@@ -39,6 +42,7 @@ from typing import Any
 from kafka.coordinator.base import MemberState
 from kafka.net import transport as _transport
 from kafka.net.compat import KafkaNetClient
+from kafka.protocol.frame import KafkaBytes
 from kafka.version import __version__ as KAFKA_PYTHON_VERSION
 
 log = logging.getLogger(__name__)
@@ -245,4 +249,55 @@ def _unreachable(error: BaseException) -> bool:
     return any(marker in text for marker in ("ECONNREFUSED", "socket disconnected", "timed out"))
 
 
+def _frame_read(self: Any, nbytes: int | None = None) -> bytes:
+    """``KafkaBytes.read`` of 3.0.12 with one copy: the same bytes and position, read through a
+    memoryview (a 1 MiB field: ~58 instead of ~730 µs; a small one: unchanged)."""
+    start = self._idx
+    end = len(self) if nbytes is None else start + nbytes
+    end = min(end, len(self))
+    self._idx = end
+    return bytes(memoryview(self)[start:end])
+
+
+KAFKA_FRAME_READ = KafkaBytes.read
+"""kafka-python's own ``KafkaBytes.read`` (as imported, before :func:`install_frame_read`)."""
+
+
+def _reads(read: Any) -> list[tuple[bytes, int]]:
+    """What ``read`` returns and where it leaves the position, on a few probe buffers."""
+    out: list[tuple[bytes, int]] = []
+    for size, start, nbytes in (
+        (0, 0, None),
+        (10, 0, 4),
+        (10, 8, 4),
+        (10, 3, None),
+        (10, 5, 0),
+        (10, 5, -1),
+        (4096, 100, 3000),
+    ):
+        buffer = KafkaBytes(size)
+        buffer[:] = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        buffer.seek(start)
+        value = read(buffer) if nbytes is None else read(buffer, nbytes)
+        out.append((value, buffer.tell()))
+    return out
+
+
+def install_frame_read() -> bool:
+    """Read response fields with one copy; True when installed. Installed only when kafka-python's
+    ``KafkaBytes.read`` is the one this replaces (same answers and positions on probe buffers)."""
+    original = KafkaBytes.read
+    if original is _frame_read:
+        return True
+    try:
+        same = _reads(original) == _reads(_frame_read)
+    except Exception:  # internals changed: keep kafka-python's own
+        return False
+    if not same:
+        return False
+    KafkaBytes.read = _frame_read
+    return True
+
+
 install_eof_fix()
+install_frame_read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import ssl
 from pathlib import Path
 from types import SimpleNamespace
@@ -264,3 +265,43 @@ def test_quick_transaction_retries_leaves_changed_internals_alone(producer: obje
     before = repr(producer)
     assert not kafka_compat.quick_transaction_retries(producer)
     assert repr(producer) == before
+
+
+def test_the_frame_read_is_installed_and_reads_what_kafka_python_reads() -> None:
+    from kafka.protocol.frame import KafkaBytes
+
+    assert KafkaBytes.read is kafka_compat._frame_read
+    original = kafka_compat.KAFKA_FRAME_READ
+    assert original is not kafka_compat._frame_read
+    rng = random.Random(7)
+    for _ in range(2_000):
+        size = rng.choice([0, 1, 5, 64, 1_000, 70_000])
+        data = rng.randbytes(size)
+        start = rng.randint(0, size)
+        nbytes = rng.choice([None, 0, -1, 1, rng.randint(0, size + 10), size + 1])
+        got = []
+        for read in (original, kafka_compat._frame_read):
+            buffer = KafkaBytes(size)
+            buffer[:] = data
+            buffer.seek(start)
+            value = read(buffer) if nbytes is None else read(buffer, nbytes)
+            assert type(value) is bytes
+            got.append((value, buffer.tell()))
+        assert got[0] == got[1], (size, start, nbytes)
+
+
+def test_the_frame_read_leaves_a_changed_kafka_python_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kafka.protocol.frame import KafkaBytes
+
+    def changed(self: KafkaBytes, nbytes: int | None = None) -> bytes:  # other semantics
+        return b""
+
+    def broken(self: KafkaBytes, nbytes: int | None = None) -> bytes:
+        raise AttributeError("_idx")
+
+    for other in (changed, broken):
+        monkeypatch.setattr(KafkaBytes, "read", other)
+        assert kafka_compat.install_frame_read() is False
+        assert KafkaBytes.read is other
