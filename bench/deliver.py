@@ -562,7 +562,7 @@ def main() -> None:
 
 
 def rounds_ms(side: dict[str, Any]) -> str:
-    return ", ".join(f"{p99:.0f}" for p99 in side.get("rounds", [])) + " ms"
+    return ", ".join(f"{p99:.0f}" for p99 in side["rounds"]) + " ms"
 
 
 def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -628,7 +628,7 @@ p50 {ab["p50"]:.0f} ms, p99 {ab["p99"]:.0f} ms over {ab["n_lat"]:,} escalations 
         out += f"""
 **C. One city ({DOWN}) down**, 5 escalations/s per city for {args.seconds:.0f} s; figures for the nine
 other cities, with the same workload and every city up as the baseline (same run). Our engine's
-two runs were repeated {len(base.get("rounds", [0]))} times, interleaved, and each side's latencies pooled; the naive
+two runs were repeated {len(base["rounds"])} times, interleaved, and each side's latencies pooled; the naive
 loop ran once:
 
 | implementation | healthy sent | healthy delivered | p50 latency | p99 latency | each round's p99 |

@@ -107,9 +107,11 @@ TRANSACTION_RETRY_BACKOFF_MS = 2
 :func:`quick_transaction_retries`)."""
 
 
-def quick_transaction_retries(producer: Any, backoff_ms: float | None = None) -> bool:
-    """Make the producer's sender retry transactional requests after ``backoff_ms`` (default
-    :data:`TRANSACTION_RETRY_BACKOFF_MS`); True when set.
+def quick_transaction_retries(
+    producer: Any, backoff_ms: float = TRANSACTION_RETRY_BACKOFF_MS
+) -> bool:
+    """Make the producer's sender retry transactional requests after ``backoff_ms``; True when
+    set.
 
     kafka-python 3.0.12's sender sleeps its own ``retry_backoff_ms`` before it resends a retried
     transactional request (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn), and
@@ -126,7 +128,7 @@ def quick_transaction_retries(producer: Any, backoff_ms: float | None = None) ->
     config = getattr(getattr(producer, "_sender", None), "config", None)
     if not isinstance(config, dict) or not isinstance(config.get("retry_backoff_ms"), int | float):
         return False
-    config["retry_backoff_ms"] = TRANSACTION_RETRY_BACKOFF_MS if backoff_ms is None else backoff_ms
+    config["retry_backoff_ms"] = backoff_ms
     return True
 
 
