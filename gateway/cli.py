@@ -61,9 +61,10 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 DEV_ONLY_MODULES = {"cryptography": "sim"}
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The ``greenchannel`` command; ``args`` instead of ``sys.argv[1:]`` (a forked member)."""
     try:
-        cli(standalone_mode=True)
+        cli(args=args, prog_name="greenchannel", standalone_mode=True)
     except GreenChannelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

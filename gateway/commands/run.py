@@ -149,16 +149,19 @@ def _supervise(
 
     from prometheus_client import CollectorRegistry
 
+    from gateway.cli import main as member_main
     from gateway.ops.health import OpsServer
     from gateway.ops.members import member_routes
     from gateway.supervisor import (
         MEMBER_HOST,
         RestartPolicy,
         Supervisor,
+        fork_spawner,
         install_signal_handlers,
         member_command,
         member_env,
         member_ports,
+        preload_member,
         process_spawner,
     )
 
@@ -177,13 +180,19 @@ def _supervise(
         )
 
     root = ctx.find_root().obj or {}
+    env = member_env(root.get("config_path"))
+    spawn = process_spawner(command_of, env)
+    if settings.process.start == "fork":
+        preload_member()
+        spawn = fork_spawner(command_of, env, member_main, fallback=spawn)
     supervisor = Supervisor(
         count,
-        process_spawner(command_of, member_env(root.get("config_path"))),
+        spawn,
         RestartPolicy.of(settings.process),
         shutdown_timeout_s=shutdown_timeout,
         ports=ports,
     )
+    supervisor.start()  # forked while this process has one thread: before the ops endpoint's
     routes = member_routes(supervisor.views)
     ops = OpsServer(
         obs.host,
