@@ -8,17 +8,27 @@ the cluster metadata. On the router's hot path that was a fifth of the cost of `
 0x7fffffff % partitions``, the Java client's rule, so every client agrees where a key lives), but
 hashes four bytes at a time and caches each topic's partition list until the producer's metadata
 changes. Records without a key go to a random partition with a known leader, as before.
+
+The hash itself is the ``murmurhash2`` package's compiled one where it is installed and agrees
+with :func:`murmur2_py` (Kafka's vectors and every tail length, checked once at import):
+~0.2 µs per key against ~3-6 µs in Python, ~8 % of the router's CPU at 1 KB. Without it (no
+wheel for the platform) or on any disagreement, :func:`murmur2` is the pure-Python one
+(``GC_PURE_MURMUR2=1`` forces that).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import struct
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from kafka.partitioner.abc import Partitioner
 
+log = logging.getLogger(__name__)
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -29,7 +39,7 @@ def _words(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}I")
 
 
-def murmur2(data: bytes) -> int:
+def murmur2_py(data: bytes) -> int:
     """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``) as an unsigned 32-bit
     int; ``murmur2(key) & 0x7fffffff`` is the Java client's ``toPositive(murmur2(key))``."""
     length = len(data)
@@ -50,6 +60,52 @@ def murmur2(data: bytes) -> int:
     h ^= h >> 13
     h = (h * _M) & _MASK
     return h ^ (h >> 15)
+
+
+# org.apache.kafka.common.utils.UtilsTest#testMurmur2, as unsigned ints
+JAVA_VECTORS = {
+    b"21": -973932308 & _MASK,
+    b"foobar": -790332482 & _MASK,
+    b"a-little-bit-long-string": -985981536 & _MASK,
+    b"a-little-bit-longer-string": -1486304829 & _MASK,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971 & _MASK,
+    b"abc": 479470107 & _MASK,
+}
+
+
+def agrees(candidate: Callable[[bytes], int]) -> bool:
+    """Whether ``candidate`` is Kafka's murmur2: the Java client's vectors, and
+    :func:`murmur2_py` on keys of every length up to 64 (each tail of 0-3 bytes, high bytes
+    included, where a signed-char implementation differs)."""
+    probes = [bytes((i * 37 + n * 101 + 0x80) & 0xFF for i in range(n)) for n in range(65)]
+    try:
+        return all(candidate(k) == v for k, v in JAVA_VECTORS.items()) and all(
+            candidate(k) == murmur2_py(k) for k in probes
+        )
+    except Exception:  # a broken accelerator: the pure one
+        return False
+
+
+def _compiled() -> Callable[[bytes], int] | None:
+    """The ``murmurhash2`` package's hash with Kafka's seed, if installed and it agrees."""
+    if os.environ.get("GC_PURE_MURMUR2") == "1":
+        return None
+    try:
+        from murmurhash2 import murmurhash2
+    except ImportError:
+        return None
+
+    def compiled(data: bytes, _hash: Callable[[bytes, int], int] = murmurhash2) -> int:
+        return _hash(data, _SEED)
+
+    if not agrees(compiled):
+        log.warning("the murmurhash2 package disagrees with Kafka's murmur2: hashing in Python")
+        return None
+    return compiled
+
+
+murmur2: Callable[[bytes], int] = _compiled() or murmur2_py
+"""Kafka's murmur2 (see :func:`murmur2_py`): compiled where possible (module docstring)."""
 
 
 class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
@@ -103,4 +159,4 @@ class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
         self._partitions = {}
 
 
-__all__ = ["KeyHashPartitioner", "murmur2"]
+__all__ = ["KeyHashPartitioner", "agrees", "murmur2", "murmur2_py"]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import random
+import subprocess
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from gateway.kafka.partitioner import KeyHashPartitioner, murmur2
+from gateway.kafka.partitioner import KeyHashPartitioner, agrees, murmur2, murmur2_py
+
+HASHES = {"in use": murmur2, "pure": murmur2_py}
 
 # org.apache.kafka.common.utils.UtilsTest#testMurmur2 (signed Java ints)
 JAVA_VECTORS = {
@@ -22,17 +29,60 @@ JAVA_VECTORS = {
 }
 
 
+@pytest.mark.parametrize("which", HASHES)
 @pytest.mark.parametrize(("text", "expected"), JAVA_VECTORS.items())
-def test_murmur2_matches_the_java_client(text: str, expected: int) -> None:
-    assert murmur2(text.encode()) == expected & 0xFFFFFFFF
+def test_murmur2_matches_the_java_client(which: str, text: str, expected: int) -> None:
+    assert HASHES[which](text.encode()) == expected & 0xFFFFFFFF
 
 
-def test_murmur2_matches_kafka_python_for_every_length_and_tail() -> None:
+@pytest.mark.parametrize("which", HASHES)
+def test_murmur2_matches_kafka_python_for_every_length_and_tail(which: str) -> None:
     rnd = random.Random(7)
     for length in range(70):
         for _ in range(50):
             data = rnd.randbytes(length)
-            assert murmur2(data) == kafka_python_murmur2(data), (length, data)
+            assert HASHES[which](data) == kafka_python_murmur2(data), (length, data)
+
+
+def test_the_compiled_hash_is_in_use_where_the_package_is_installed() -> None:
+    # CI installs the lock: a silent fall-back would lose the speed-up unnoticed
+    if importlib.util.find_spec("murmurhash2") is None:
+        pytest.fail("murmurhash2 is a dependency: install the lock (constraints.txt)")
+    assert murmur2 is not murmur2_py
+
+
+def wrong_on_high_tails(data: bytes) -> int:
+    """Wrong only where a tail byte is >= 0x80 (a port hashing the tail as signed chars)."""
+    return murmur2_py(data) ^ (1 if len(data) & 3 and data[-1] >= 0x80 else 0)
+
+
+def raising(data: bytes) -> int:
+    raise RuntimeError("a broken accelerator")
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        lambda d: murmur2_py(d) ^ 0x1,  # wrong everywhere
+        lambda d: murmur2_py(d) if len(d) < 40 else 0,  # wrong only on long keys
+        wrong_on_high_tails,
+        raising,
+    ],
+)
+def test_an_accelerator_that_disagrees_anywhere_is_refused(
+    candidate: Callable[[bytes], int],
+) -> None:
+    assert not agrees(candidate)
+    assert agrees(murmur2_py) and agrees(murmur2)
+
+
+def test_the_pure_hash_can_be_forced() -> None:
+    env = dict(os.environ, GC_PURE_MURMUR2="1")
+    code = "import gateway.kafka.partitioner as p; print(p.murmur2 is p.murmur2_py)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "True"
 
 
 class FakeCluster:
