@@ -192,7 +192,7 @@ def _supervise(
         shutdown_timeout_s=shutdown_timeout,
         ports=ports,
     )
-    supervisor.start()  # forked while this process has one thread: before the ops endpoint's
+    supervisor.start()  # forks while this process has one thread: before the ops endpoint starts
     routes = member_routes(supervisor.views)
     ops = OpsServer(
         obs.host,

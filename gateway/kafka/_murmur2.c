@@ -7,7 +7,6 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include <string.h>
 
 static PyObject *murmur2(PyObject *module, PyObject *arg) {
     (void)module;
