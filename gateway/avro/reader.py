@@ -15,19 +15,29 @@ the generated source (field names are ``repr`` literals, symbols are bound value
 cannot inject code. Malformed input raises :class:`AvroReadError`, ``IndexError`` or
 ``struct.error`` (truncated inside a number) or ``UnicodeDecodeError``; the codec turns each
 into a typed ``DecodeError``.
+
+Where it is built (``gateway/avro/_readvm.c``, an optional extension: setup.py), the same walk
+of the schema becomes a program of nested tuples that a compiled reader runs instead, another
+~3.5x faster on a complaint (8.4 -> 2.4 us; 9.2 -> 3.1 us at 1 KB), with the same results and
+the same failures, raised as the same types with the same reasons. It is used only after it
+read a probe (every type, every truncation, each malformation) exactly as the generated reader
+did; ``GC_PURE_AVRO=1`` keeps the generated one.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from gateway.avro.codegen import PRIMITIVES, Codegen, Unsupported
 
 Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``reader(buffer, start) -> (record, end)``: ``end`` is the offset after the record."""
 
+log = logging.getLogger(__name__)
 _MAX_VARINT_SHIFT = 63
 _FIXED_WIDTH = {"float": 4, "double": 8}
 
@@ -209,11 +219,128 @@ class _Compiler(Codegen):
         self.emit(indent + 1, "raise _Err('bad_index')")
 
 
-def compile_reader(schema: dict[str, Any]) -> Reader | None:
-    """A reader for records written with ``schema`` (parsed by fastavro, logical types
-        stripped), or ``None`` when the schema uses what is not compiled (maps, recursion, arrays of
-    items that may take no bytes).
-    """
+class _Programmer(_Compiler):
+    """The generated reader's walk of a schema, as the compiled reader's program: nested tuples
+    of the op codes of ``gateway/avro/_readvm.c`` (its header comment)."""
+
+    def __init__(self, vm: Any) -> None:
+        super().__init__()
+        self.vm = vm
+        self.ops = {
+            "null": vm.NULL,
+            "boolean": vm.BOOLEAN,
+            "int": vm.LONG,
+            "long": vm.LONG,
+            "float": vm.FLOAT,
+            "double": vm.DOUBLE,
+            "string": vm.STRING,
+            "bytes": vm.BYTES,
+        }
+
+    def node(self, schema: Any) -> tuple[Any, ...]:
+        vm = self.vm
+        schema = self.resolve(schema)
+        if isinstance(schema, list):
+            return (vm.UNION, tuple(self.node(branch) for branch in schema))
+        kind = schema if isinstance(schema, str) else schema["type"]
+        if kind in PRIMITIVES:
+            return (self.ops[kind],)
+        if kind == "record":
+            name = self.enter(schema)
+            fields = schema["fields"]
+            names = tuple(field["name"] for field in fields)
+            node = (vm.RECORD, names, tuple(self.node(field["type"]) for field in fields))
+            self.leave(name)
+            return node
+        if kind == "enum":
+            self.register(schema)
+            return (vm.ENUM, tuple(schema["symbols"]))
+        if kind == "fixed":
+            self.register(schema)
+            return (vm.FIXED, int(schema["size"]))
+        if kind == "array":
+            if self.width(schema["items"]) < 1:
+                raise Unsupported("array of items that may take no bytes")
+            return (vm.ARRAY, self.node(schema["items"]))
+        raise Unsupported(kind)
+
+
+def _zz(value: int) -> bytes:
+    """A zig-zag varint (for the probe below)."""
+    raw = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while raw >= 0x80:
+        out.append((raw & 0x7F) | 0x80)
+        raw >>= 7
+    out.append(raw)
+    return bytes(out)
+
+
+_PROBE_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Probe",
+    "fields": [
+        {"name": "flag", "type": "boolean"},
+        {"name": "big", "type": "long"},
+        {"name": "ratio", "type": "float"},
+        {"name": "precise", "type": "double"},
+        {"name": "text", "type": "string"},
+        {"name": "blob", "type": "bytes"},
+        {"name": "nothing", "type": "null"},
+        {"name": "colour", "type": {"type": "enum", "name": "Colour", "symbols": ["R", "G"]}},
+        {"name": "tag", "type": {"type": "fixed", "name": "Tag", "size": 3}},
+        {"name": "maybe", "type": ["null", "string", "Colour"]},
+        {"name": "counts", "type": {"type": "array", "items": "long"}},
+        {
+            "name": "inner",
+            "type": {"type": "record", "name": "Inner", "fields": [{"name": "n", "type": "int"}]},
+        },
+    ],
+}
+_PROBE_BIG = _zz(-(1 << 62))
+_PROBE = b"".join(
+    [
+        b"\x01",
+        _PROBE_BIG,
+        struct.pack("<f", 1.5),
+        struct.pack("<d", -2.25),
+        _zz(len("投诉".encode())),
+        "投诉".encode(),
+        _zz(2),
+        b"\x00\xff",
+        _zz(1),
+        b"abc",
+        _zz(1),
+        _zz(1),
+        b"x",
+        _zz(-2),  # a block of 2 with its byte size
+        _zz(2),
+        _zz(7),
+        _zz(-8),
+        _zz(0),
+        _zz(300),
+    ]
+)
+_PROBES = [
+    _PROBE,
+    *(_PROBE[:n] for n in range(len(_PROBE))),
+    _PROBE[:1] + b"\xff" * 11,  # a varint over ten bytes
+    _PROBE[:1] + b"\xff" * 9 + b"\x7f" + _PROBE[1 + len(_PROBE_BIG) :],  # a 70-bit long
+    _PROBE.replace("投诉".encode(), b"\xe6\x8a\xff\xe8\xaf\x89"),  # not UTF-8
+    b"\x02" + _PROBE[1:],  # a boolean that is not 0 or 1
+]
+
+
+def _outcome(read: Reader, data: bytes) -> Any:
+    try:
+        return read(data, 0)
+    except AvroReadError as exc:
+        return ("AvroReadError", exc.reason)
+    except Exception as exc:  # the probe compares what each reader raises
+        return (type(exc).__name__, str(exc) if isinstance(exc, UnicodeDecodeError) else "")
+
+
+def _python_reader(schema: dict[str, Any]) -> Reader | None:
     compiler = _Compiler()
     compiler.emit(0, "def read(b, p):")
     compiler.emit(1, "end = len(b)")
@@ -226,4 +353,64 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
     return reader
 
 
-__all__ = ["AvroReadError", "Reader", "compile_reader"]
+def _vm_reader(vm: Any, schema: dict[str, Any]) -> Reader | None:
+    try:
+        program = _Programmer(vm).node(schema)
+    except Unsupported:
+        return None
+    reader: Reader = vm.Reader(program, AvroReadError, struct.error)
+    return reader
+
+
+def _load_vm() -> Any:
+    """The compiled reader (``gateway.avro._readvm``) if built and it reads the probe (every
+    type, every truncation, each malformation) exactly as the generated Python reader does."""
+    if os.environ.get("GC_PURE_AVRO") == "1":
+        return None
+    try:
+        from gateway.avro import _readvm as vm
+    except ImportError:
+        log.info(
+            "the compiled Avro reader is not built (no C compiler at install): reading in Python"
+        )
+        return None
+    try:
+        from fastavro import parse_schema
+
+        schema = cast(dict[str, Any], parse_schema(_PROBE_SCHEMA, _write_hint=False))
+        python, compiled = _python_reader(schema), _vm_reader(vm, schema)
+        agrees = (
+            python is not None
+            and compiled is not None
+            and all(_outcome(python, d) == _outcome(compiled, d) for d in _PROBES)
+        )
+    except Exception:  # a broken accelerator: the Python reader
+        log.warning("the compiled Avro reader failed its probe: reading in Python", exc_info=True)
+        return None
+    if not agrees:
+        log.warning("the compiled Avro reader disagrees with the Python one: reading in Python")
+        return None
+    return vm
+
+
+_VM = _load_vm()
+
+
+def compile_reader(schema: dict[str, Any], *, pure: bool = False) -> Reader | None:
+    """A reader for records written with ``schema`` (parsed by fastavro, logical types
+    stripped), or ``None`` when the schema uses what is not compiled (maps, recursion, arrays of
+    items that may take no bytes). The compiled one (``gateway/avro/_readvm.c``) where it is
+    built and passed its probe, unless ``pure``; else the generated Python one.
+    """
+    python = _python_reader(schema)
+    if python is None or pure or _VM is None:
+        return python
+    return _vm_reader(_VM, schema) or python
+
+
+def accelerated() -> bool:
+    """Whether :func:`compile_reader` gives the compiled reader."""
+    return _VM is not None
+
+
+__all__ = ["AvroReadError", "Reader", "accelerated", "compile_reader"]

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from gateway.avro.codec import Codec, current_schemas
-from gateway.avro.reader import AvroReadError, compile_reader
+from gateway.avro.reader import AvroReadError, Reader, accelerated, compile_reader
 from gateway.config import CodecSettings
 from gateway.dev.samples import SampleFactory
 from gateway.errors import DecodeError
 from gateway.routing.escalation import build_escalation
 
 pytestmark = pytest.mark.unit
+
+Compile = Callable[[dict[str, Any]], Reader | None]
+
+
+@pytest.fixture(params=["compiled", "python"])
+def compile_(request: pytest.FixtureRequest) -> Compile:
+    """Each test below runs with both readers: the compiled one (gateway/avro/_readvm.c) and
+    the generated Python one, its reference."""
+    if request.param == "compiled":
+        if not accelerated():
+            pytest.skip("gateway/avro/_readvm.c is not built")
+        return compile_reader
+    return lambda schema: compile_reader(schema, pure=True)
+
 
 EVERYTHING = {
     "type": "record",
@@ -85,9 +99,9 @@ def encode(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def test_every_supported_type_reads_as_fastavro_reads_it() -> None:
+def test_every_supported_type_reads_as_fastavro_reads_it(compile_: Compile) -> None:
     schema = parse_schema(EVERYTHING)
-    reader = compile_reader(schema)
+    reader = compile_(schema)
     assert reader is not None
     rnd = random.Random(3)
     for _ in range(3000):
@@ -97,9 +111,9 @@ def test_every_supported_type_reads_as_fastavro_reads_it() -> None:
         assert record == schemaless_reader(io.BytesIO(data), schema, None)
 
 
-def test_complaints_read_as_fastavro_reads_them() -> None:
+def test_complaints_read_as_fastavro_reads_them(compile_: Compile) -> None:
     info = current_schemas()["complaint"]
-    reader = compile_reader(info.plain_read)
+    reader = compile_(info.plain_read)
     assert reader is not None
     for sample in SampleFactory(seed=11).complaints(2000):
         data = encode(info.write, sample.record)
@@ -178,9 +192,9 @@ def blocked(items: list[bytes], sizes: list[int], with_byte_size: bool) -> bytes
     return out + b"\x00"
 
 
-def test_arrays_read_as_fastavro_reads_them() -> None:
+def test_arrays_read_as_fastavro_reads_them(compile_: Compile) -> None:
     schema = parse_schema(ARRAYS)
-    reader = compile_reader(schema)
+    reader = compile_(schema)
     assert reader is not None
     rnd = random.Random(5)
     for _ in range(3000):
@@ -191,7 +205,9 @@ def test_arrays_read_as_fastavro_reads_them() -> None:
 
 
 @pytest.mark.parametrize("with_byte_size", [False, True])
-def test_arrays_in_several_blocks_read_as_fastavro_reads_them(with_byte_size: bool) -> None:
+def test_arrays_in_several_blocks_read_as_fastavro_reads_them(
+    with_byte_size: bool, compile_: Compile
+) -> None:
     schema = parse_schema(
         {
             "type": "record",
@@ -199,7 +215,7 @@ def test_arrays_in_several_blocks_read_as_fastavro_reads_them(with_byte_size: bo
             "fields": [{"name": "x", "type": {"type": "array", "items": "string"}}],
         }
     )
-    reader = compile_reader(schema)
+    reader = compile_(schema)
     assert reader is not None
     words = [f"w{i}".encode() for i in range(9)]
     data = blocked([bytes([len(w) * 2]) + w for w in words], [2, 3, 1, 3], with_byte_size)
@@ -260,14 +276,16 @@ def test_an_array_count_over_the_bytes_left_is_refused_before_reading() -> None:
         {"type": "array", "items": {"type": "record", "name": "Empty", "fields": []}},
     ],
 )
-def test_maps_and_arrays_of_items_without_bytes_are_left_to_fastavro(field_type: Any) -> None:
+def test_maps_and_arrays_of_items_without_bytes_are_left_to_fastavro(
+    field_type: Any, compile_: Compile
+) -> None:
     schema = parse_schema(
         {"type": "record", "name": "R", "fields": [{"name": "x", "type": field_type}]}
     )
-    assert compile_reader(schema) is None
+    assert compile_(schema) is None
 
 
-def test_a_recursive_type_is_left_to_fastavro() -> None:
+def test_a_recursive_type_is_left_to_fastavro(compile_: Compile) -> None:
     schema = parse_schema(
         {
             "type": "record",
@@ -275,7 +293,7 @@ def test_a_recursive_type_is_left_to_fastavro() -> None:
             "fields": [{"name": "next", "type": ["null", "Node"]}],
         }
     )
-    assert compile_reader(schema) is None
+    assert compile_(schema) is None
 
 
 def _compiled_reason(codec: Codec, header: bytes, body: bytes) -> str:
@@ -293,9 +311,9 @@ def test_every_truncation_of_a_complaint_is_refused_as_truncated() -> None:
     assert reasons == {"truncated"}
 
 
-def test_malformed_bodies_are_refused_with_the_codecs_reasons() -> None:
+def test_malformed_bodies_are_refused_with_the_codecs_reasons(compile_: Compile) -> None:
     schema = parse_schema(EVERYTHING)
-    reader = compile_reader(schema)
+    reader = compile_(schema)
     assert reader is not None
     good = encode(schema, random_everything(random.Random(1)))
     with pytest.raises(AvroReadError, match="bad_boolean"):
@@ -310,7 +328,7 @@ def test_malformed_bodies_are_refused_with_the_codecs_reasons() -> None:
     assert _compiled_reason(codec, info.header, b"\x04\xc3\x28") == "invalid_utf8"
 
 
-def test_out_of_range_enum_and_union_indexes_are_refused() -> None:
+def test_out_of_range_enum_and_union_indexes_are_refused(compile_: Compile) -> None:
     schema = parse_schema(
         {
             "type": "record",
@@ -321,7 +339,7 @@ def test_out_of_range_enum_and_union_indexes_are_refused() -> None:
             ],
         }
     )
-    reader = compile_reader(schema)
+    reader = compile_(schema)
     assert reader is not None
     assert reader(b"\x02\x02\x06", 0) == ({"e": "B", "u": 3}, 3)
     for bad in (b"\x01\x00", b"\x04\x00", b"\x00\x01", b"\x00\x04"):  # -1 and 2, each place
