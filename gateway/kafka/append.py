@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -181,11 +182,27 @@ _names: dict[str, bytes] = {}
 _NAMES_CACHED = 256
 
 
+def _compiled_encoder() -> Callable[..., tuple[int, int] | None] | None:
+    """``gateway.kafka._records.encode_records`` where it is built (setup.py), unless
+    ``GC_PURE_RECORDS=1``; :func:`self_check` reads a batch it wrote back with kafka-python."""
+    if os.environ.get("GC_PURE_RECORDS") == "1":
+        return None
+    try:
+        from gateway.kafka._records import encode_records
+    except ImportError:
+        return None
+    return encode_records
+
+
+_encode_records = _compiled_encoder()
+
+
 def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:
     """What ``MemoryRecordsBuilder.append(None, key, value, headers)`` does for each record of
     ``group[i:]`` (message format v2, until the batch is full or closed), with the varints
-    from a table and one buffer extension per record. Returns (next index, largest record
-    size). :func:`self_check` reads a batch written this way back with kafka-python."""
+    from a table and one buffer extension per record (or all of them at once, compiled, where
+    that is built and the records are the plain kind it takes). Returns (next index, largest
+    record size). :func:`self_check` reads a batch written this way back with kafka-python."""
     if records._closed:
         return i, 0
     if records._magic != 2:
@@ -196,11 +213,49 @@ def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, in
     offset = records._next_offset
     ts = int(time.time() * 1000)
     first = builder._first_timestamp
+    start = i
+    compiled = (
+        _encode_records(
+            buf,
+            batch_size,
+            builder._num_records,
+            group,
+            i,
+            offset,
+            0 if first is None else ts - first,
+        )
+        if _encode_records is not None
+        else None
+    )
+    if compiled is not None:
+        appended, largest = compiled
+        if appended:
+            builder._num_records += appended
+            offset += appended
+            builder._last_offset = offset - 1
+            i += appended
+    else:
+        i, largest, offset = _encode_each(builder, group, i, offset, ts, first)
+    if i > start:
+        records._next_offset = offset
+        if first is None:
+            builder._first_timestamp = builder._max_timestamp = ts
+        elif builder._max_timestamp < ts:
+            builder._max_timestamp = ts
+    return i, largest
+
+
+def _encode_each(
+    builder: Any, group: Sequence[Grouped], i: int, offset: int, ts: int, first: int | None
+) -> tuple[int, int, int]:
+    """:func:`encode_into`'s records one by one: (next index, largest record size, next
+    offset)."""
+    buf = builder._buffer
+    batch_size = builder._batch_size
     delta = _vi(0 if first is None else ts - first)
     table = _VARINT
     names = _names
     largest = 0
-    start = i
     for key, value, headers in group[i:]:
         n = len(key)
         parts = [b"\x00", delta, _vi(offset), table[n] if n < _SMALL else _vi(n), key]
@@ -227,13 +282,7 @@ def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, in
         offset += 1
         largest = max(largest, required)
         i += 1
-    if i > start:
-        records._next_offset = offset
-        if first is None:
-            builder._first_timestamp = builder._max_timestamp = ts
-        elif builder._max_timestamp < ts:
-            builder._max_timestamp = ts
-    return i, largest
+    return i, largest, offset
 
 
 def _size(key: bytes | None, value: Any, headers: Sequence[Any]) -> int | None:

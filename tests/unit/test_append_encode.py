@@ -8,9 +8,22 @@ import random
 import pytest
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 
+from gateway.kafka import append
 from gateway.kafka.append import Grouped, _append_each, encode_into
 
 pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(params=["compiled", "python"], autouse=True)
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the compiled encoder (gateway/kafka/_records.c) and with the
+    Python one alone."""
+    if request.param == "compiled":
+        if append._encode_records is None:
+            pytest.skip("gateway/kafka/_records.c is not built")
+    else:
+        monkeypatch.setattr(append, "_encode_records", None)
+    return str(request.param)
 
 
 def _group(rng: random.Random, n: int) -> list[Grouped]:

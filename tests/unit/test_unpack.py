@@ -29,6 +29,18 @@ TP = KTP("complaints.v1", 7)
 RawRecord = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes | None]]]
 
 
+@pytest.fixture(params=["compiled", "python"], autouse=True)
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with the compiled decoder (gateway/kafka/_records.c) taking what it
+    takes and with the Python one alone."""
+    if request.param == "compiled":
+        if unpack._decode_compiled is None:
+            pytest.skip("gateway/kafka/_records.c is not built")
+    else:
+        monkeypatch.setattr(unpack, "_decode_compiled", None)
+    return str(request.param)
+
+
 def batch(
     base_offset: int,
     records: list[RawRecord],
@@ -173,12 +185,12 @@ def test_the_self_check_passes_on_the_installed_kafka_python() -> None:
 def test_a_fast_class_that_disagrees_is_refused_and_the_consumer_keeps_kafka_pythons(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = unpack.decode_batch
+    original = unpack.decode_records
 
     def drops_headers(*args: Any) -> list[Record]:
         return [r._replace(headers=()) for r in original(*args)]
 
-    monkeypatch.setattr(unpack, "decode_batch", drops_headers)
+    monkeypatch.setattr(unpack, "decode_records", drops_headers)
     fetcher = SimpleNamespace(
         config={"key_deserializer": None, "value_deserializer": None}, PartitionRecords=BASE
     )
