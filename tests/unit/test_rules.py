@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import copy
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.routing.rules import load_rules, parse_rules
+from gateway.routing.rules import (
+    CATEGORIES,
+    CHANNELS,
+    PRODUCTS,
+    SIGNALS,
+    Classifier,
+    load_rules,
+    parse_rules,
+)
 from gateway.topics import Department, Desk
 
 pytestmark = pytest.mark.unit
@@ -203,3 +212,67 @@ def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("rules: [\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_rules(bad)
+
+
+def _reference_match(when: dict[str, Any], c: dict[str, Any]) -> bool:
+    """The rule semantics as the module docstring states them, written out plainly."""
+    s, order = c["signals"], c["order"]
+    amount = order["amount_fen"] if order is not None else -1
+    return (
+        (not when.get("categories") or c["category"] in when["categories"])
+        and (not when.get("products") or c["product_category"] in when["products"])
+        and (not when.get("channels") or c["channel"] in when["channels"])
+        and (not when.get("signals") or any(s[n] for n in when["signals"]))
+        and s["repeat_count"] >= when.get("repeat_count_at_least", -(2**63))
+        and amount >= when.get("amount_fen_at_least", -(2**63))
+        and (not when.get("text_any") or any(w in c["description"] for w in when["text_any"]))
+    )
+
+
+def test_compiled_rules_decide_as_a_plain_first_match_reading_of_them() -> None:
+    """Random rule sets (the per-category dispatch: rules naming categories, rules naming
+    none, categories no rule names) against random complaints."""
+    rnd = random.Random(23)
+    routes = ["consumer-protection", "customer-service", "call-center/refunds"]
+    words = ["退款", "物流", "质量", "x"]
+    for _ in range(150):
+        rules = []
+        for i in range(rnd.randrange(1, 9)):
+            when: dict[str, Any] = {}
+            for key, pool in (
+                ("categories", CATEGORIES[:5]),  # some categories named by no rule
+                ("products", PRODUCTS),
+                ("channels", CHANNELS),
+                ("signals", SIGNALS),
+                ("text_any", words),
+            ):
+                if rnd.random() < 0.35:
+                    when[key] = rnd.sample(list(pool), rnd.randrange(1, 3))
+            if rnd.random() < 0.2:
+                when["repeat_count_at_least"] = rnd.randrange(1, 4)
+            if rnd.random() < 0.2:
+                when["amount_fen_at_least"] = rnd.randrange(1, 20_000)
+            if not when:
+                when = {"channels": [rnd.choice(CHANNELS)]}
+            rules.append({"id": f"r{i}", "when": when, "route": rnd.choice(routes)})
+        rules.append({"id": "last", "route": "customer-service"})
+        classifier = load_rules_from(rules)
+        for _ in range(60):
+            c = complaint(
+                category=rnd.choice(CATEGORIES),
+                product_category=rnd.choice(PRODUCTS),
+                channel=rnd.choice(CHANNELS),
+                description=rnd.choice(["", "要退款", "物流太慢", "质量问题 x"]),
+                repeat_count=rnd.randrange(0, 5),
+                **{n: rnd.random() < 0.2 for n in SIGNALS},
+            )
+            if rnd.random() < 0.2:
+                c["order"] = None
+            else:
+                c["order"]["amount_fen"] = rnd.randrange(0, 30_000)
+            expected = next(r["id"] for r in rules if _reference_match(r.get("when", {}), c))
+            assert classifier.classify(c).rule_id == expected, (rules, c)
+
+
+def load_rules_from(rules: list[dict[str, Any]]) -> Classifier:
+    return Classifier(parse_rules({"version": 1, "rules": rules}))
