@@ -354,11 +354,13 @@ def _python_reader(schema: dict[str, Any]) -> Reader | None:
 
 
 def _vm_reader(vm: Any, schema: dict[str, Any]) -> Reader | None:
+    """The compiled reader of ``schema``, or ``None`` where it does not take it (what is not
+    compiled, or types nested deeper than its 64 levels: the generated reader reads those)."""
     try:
         program = _Programmer(vm).node(schema)
-    except Unsupported:
+        reader: Reader = vm.Reader(program, AvroReadError, struct.error)
+    except (Unsupported, ValueError, RecursionError):
         return None
-    reader: Reader = vm.Reader(program, AvroReadError, struct.error)
     return reader
 
 

@@ -284,3 +284,17 @@ def test_a_disagreeing_build_is_not_used(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setitem(sys.modules, "gateway.avro._readvm", Wrong())
     monkeypatch.setattr(avro_package, "_readvm", Wrong())
     assert avro_reader._load_vm() is None
+
+
+def test_a_schema_nested_deeper_than_the_compiled_reader_takes_is_read_in_python() -> None:
+    schema: Any = {"type": "record", "name": "L0", "fields": [{"name": "v", "type": "long"}]}
+    for depth in range(1, 80):
+        schema = {"type": "record", "name": f"L{depth}", "fields": [{"name": "in", "type": schema}]}
+    parsed = parse_schema(schema)
+    reader = compile_reader(parsed)
+    assert reader is not None and not isinstance(reader, _readvm.Reader)
+    record, end = reader(b"\x06", 0)
+    assert end == 1
+    for _ in range(79):
+        record = record["in"]
+    assert record == {"v": 3}
