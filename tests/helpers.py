@@ -243,3 +243,37 @@ def assert_exactly_once(
     assert not missing, f"{len(missing)} of {len(escalated)} major complaints not escalated"
     extra = set(esc_keys) - escalated
     assert not extra, f"{len(extra)} escalations for complaints that are not major"
+
+
+def traced_growth(run: Callable[[], None]) -> int:
+    """Bytes of Python memory still held after ``run()`` (once warmed up by a first run):
+    what a compiled part leaks would stay behind."""
+    import gc
+    import tracemalloc
+
+    run()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run()
+        gc.collect()
+        return int(tracemalloc.get_traced_memory()[0] - before)
+    finally:
+        tracemalloc.stop()
+
+
+def compiled_or_python(
+    request: Any, monkeypatch: Any, module: Any, attribute: str, source: str
+) -> str:
+    """For a fixture with params ``["compiled", "python"]``: the compiled part in
+    ``module.attribute`` as built (a skip where it is not, a failure in CI), or ``None`` there
+    so the Python code runs alone."""
+    import pytest
+
+    if request.param == "compiled":
+        if getattr(module, attribute) is None:
+            pytest.skip(f"{source} is not built")
+    else:
+        monkeypatch.setattr(module, attribute, None)
+    return str(request.param)

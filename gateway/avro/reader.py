@@ -27,12 +27,13 @@ did; ``GC_PURE_AVRO=1`` keeps the generated one.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Callable
 from typing import Any, cast
 
 from gateway.avro.codegen import PRIMITIVES, Codegen, Unsupported
+from gateway.compiled import optional
+from gateway.varint import varint
 
 Reader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``reader(buffer, start) -> (record, end)``: ``end`` is the offset after the record."""
@@ -265,17 +266,6 @@ class _Programmer(_Compiler):
         raise Unsupported(kind)
 
 
-def _zz(value: int) -> bytes:
-    """A zig-zag varint (for the probe below)."""
-    raw = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while raw >= 0x80:
-        out.append((raw & 0x7F) | 0x80)
-        raw >>= 7
-    out.append(raw)
-    return bytes(out)
-
-
 _PROBE_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "Probe",
@@ -297,28 +287,28 @@ _PROBE_SCHEMA: dict[str, Any] = {
         },
     ],
 }
-_PROBE_BIG = _zz(-(1 << 62))
+_PROBE_BIG = varint(-(1 << 62))
 _PROBE = b"".join(
     [
         b"\x01",
         _PROBE_BIG,
         struct.pack("<f", 1.5),
         struct.pack("<d", -2.25),
-        _zz(len("投诉".encode())),
+        varint(len("投诉".encode())),
         "投诉".encode(),
-        _zz(2),
+        varint(2),
         b"\x00\xff",
-        _zz(1),
+        varint(1),
         b"abc",
-        _zz(1),
-        _zz(1),
+        varint(1),
+        varint(1),
         b"x",
-        _zz(-2),  # a block of 2 with its byte size
-        _zz(2),
-        _zz(7),
-        _zz(-8),
-        _zz(0),
-        _zz(300),
+        varint(-2),  # a block of 2 with its byte size
+        varint(2),
+        varint(7),
+        varint(-8),
+        varint(0),
+        varint(300),
     ]
 )
 _PROBES = [
@@ -367,14 +357,8 @@ def _vm_reader(vm: Any, schema: dict[str, Any]) -> Reader | None:
 def _load_vm() -> Any:
     """The compiled reader (``gateway.avro._readvm``) if built and it reads the probe (every
     type, every truncation, each malformation) exactly as the generated Python reader does."""
-    if os.environ.get("GC_PURE_AVRO") == "1":
-        return None
-    try:
-        from gateway.avro import _readvm as vm
-    except ImportError:
-        log.info(
-            "the compiled Avro reader is not built (no C compiler at install): reading in Python"
-        )
+    vm = optional("gateway.avro._readvm", "GC_PURE_AVRO")
+    if vm is None:
         return None
     try:
         from fastavro import parse_schema

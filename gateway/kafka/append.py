@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 from kafka.record.memory_records import MemoryRecords
 from kafka.structs import TopicPartition as _KTP
 
+from gateway.compiled import optional
 from gateway.kafka.partitioner import KeyHashPartitioner
 from gateway.varint import SMALL as _SMALL
 from gateway.varint import TABLE as _VARINT
@@ -182,19 +182,12 @@ _names: dict[str, bytes] = {}
 _NAMES_CACHED = 256
 
 
-def _compiled_encoder() -> Callable[..., tuple[int, int] | None] | None:
-    """``gateway.kafka._records.encode_records`` where it is built (setup.py), unless
-    ``GC_PURE_RECORDS=1``; :func:`self_check` reads a batch it wrote back with kafka-python."""
-    if os.environ.get("GC_PURE_RECORDS") == "1":
-        return None
-    try:
-        from gateway.kafka._records import encode_records
-    except ImportError:
-        return None
-    return encode_records
-
-
-_encode_records = _compiled_encoder()
+_records = optional("gateway.kafka._records", "GC_PURE_RECORDS")
+_encode_records: Callable[..., tuple[int, int] | None] | None = (
+    _records.encode_records if _records is not None else None
+)
+"""The compiled encoding loop (``gateway/kafka/_records.c``) where it is built, unless
+``GC_PURE_RECORDS=1``; :func:`self_check` reads a batch it wrote back with kafka-python."""
 
 
 def encode_into(records: Any, group: Sequence[Grouped], i: int) -> tuple[int, int]:

@@ -22,7 +22,6 @@ with one busy thread) and raised the p50 at 1,000/s from 16.5 to 28 ms. Without 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import struct
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from functools import lru_cache
 from typing import Any
 
 from kafka.partitioner.abc import Partitioner
+
+from gateway.compiled import optional
 
 log = logging.getLogger(__name__)
 _SEED = 0x9747B28C
@@ -91,13 +92,10 @@ def agrees(candidate: Callable[[bytes], int]) -> bool:
 
 def _compiled() -> Callable[[bytes], int] | None:
     """The compiled murmur2 (``gateway.kafka._murmur2``), if built and it agrees."""
-    if os.environ.get("GC_PURE_MURMUR2") == "1":
+    module = optional("gateway.kafka._murmur2", "GC_PURE_MURMUR2")
+    if module is None:
         return None
-    try:
-        from gateway.kafka._murmur2 import murmur2 as compiled
-    except ImportError:
-        log.info("the compiled murmur2 is not built (no C compiler at install): hashing in Python")
-        return None
+    compiled: Callable[[bytes], int] = module.murmur2
     if not agrees(compiled):
         log.warning("the compiled murmur2 disagrees with Kafka's: hashing in Python")
         return None

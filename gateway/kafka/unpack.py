@@ -26,7 +26,6 @@ converts records one by one.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -37,6 +36,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.memory_records import MemoryRecords
 from kafka.structs import TopicPartition as _KTP
 
+from gateway.compiled import optional
 from gateway.kafka.records import Record, consumed, consumed_record
 
 log = logging.getLogger(__name__)
@@ -200,19 +200,10 @@ def decode_batch(  # noqa: PLR0912, PLR0915  (one flat loop: the varints inlined
     return out
 
 
-def _compiled_decoder() -> Any:
-    """``gateway.kafka._records.decode_batch`` where it is built (setup.py), unless
-    ``GC_PURE_RECORDS=1``."""
-    if os.environ.get("GC_PURE_RECORDS") == "1":
-        return None
-    try:
-        from gateway.kafka._records import decode_batch as compiled
-    except ImportError:
-        return None
-    return compiled
-
-
-_decode_compiled = _compiled_decoder()
+_records = optional("gateway.kafka._records", "GC_PURE_RECORDS")
+_decode_compiled: Any = _records.decode_batch if _records is not None else None
+"""The compiled decoding loop (``gateway/kafka/_records.c``) where it is built, unless
+``GC_PURE_RECORDS=1``."""
 
 
 def decode_records(

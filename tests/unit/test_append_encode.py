@@ -10,6 +10,7 @@ from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 
 from gateway.kafka import append
 from gateway.kafka.append import Grouped, _append_each, encode_into
+from tests.helpers import compiled_or_python
 
 pytestmark = pytest.mark.unit
 
@@ -18,12 +19,9 @@ pytestmark = pytest.mark.unit
 def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test here runs with the compiled encoder (gateway/kafka/_records.c) and with the
     Python one alone."""
-    if request.param == "compiled":
-        if append._encode_records is None:
-            pytest.skip("gateway/kafka/_records.c is not built")
-    else:
-        monkeypatch.setattr(append, "_encode_records", None)
-    return str(request.param)
+    return compiled_or_python(
+        request, monkeypatch, append, "_encode_records", "gateway/kafka/_records.c"
+    )
 
 
 def _group(rng: random.Random, n: int) -> list[Grouped]:

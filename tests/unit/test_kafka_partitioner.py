@@ -47,6 +47,8 @@ def test_murmur2_matches_kafka_python_for_every_length_and_tail(which: str) -> N
 
 
 def test_the_compiled_hash_is_built_and_in_use() -> None:
+    if os.environ.get("GC_PURE_MURMUR2") == "1":
+        pytest.skip("GC_PURE_MURMUR2=1 asks for the Python hash")
     # built by the editable install wherever a C compiler is (CI has one: a skip fails there)
     if importlib.util.find_spec("gateway.kafka._murmur2") is None:
         pytest.skip("gateway/kafka/_murmur2.c is not built (no C compiler at install)")

@@ -22,6 +22,7 @@ from kafka.structs import TopicPartition as KTP
 
 from gateway.kafka import unpack
 from gateway.kafka.records import Record, consumed
+from tests.helpers import compiled_or_python
 
 BASE = Fetcher.PartitionRecords
 FAST = unpack._fast_class(BASE)
@@ -33,12 +34,9 @@ RawRecord = tuple[int, bytes | None, bytes | None, list[tuple[str, bytes | None]
 def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test here runs with the compiled decoder (gateway/kafka/_records.c) taking what it
     takes and with the Python one alone."""
-    if request.param == "compiled":
-        if unpack._decode_compiled is None:
-            pytest.skip("gateway/kafka/_records.c is not built")
-    else:
-        monkeypatch.setattr(unpack, "_decode_compiled", None)
-    return str(request.param)
+    return compiled_or_python(
+        request, monkeypatch, unpack, "_decode_compiled", "gateway/kafka/_records.c"
+    )
 
 
 def batch(
