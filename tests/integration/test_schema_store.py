@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,10 @@ from gateway.cli import cli
 from gateway.config import Settings
 from gateway.dev.samples import SampleFactory
 from gateway.kafka.clients import Producer
+from gateway.kafka.follow import TopicFollower
 from gateway.topics import Department, Desk, Topics
 from tests.conftest import TopicFactory
-from tests.helpers import header, read_all
+from tests.helpers import header, read_all, wait_until
 from tests.interop.kit import running_gateway
 
 pytestmark = pytest.mark.integration
@@ -202,3 +205,55 @@ def test_writer_schema_directory_and_unknown_fingerprints(
     assert [header(d, "gc-dlq-reason") for d in dead] == ["unknown_schema"] * 2
     message = header(dead[0], "gc-dlq-message") or ""
     assert fingerprint_text(fingerprint(unknown)) in message, message
+
+
+def test_the_follower_idles_between_polls_yet_a_catch_up_is_served_at_once(
+    topic_factory: TopicFactory,
+) -> None:
+    """The follower waits ``idle_s`` between non-blocking polls; a catch-up ends that wait, so
+    it is served in well under the idle time, and records written later are still followed."""
+    (topic,) = topic_factory.create("schemas", partitions=1)
+    seen: list[bytes | None] = []
+    lock = threading.Lock()
+
+    def on_record(key: bytes | None, value: bytes | None) -> None:
+        with lock:
+            seen.append(value)
+
+    follower = TopicFollower(topic_factory.kafka_settings(), topic, on_record, idle_s=30.0)
+    producer = Producer(topic_factory.kafka_settings())
+    try:
+        assert follower.start(30)
+        time.sleep(0.5)  # the follower is in its 30 s idle wait now
+        producer.send(topic, b"first", key=b"k1").get(10)
+        started = time.monotonic()
+        assert follower.catch_up(20)
+        took = time.monotonic() - started
+        assert seen == [b"first"]
+        assert took < 5.0, f"the catch-up waited {took:.1f} s (the idle wait is 30 s)"
+        producer.send(topic, b"second", key=b"k2").get(10)
+        assert follower.catch_up(20)
+        assert seen == [b"first", b"second"]
+        started = time.monotonic()
+    finally:
+        follower.stop()
+        producer.close()
+    assert time.monotonic() - started < 5.0, "stop() waited out the idle wait"
+
+
+def test_the_follower_takes_new_records_without_a_catch_up(topic_factory: TopicFactory) -> None:
+    (topic,) = topic_factory.create("schemas", partitions=2)
+    seen: list[bytes | None] = []
+    follower = TopicFollower(
+        topic_factory.kafka_settings(), topic, lambda k, v: seen.append(v), idle_s=0.2
+    )
+    producer = Producer(topic_factory.kafka_settings())
+    try:
+        assert follower.start(30)
+        for i in range(5):
+            producer.send(topic, b"v%d" % i, key=b"k%d" % i).get(10)
+        assert wait_until(lambda: len(seen) == 5, 10), seen
+    finally:
+        follower.stop()
+        producer.close()
+    assert sorted(v or b"" for v in seen) == [b"v%d" % i for i in range(5)]
