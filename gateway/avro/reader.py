@@ -388,10 +388,11 @@ def compile_reader(schema: dict[str, Any], *, pure: bool = False) -> Reader | No
     items that may take no bytes). The compiled one (``gateway/avro/_readvm.c``) where it is
     built and passed its probe, unless ``pure``; else the generated Python one.
     """
-    python = _python_reader(schema)
-    if python is None or pure or _VM is None:
-        return python
-    return _vm_reader(_VM, schema) or python
+    if not pure and _VM is not None:
+        compiled = _vm_reader(_VM, schema)  # None: the generated reader (or None) instead
+        if compiled is not None:
+            return compiled
+    return _python_reader(schema)
 
 
 def accelerated() -> bool:
