@@ -45,6 +45,7 @@ import json
 import re
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -410,6 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         url = urlsplit(self.path)
+        self.server.served(method, url.path)
         try:
             body = self._body() if method in ("POST", "PUT") else {}
             call = _Call(parse_qs(url.query), body)
@@ -605,6 +607,19 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     store: RegistryStore
 
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self.log: deque[tuple[str, str]] = deque(maxlen=10_000)
+
+    def served(self, method: str, path: str) -> None:
+        with self._lock:
+            self.log.append((method, path))
+
+    def requests(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.log)
+
 
 class RegistryServer:
     """The registry on a background thread: ``with RegistryServer() as reg: reg.url``."""
@@ -622,6 +637,11 @@ class RegistryServer:
     @property
     def store(self) -> RegistryStore:
         return self._server.store
+
+    def requests(self) -> list[tuple[str, str]]:
+        """The requests served so far (the last 10,000), as (method, path), in order: what
+        tests count."""
+        return self._server.requests()
 
     def start(self) -> RegistryServer:
         self._thread = threading.Thread(

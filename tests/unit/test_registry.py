@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -106,10 +107,13 @@ def test_unreachable_registry_is_transient() -> None:
 def test_keep_alive_requests_are_fast(client: SchemaRegistry) -> None:
     """TCP_NODELAY: without it every keep-alive request waits ~40 ms (Nagle + delayed ACK)."""
     client.register("fast-value", complaint())
-    started = time.perf_counter()
+    took = []
     for _ in range(50):
+        started = time.perf_counter()
         client.latest("fast-value")
-    assert (time.perf_counter() - started) / 50 < 0.02
+        took.append(time.perf_counter() - started)
+    # The median: Nagle's wait would be in every request, a busy machine's stall in a few.
+    assert statistics.median(took) < 0.02, took
 
 
 def test_a_process_without_a_registry_never_loads_httpx() -> None:
