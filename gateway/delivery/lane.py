@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import queue
 import threading
 import time
@@ -43,6 +44,9 @@ from gateway.delivery.workers import WORKERS, Workers
 from gateway.kafka.clients import Record, TopicPartition
 
 log = logging.getLogger(__name__)
+WAKE_SLACK_S = 0.002
+"""A lane short of tokens keeps a wake-up already on its way unless the new one is due this
+much earlier."""
 __all__ = ["WORKERS", "Completion", "Job", "Lane", "Pacer"]
 Done = Callable[[bool], None]
 Handle = Callable[[Record, Done], None]
@@ -116,6 +120,8 @@ class Lane:
         self._idle = threading.Condition(self._lock)
         self._stopping = False
         self._timer_due: float | None = None
+        self._timer_seq = 0
+        """The lane's current wake-up; a superseded one that still fires does nothing."""
         self._short_since: float | None = None
         self.queued = 0
         self.in_flight = 0
@@ -203,14 +209,19 @@ class Lane:
         now = time.monotonic()
         if self._short_since is None:
             self._short_since = now
-        due = now + wait
-        if self._timer_due is not None and self._timer_due <= due:
-            return  # a wake-up no later than this one is on its way
+        # On the timer's millisecond grid, rounded up: lanes short at about the same time share
+        # one wake-up, and the token is due when it comes.
+        due = math.ceil((now + wait) * 1000) / 1000
+        if self._timer_due is not None and self._timer_due <= due + WAKE_SLACK_S:
+            return  # a wake-up no later than this one (give or take the slack) is on its way
         self._timer_due = due
-        self.pool.at(due, self._on_timer)
+        self._timer_seq += 1
+        self.pool.at(due, functools.partial(self._on_timer, self._timer_seq))
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, seq: int) -> None:
         with self._lock:
+            if seq != self._timer_seq:
+                return  # superseded by an earlier wake-up, which has pumped or will
             self._timer_due = None
         self._pump()
 
