@@ -44,9 +44,11 @@ from gateway.delivery.workers import WORKERS, Workers
 from gateway.kafka.clients import Record, TopicPartition
 
 log = logging.getLogger(__name__)
-WAKE_SLACK_S = 0.002
-"""A lane short of tokens keeps a wake-up already on its way unless the new one is due this
-much earlier."""
+WAKE_GRID_S = 0.005
+"""A lane short of tokens is woken on this grid (its due time rounded up), so lanes short at
+about the same time share one wake-up of the timer; one already on its way is kept unless the
+new one is due over a grid step earlier. A paced record starts at most this much after its
+token is due; with a burst of 2 or more no token is lost meanwhile (the bucket fills on)."""
 __all__ = ["WORKERS", "Completion", "Job", "Lane", "Pacer"]
 Done = Callable[[bool], None]
 Handle = Callable[[Record, Done], None]
@@ -209,10 +211,8 @@ class Lane:
         now = time.monotonic()
         if self._short_since is None:
             self._short_since = now
-        # On the timer's millisecond grid, rounded up: lanes short at about the same time share
-        # one wake-up, and the token is due when it comes.
-        due = math.ceil((now + wait) * 1000) / 1000
-        if self._timer_due is not None and self._timer_due <= due + WAKE_SLACK_S:
+        due = math.ceil((now + wait) / WAKE_GRID_S) * WAKE_GRID_S  # the token is due by then
+        if self._timer_due is not None and self._timer_due <= due + WAKE_GRID_S:
             return  # a wake-up no later than this one (give or take the slack) is on its way
         self._timer_due = due
         self._timer_seq += 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -104,6 +105,8 @@ class Workers:
         self._tasks: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._timers: list[tuple[float, int, Task]] = []
+        self._wakes_at = -math.inf
+        """When the waiting timer thread wakes by itself (-inf while it is awake)."""
         self._seq = itertools.count()
         self._names = itertools.count()
         self._slots: dict[threading.Thread, _Slot] = {}
@@ -145,7 +148,7 @@ class Workers:
         """Run the short ``task`` on the timer thread once ``time.monotonic()`` reaches ``due``."""
         with self._cond:
             heapq.heappush(self._timers, (due, next(self._seq), task))
-            if self._timers[0][2] is task:
+            if due < self._wakes_at:  # else the timer looks anyway by then
                 self._cond.notify()
 
     def threads(self) -> int:
@@ -232,7 +235,10 @@ class Workers:
                     due.append(heapq.heappop(self._timers)[2])
                 if not due:
                     self._compensate(now)
-                    self._cond.wait(self._next_wait(now))
+                    wait = self._next_wait(now)
+                    self._wakes_at = math.inf if wait is None else now + wait
+                    self._cond.wait(wait)
+                    self._wakes_at = -math.inf  # awake: it looks at the heap before waiting
                     continue
             for task in due:
                 try:

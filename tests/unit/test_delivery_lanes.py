@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gateway.delivery.lane import Completion, Job, Lane
+from gateway.delivery.lane import WAKE_GRID_S, Completion, Job, Lane
 from gateway.delivery.workers import Workers, blocked, blocking
 from gateway.kafka.clients import Record, TopicPartition
 from gateway.policies.ratelimit import TokenBucket
@@ -241,11 +241,12 @@ def test_a_lane_short_of_tokens_keeps_one_wake_up_and_ignores_superseded_ones() 
         paced.submit(Job(rec("wuhu", i, b"k%d" % i), 0))
     assert len(workers.wakes) == 1
     [(due, first)] = workers.wakes
-    assert due >= pacer.due - 1e-5 and round(due * 1000, 6).is_integer()  # on the 1 ms grid
+    assert due >= pacer.due - 1e-5  # rounded up: the token is due when the lane wakes
+    assert round(due / WAKE_GRID_S, 6).is_integer()  # on the grid lanes share
 
     # A token is due much earlier now (another lane's give-back, a recovered rate): the lane
     # arms an earlier wake-up; the first one, superseded, must not pump when it fires.
-    pacer.due = time.monotonic() + 0.01
+    pacer.due = time.monotonic() + 0.02
     paced.submit(Job(rec("wuhu", 50, b"k50"), 0))
     assert len(workers.wakes) == 2
     asked = pacer.asked
@@ -344,5 +345,22 @@ def test_a_thread_that_is_only_busy_is_not_made_up_for() -> None:
     assert workers.threads() == 1
     gate.set()
     assert ran.wait(5)
+    workers.request_stop()
+    assert workers.join(5)
+
+
+def test_the_timer_runs_each_task_at_its_due_time_an_earlier_one_first() -> None:
+    """A task due before the one the timer sleeps towards wakes it; tasks due later than that
+    do not (the timer finds them when it wakes) and all run, in due order."""
+    workers = pool(1)
+    ran: list[str] = []
+    now = time.monotonic()
+    workers.at(now + 30.0, lambda: ran.append("late"))
+    assert wait_for(lambda: workers._wakes_at > now + 29)  # the timer sleeps towards it
+    workers.at(now + 0.2, lambda: ran.append("b"))  # earlier: wakes the timer
+    workers.at(now + 0.1, lambda: ran.append("a"))
+    workers.at(now + 0.3, lambda: ran.append("c"))  # after "b": no wake-up needed for it
+    assert wait_for(lambda: len(ran) == 3)
+    assert ran == ["a", "b", "c"] and time.monotonic() - now < 20
     workers.request_stop()
     assert workers.join(5)
