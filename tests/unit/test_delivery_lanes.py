@@ -121,7 +121,7 @@ def test_a_city_never_has_more_than_its_concurrency_in_flight() -> None:
 def test_a_blocked_city_does_not_hold_back_another_city() -> None:
     # One pool thread; the slow city blocks it (a bureau that does not answer): the pool
     # starts another thread for the healthy city's records.
-    workers = pool(1, blocked_after_s=0.02, tick_s=0.005)
+    workers = pool(1, blocked_after_s=0.02, call_blocked_after_s=0.02, tick_s=0.005)
     gate = threading.Event()
 
     def wait(r: Record) -> bool:
@@ -362,5 +362,39 @@ def test_the_timer_runs_each_task_at_its_due_time_an_earlier_one_first() -> None
     workers.at(now + 0.3, lambda: ran.append("c"))  # after "b": no wake-up needed for it
     assert wait_for(lambda: len(ran) == 3)
     assert ran == ["a", "b", "c"] and time.monotonic() - now < 20
+    workers.request_stop()
+    assert workers.join(5)
+
+
+def test_a_bureau_call_counts_as_blocked_only_once_it_is_slow_a_backoff_at_once() -> None:
+    """A thread waiting for an answer is made up for only after ``call_blocked_after_s`` (most
+    answers come within milliseconds: a thread for each would only add threads); a thread in
+    a retry's backoff or a hold after ``blocked_after_s``."""
+    workers = pool(1, blocked_after_s=0.01, call_blocked_after_s=30.0, tick_s=0.005)
+    gate = threading.Event()
+    ran: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def call() -> None:
+        with blocking():
+            gate.wait(10)
+
+    workers.run(call)
+    workers.run(lambda: ran.put("behind the call"))
+    time.sleep(0.3)  # 30 ticks, 30 x blocked_after_s: still within call_blocked_after_s
+    assert workers.threads() == 1 and ran.empty()
+    gate.set()
+    assert ran.get(timeout=5) == "behind the call"
+
+    held = threading.Event()
+
+    def backoff() -> None:
+        blocked()
+        held.wait(10)
+
+    workers.run(backoff)
+    workers.run(lambda: ran.put("behind the backoff"))
+    assert ran.get(timeout=5) == "behind the backoff"  # on a thread started for it
+    assert workers.threads() == 2
+    held.set()
     workers.request_stop()
     assert workers.join(5)
