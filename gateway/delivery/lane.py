@@ -47,8 +47,8 @@ log = logging.getLogger(__name__)
 WAKE_GRID_S = 0.005
 """A lane short of tokens is woken on this grid (its due time rounded up), so lanes short at
 about the same time share one wake-up of the timer; one already on its way is kept unless the
-new one is due over a grid step earlier. A paced record starts at most this much after its
-token is due; with a burst of 2 or more no token is lost meanwhile (the bucket fills on)."""
+new one is due over a grid step earlier. A paced record starts at most two grid steps after
+its token is due; with a burst of 2 or more no token is lost meanwhile (the bucket fills on)."""
 __all__ = ["WORKERS", "Completion", "Job", "Lane", "Pacer"]
 Done = Callable[[bool], None]
 Handle = Callable[[Record, Done], None]
@@ -213,7 +213,7 @@ class Lane:
             self._short_since = now
         due = math.ceil((now + wait) / WAKE_GRID_S) * WAKE_GRID_S  # the token is due by then
         if self._timer_due is not None and self._timer_due <= due + WAKE_GRID_S:
-            return  # a wake-up no later than this one (give or take the slack) is on its way
+            return  # a wake-up at most a grid step later than this one is on its way
         self._timer_due = due
         self._timer_seq += 1
         self.pool.at(due, functools.partial(self._on_timer, self._timer_seq))

@@ -14,7 +14,7 @@ timer looks every ``tick_s`` for threads that have been in such a wait for over
 ``blocked_after_s`` (a backoff, a hold: known to be long) or ``call_blocked_after_s`` (a bureau
 call: most answers take a few milliseconds, so only a slow one counts) and starts one thread
 for each, so ``size`` threads stay free for work. (Counting every call over 5 ms as blocked
-grew the pool to 60-110 threads at 1,000 deliveries/s where 8 kept up, for ~10 % more CPU per
+grew the pool to 60-120 threads at 1,000 deliveries/s where 8 kept up, for ~10 % more CPU per
 delivery.)
 (Threads that are only slow, short of CPU on a busy machine, are not counted: more threads
 would not help them.) The lanes bound how many tasks can block (a city never has more than its
