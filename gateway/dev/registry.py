@@ -610,15 +610,15 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
         super().__init__(address, handler)
         self._lock = threading.Lock()
-        self.log: deque[tuple[str, str]] = deque(maxlen=10_000)
+        self._log: deque[tuple[str, str]] = deque(maxlen=10_000)
 
     def served(self, method: str, path: str) -> None:
         with self._lock:
-            self.log.append((method, path))
+            self._log.append((method, path))
 
     def requests(self) -> list[tuple[str, str]]:
         with self._lock:
-            return list(self.log)
+            return list(self._log)
 
 
 class RegistryServer:
